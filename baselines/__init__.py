@@ -1,0 +1,1 @@
+"""Mask-removal methods behind maskbench's Predictor interface (one module per method)."""

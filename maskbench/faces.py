@@ -1,0 +1,251 @@
+"""Face detection, 68-point landmarks (iBUG-300W convention) and FFHQ-style alignment.
+
+Detection is dlib's HOG frontal-face detector; landmarks are dlib's ``shape_predictor_68_face_landmarks``
+(Kazemi & Sullivan, CVPR 2014, trained on iBUG-300W). Model files resolve, in order: an explicit path,
+the ``face-recognition-models`` package, the maskbench cache folder, a download from dlib.net; if none
+is available :class:`ModelNotFoundError` names the file and where to put it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import importlib.util
+import os
+import urllib.request
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "Face",
+    "FaceDetector",
+    "NoFaceError",
+    "ModelNotFoundError",
+    "align_ffhq",
+    "cache_dir",
+    "resolve_dlib_model",
+    "face_outline",
+    "JAW",
+    "BROWS",
+    "NOSE_TIP",
+    "MOUTH",
+]
+
+#: iBUG-68 index groups (0-based), as in Sagonas et al., "300 Faces in-the-Wild Challenge", 2013.
+JAW = tuple(range(0, 17))
+BROWS = tuple(range(17, 27))
+NOSE_TIP = 30
+MOUTH = tuple(range(48, 68))
+LEFT_EYE = tuple(range(36, 42))  # subject's right eye, image left
+RIGHT_EYE = tuple(range(42, 48))
+
+_DLIB_URL = "http://dlib.net/files/{name}.bz2"
+
+
+class NoFaceError(LookupError):
+    """No face was found in an image."""
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model file is not on disk and could not be downloaded."""
+
+
+def cache_dir() -> Path:
+    """maskbench's cache folder: ``$MASKBENCH_CACHE`` or ``~/.cache/maskbench`` (not created here)."""
+    return Path(os.environ.get("MASKBENCH_CACHE", Path.home() / ".cache" / "maskbench")).expanduser()
+
+
+def resolve_dlib_model(name: str, path: str | os.PathLike | None = None) -> Path:
+    """Find a dlib model file such as ``shape_predictor_68_face_landmarks.dat``.
+
+    Order: ``path`` -> the ``face-recognition-models`` package -> ``cache_dir()/dlib`` -> download from
+    dlib.net into the cache.
+
+    Raises:
+        ModelNotFoundError: ``path`` does not exist, or the file is nowhere and cannot be downloaded.
+    """
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ModelNotFoundError(f"model file {p} does not exist")
+        return p
+    spec = importlib.util.find_spec("face_recognition_models")  # importing it needs pkg_resources
+    if spec is not None and spec.origin:
+        p = Path(spec.origin).parent / "models" / name
+        if p.is_file():
+            return p
+    cached = cache_dir() / "dlib" / name
+    if cached.is_file():
+        return cached
+    try:
+        with urllib.request.urlopen(_DLIB_URL.format(name=name), timeout=30) as r:
+            data = bz2.decompress(r.read())
+    except OSError as e:
+        raise ModelNotFoundError(
+            f"dlib model {name} not found: install `face-recognition-models`, or put the file in "
+            f"{cached.parent} (download failed: {e})"
+        ) from None
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(cached, data)
+    return cached
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face.
+
+    Attributes:
+        box: ``(4,) float32`` detector box ``x0, y0, x1, y1`` in image pixels.
+        landmarks: ``(68, 2) float32`` iBUG-68 landmarks ``(x, y)`` in image pixels.
+        num_faces: how many faces the detector found in the image (this is the largest).
+    """
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    num_faces: int = 1
+
+
+class FaceDetector:
+    """dlib HOG detector + 68-point shape predictor, largest face wins.
+
+    The detector first runs at the image's own scale and, only if it finds nothing, once more on the
+    image upsampled 2x (dlib's ``upsample_num_times=1``), which finds faces down to ~40 px.
+    Images whose longer side exceeds ``max_detect_side`` are detected on a downscaled copy (landmarks are
+    always fitted at full resolution).
+
+    Raises (constructor):
+        ModelNotFoundError: the landmark model cannot be found.
+    """
+
+    def __init__(self, landmark_model: str | os.PathLike | None = None, max_detect_side: int = 640):
+        import dlib
+
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(
+            str(resolve_dlib_model("shape_predictor_68_face_landmarks.dat", landmark_model))
+        )
+        self._max_side = max_detect_side
+        self._dlib = dlib
+
+    def __call__(self, image: np.ndarray) -> Face:
+        """Detect the largest face in ``image``.
+
+        Args:
+            image: ``(H, W, 3) uint8`` RGB.
+
+        Returns:
+            The largest :class:`Face`.
+
+        Raises:
+            NoFaceError: no face found.
+        """
+        h, w = image.shape[:2]
+        scale = min(1.0, self._max_side / max(h, w))
+        small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        rects = self._detector(small, 0)
+        if len(rects) == 0:
+            rects = self._detector(small, 1)
+        if len(rects) == 0:
+            raise NoFaceError("no face found")
+        rect = max(rects, key=lambda r: r.width() * r.height())
+        box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float32) / scale
+        drect = self._dlib.rectangle(*(int(round(v)) for v in box))
+        shape = self._predictor(image, drect)
+        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+        return Face(box=box, landmarks=pts, num_faces=len(rects))
+
+
+def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
+    """The FFHQ crop rectangle of a face (Karras et al., CVPR 2019; NVlabs/ffhq-dataset ``recreate_aligned_images``).
+
+    Args:
+        landmarks: ``(68, 2)`` iBUG-68 landmarks, pixels.
+
+    Returns:
+        ``(4, 2) float64`` corners: top-left, bottom-left, bottom-right, top-right, in pixels.
+    """
+    lm = landmarks.astype(np.float64)
+    eye_left = lm[list(LEFT_EYE)].mean(0)
+    eye_right = lm[list(RIGHT_EYE)].mean(0)
+    eye_avg = (eye_left + eye_right) / 2
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (lm[48] + lm[54]) / 2
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def align_ffhq(image: np.ndarray, landmarks: np.ndarray, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """FFHQ-style aligned square crop.
+
+    The crop is the rotated square of :func:`ffhq_quad`, resampled with bilinear interpolation
+    (area-averaged first when it shrinks by more than 2x); pixels outside the source are mirrored
+    (FFHQ pads by reflection too, and then blurs the padding, which this omits).
+
+    Args:
+        image: ``(H, W, 3) uint8`` RGB.
+        landmarks: ``(68, 2)`` landmarks in ``image`` pixels.
+        size: output side in pixels.
+
+    Returns:
+        ``(aligned, M)``: the ``(size, size, 3) uint8`` crop and the ``(2, 3) float64`` affine map from
+        source to crop pixels (apply to landmarks with :func:`transform_points`).
+    """
+    quad = ffhq_quad(landmarks)
+    src = quad[[0, 1, 3]].astype(np.float32)
+    dst = np.array([[0, 0], [0, size], [size, 0]], np.float32)
+    m = cv2.getAffineTransform(src, dst).astype(np.float64)
+    shrink = np.hypot(*(quad[3] - quad[0])) / size
+    img, m_img = image, m
+    if shrink > 2:  # pre-shrink so bilinear sampling does not alias
+        f = 1.0 / np.floor(shrink)
+        img = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        m_img = np.concatenate([m[:, :2] / f, m[:, 2:]], axis=1)
+    out = cv2.warpAffine(img, m_img, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return out, m
+
+
+def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Apply a ``(2, 3)`` affine map to ``(N, 2)`` points; returns ``(N, 2) float32``."""
+    p = np.asarray(points, np.float64)
+    return (p @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+
+def face_outline(landmarks: np.ndarray) -> np.ndarray:
+    """Convex hull of the jaw (0-16) and brow (17-26) landmarks: the face outline used by the checks.
+
+    Returns:
+        ``(K, 2) float32`` hull vertices in pixels.
+    """
+    pts = np.asarray(landmarks, np.float32)[list(JAW) + list(BROWS)]
+    return cv2.convexHull(pts).reshape(-1, 2)
+
+
+@lru_cache(maxsize=1)
+def default_detector() -> FaceDetector:
+    """A process-wide :class:`FaceDetector` with the default models (built on first use)."""
+    return FaceDetector()
+
+
+def estimate_yaw(landmarks: np.ndarray) -> float:
+    """Rough head yaw in degrees from 2-D landmarks: sign = which way the nose points, 0 = frontal.
+
+    Uses the asymmetry of the nose tip (30) between the jaw's ends (0, 16): ``asin`` of the normalised
+    offset, a common landmark-only proxy (e.g. in MaskTheFace's pose handling). Not a 3-D pose fit.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    left, right, nose = lm[0], lm[16], lm[NOSE_TIP]
+    axis = right - left
+    half = np.hypot(*axis) / 2
+    if half == 0:
+        return 0.0
+    t = np.dot(nose - (left + right) / 2, axis / (2 * half)) / half
+    return float(np.degrees(np.arcsin(np.clip(t, -1, 1))))

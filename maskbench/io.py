@@ -1,0 +1,179 @@
+"""Image and file I/O: robust decoding, lossless encoding, atomic writes.
+
+Every writer in maskbench goes through :func:`atomic_write_bytes`, so a run that is killed leaves either
+the previous file or the complete new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "ImageDecodeError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "decode_image",
+    "read_image",
+    "encode_png",
+    "write_png",
+    "read_png",
+    "read_mask",
+]
+
+#: Smallest side, in pixels, an input image must have to be worth a face search.
+MIN_IMAGE_SIDE = 32
+
+
+class ImageDecodeError(ValueError):
+    """An input file is not a decodable image (corrupt, truncated, not an image, or too small)."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
+
+    Raises:
+        OSError: the folder cannot be written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode any image PIL reads into an RGB array, whatever its mode.
+
+    EXIF orientation is applied; grayscale, palette, RGBA (composited on white), CMYK, 16-bit and
+    float images are converted to 8-bit RGB.
+
+    Args:
+        data: the encoded file's bytes.
+        name: used in error messages only.
+
+    Returns:
+        ``(H, W, 3) uint8`` RGB array, values in [0, 255].
+
+    Raises:
+        ImageDecodeError: the bytes are not a complete image PIL can decode, or a side is shorter than
+            ``MIN_IMAGE_SIDE`` pixels.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # forces full decode: truncated files fail here, not later
+            im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(f"{name}: not a decodable image ({type(e).__name__}: {e})") from None
+    if min(rgb.shape[:2]) < MIN_IMAGE_SIDE:
+        raise ImageDecodeError(
+            f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than {MIN_IMAGE_SIDE} px on a side"
+        )
+    return rgb
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2))
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``(H, W, 3) uint8`` RGB (see :func:`decode_image`).
+
+    Raises:
+        ImageDecodeError: unreadable or undecodable file.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ImageDecodeError(f"{path}: cannot read ({e.strerror or e})") from None
+    return decode_image(data, str(path))
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Encode ``(H, W, 3) uint8`` RGB or ``(H, W) uint8`` gray as PNG bytes (deterministic, lossless).
+
+    Raises:
+        ValueError: wrong dtype or shape.
+    """
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"expected (H, W, 3) or (H, W) uint8, got {image.shape} {image.dtype}")
+    bgr = image if image.ndim == 2 else image[..., ::-1]
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Atomically write ``image`` (see :func:`encode_png`) to ``path``."""
+    atomic_write_bytes(path, encode_png(image))
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Fast reader for maskbench's own lossless outputs: ``(H, W, 3) uint8`` RGB.
+
+    Raises:
+        ImageDecodeError: the file is missing or not an image.
+    """
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageDecodeError(f"{path}: cannot read image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a binary occlusion mask PNG as ``(H, W) bool`` (True = hole, i.e. pixel value > 127).
+
+    Raises:
+        ImageDecodeError: the file is missing or not an image.
+    """
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise ImageDecodeError(f"{path}: cannot read mask")
+    return m > 127
