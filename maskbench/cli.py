@@ -9,9 +9,15 @@ from __future__ import annotations
 import functools
 import sys
 
+from pathlib import Path
+
 import click
 
 from . import __version__
+from .dataset import MASK_TYPES, DatasetFormatError, write_sample_sheet
+from .publish import PublishError
+from .sources import SourceError, resolve_source
+from .synth import SynthConfig, synthesize
 
 
 class UserError(click.ClickException):
@@ -40,6 +46,81 @@ def user_errors(*exc_types: type[BaseException]):
 @click.version_option(__version__, prog_name="maskbench")
 def main() -> None:
     """Masked-Faces dataset synthesis and a benchmark for face-mask removal."""
+
+
+@main.command()
+@click.option("--src", default=None, help="celeba, ffhq, lfw, hf:<repo_id>, or a folder of images "
+              "(default: a built-in demo photo).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Where celeba/ffhq/lfw live (their own layout).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default="masked-faces", show_default=True,
+              help="Output dataset folder (re-running resumes).")
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default="all", show_default=True,
+              help="Which output split to make (assigned by identity).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many source images.")
+@click.option("--size", type=click.IntRange(32, 4096), default=256, show_default=True, help="Output side, pixels.")
+@click.option("--align/--no-align", default=True, show_default=True, help="FFHQ-style aligned crop.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--mask-types", default=",".join(MASK_TYPES), show_default=True, help="Comma-separated subset.")
+@click.option("--variants", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per face.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True)
+@click.option("--textures", type=click.Path(), default=None, help="Folder of texture photos to draw from.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--hub-split", default="train", show_default=True, help="Split to read from an hf: source.")
+@click.option("--progress/--no-progress", default=True)
+@user_errors(SourceError, ValueError, FileNotFoundError)
+def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, variants, test_fraction, textures,
+          workers, num_shards, shard_index, hub_split, progress):
+    """Build a Masked-Faces dataset: masked / original / mask PNG triples plus metadata."""
+    if textures is not None and not Path(textures).is_dir():
+        raise UserError(f"--textures {textures}: no such folder")
+    config = SynthConfig(size=size, align=align, seed=seed, variants=variants, test_fraction=test_fraction,
+                         mask_types=tuple(t.strip() for t in mask_types.split(",") if t.strip()),
+                         textures=str(Path(textures).resolve()) if textures else None)
+    source = resolve_source(src, data_dir, hub_split=hub_split)
+    report = synthesize(source, out, config, split=split, limit=limit, workers=workers,
+                        num_shards=num_shards, shard_index=shard_index, progress=progress)
+    skipped = sum(report.skipped.values())
+    click.echo(f"{report.out}: {report.written} samples written, {skipped} inputs skipped, "
+               f"{report.resumed} already done ({report.faces_per_second:.1f} faces/s)")
+    for reason, n in sorted(report.skipped.items()):
+        click.echo(f"  skipped {n}: {reason}")
+    t = report.totals
+    click.echo(f"  dataset now: train {t.get('train', 0)}, test {t.get('test', 0)}, skipped {t.get('skipped', 0)} "
+               f"(see {Path(out) / 'skipped.csv'})")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), default="sheet.png", show_default=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--per-type", type=click.IntRange(1, 50), default=6, show_default=True)
+@user_errors(DatasetFormatError, ValueError)
+def sheet(folder, out, split, per_type):
+    """Write a contact sheet of synthesized faces, one row per mask type."""
+    n = write_sample_sheet(folder, out, split=split, per_type=per_type)
+    click.echo(f"{out}: {n} samples")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--repo-id", default=None, help="Hub repository, user/name.")
+@click.option("--private", is_flag=True, help="Create the repository private.")
+@click.option("--to-disk", type=click.Path(file_okay=False), default=None,
+              help="Write the files a push would send (parquet shards + card) here instead.")
+@user_errors(PublishError)
+def publish(folder, repo_id, private, to_disk):
+    """Publish a dataset folder to the Hugging Face hub (or write what would be pushed)."""
+    from .publish import build_hub_folder, publish as push
+
+    if to_disk:
+        dest = build_hub_folder(folder, to_disk)
+        click.echo(f"{dest}: {len(list((dest / 'data').glob('*.parquet')))} parquet shards + README.md")
+        return
+    if not repo_id:
+        raise UserError("--repo-id is required unless --to-disk is given")
+    click.echo(push(folder, repo_id, private=private))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -148,3 +148,47 @@ class MaskedFaces:
         h = hashlib.sha256(self._meta_bytes)
         h.update(f"|n={len(self.records)}".encode())
         return h.hexdigest()[:16]
+
+
+def write_sample_sheet(
+    root: str | os.PathLike, out: str | os.PathLike, split: str = "test", per_type: int = 6, tile: int = 160
+) -> int:
+    """Contact sheet of a dataset: one row per mask type, ``per_type`` masked faces each (first ids).
+
+    Each row is labelled with its mask type; types with no samples are left out.
+
+    Args:
+        root: dataset folder.
+        out: PNG path.
+        split: which split to show.
+        per_type: columns.
+        tile: tile side in pixels.
+
+    Returns:
+        number of faces on the sheet.
+
+    Raises:
+        DatasetFormatError: ``root`` has no such split.
+    """
+    import cv2
+
+    from .io import write_png
+
+    ds = MaskedFaces(root, split)
+    rows = []
+    shown = 0
+    label_w = 90
+    for t in MASK_TYPES:
+        picks = [i for i, r in enumerate(ds.records) if r.get("mask_type") == t][:per_type]
+        if not picks:
+            continue
+        tiles = [cv2.resize(ds[i].masked, (tile, tile), interpolation=cv2.INTER_AREA) for i in picks]
+        tiles += [np.full((tile, tile, 3), 255, np.uint8)] * (per_type - len(tiles))
+        label = np.full((tile, label_w, 3), 255, np.uint8)
+        cv2.putText(label, t, (6, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        rows.append(np.hstack([label] + tiles))
+        shown += len(picks)
+    if not rows:
+        raise DatasetFormatError(f"{root}/{split} has no samples")
+    write_png(out, np.vstack(rows))
+    return shown

@@ -1,0 +1,678 @@
+"""Masked-Faces synthesis: warp a mask template onto a face by its landmarks, composite, and write pairs.
+
+Per face: decode -> detect + 68 landmarks -> FFHQ-aligned crop -> for each sample pick a mask type,
+template and texture from a per-sample seeded generator -> render the template in the canonical frame
+-> piecewise-affine warp onto the face's anchor points -> light it with the face's own shading ->
+alpha-composite -> write masked / original / binary mask PNGs and a metadata record.
+
+Runs are deterministic (every sample's generator is seeded from ``(seed, source_id, k)``, so the
+output does not depend on workers, shards or interruptions) and resumable (a progress log per shard
+under ``DIR/.progress``; files are written atomically).
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+
+from . import __version__
+from .dataset import MASK_TYPES, METADATA_FILE, SPLITS
+from .faces import FaceDetector, NoFaceError, align_ffhq, estimate_yaw, transform_points
+from .io import ImageDecodeError, atomic_write_json, atomic_write_text, decode_image, write_png
+from .sources import Source, SourceItem, assign_split
+
+__all__ = [
+    "SynthConfig",
+    "SynthReport",
+    "AnchorSet",
+    "load_anchor_sets",
+    "PiecewiseAffineWarp",
+    "face_shading",
+    "composite",
+    "MaskSynthesizer",
+    "synthesize",
+    "DatasetMismatchError",
+]
+
+PROGRESS_DIR = ".progress"
+SKIPPED_FILE = "skipped.csv"
+MANIFEST_FILE = "manifest.json"
+
+
+class DatasetMismatchError(ValueError):
+    """The output folder already holds a dataset made with other settings."""
+
+
+# ----------------------------------------------------------------------------------------------- anchors
+
+
+@dataclass(frozen=True)
+class AnchorSet:
+    """Warp control points defined on the 68 landmarks (see ``mask_templates/anchors.json``).
+
+    Attributes:
+        name: the set's name (``face``, ``face_neck``).
+        landmarks: indices of landmarks used as they are.
+        extrapolated: ``(M, 3)`` rows ``(from, away, t)``: point ``lm[from] + t * (lm[from] - lm[away])``.
+    """
+
+    name: str
+    landmarks: tuple[int, ...]
+    extrapolated: tuple[tuple[int, int, float], ...]
+
+    def points(self, landmarks: np.ndarray) -> np.ndarray:
+        """Evaluate the set on ``(68, 2)`` landmarks; returns ``(K, 2) float64`` points, pixels."""
+        lm = np.asarray(landmarks, np.float64)
+        pts = [lm[list(self.landmarks)]]
+        if self.extrapolated:
+            e = np.array(self.extrapolated)
+            a, b, t = e[:, 0].astype(int), e[:, 1].astype(int), e[:, 2:3]
+            pts.append(lm[a] + t * (lm[a] - lm[b]))
+        return np.concatenate(pts)
+
+
+@lru_cache(maxsize=1)
+def load_anchor_sets(path: str | None = None) -> dict[str, AnchorSet]:
+    """Read ``mask_templates/anchors.json`` into :class:`AnchorSet` objects.
+
+    Raises:
+        ValueError: a landmark index is outside 0-67 or a set is malformed.
+    """
+    from .templates import data_dir
+
+    raw = json.loads(Path(path or data_dir() / "anchors.json").read_text())
+    sets = {}
+    for name, spec in raw.items():
+        if name.startswith("_"):
+            continue
+        lms = tuple(int(i) for i in spec["landmarks"])
+        ext = tuple((int(e["from"]), int(e["away"]), float(e["t"])) for e in spec.get("extrapolated", []))
+        bad = [i for i in lms + tuple(x for e in ext for x in e[:2]) if not 0 <= i < 68]
+        if bad:
+            raise ValueError(f"anchors.json set {name!r}: landmark indices out of range: {bad}")
+        sets[name] = AnchorSet(name, lms, ext)
+    return sets
+
+
+# ------------------------------------------------------------------------------------------------- warp
+
+
+class PiecewiseAffineWarp:
+    """Piecewise-affine warp from a canonical frame to a face, over a fixed Delaunay triangulation.
+
+    The triangulation is computed once on the canonical points (``scipy.spatial.Delaunay``); for a target
+    point set each triangle gets its own affine map (``cv2.getAffineTransform``), every target pixel is
+    labelled with the triangle covering it (``cv2.fillConvexPoly``, sub-pixel), and the source image is
+    sampled once with ``cv2.remap`` (bilinear). Pixels outside every triangle become transparent.
+    Where a turned head folds triangles over, the later triangle wins.
+
+    Args:
+        canonical_points: ``(K, 2)`` control points in the canonical frame, pixels.
+    """
+
+    def __init__(self, canonical_points: np.ndarray):
+        from scipy.spatial import Delaunay
+
+        self.src = np.asarray(canonical_points, np.float64)
+        self.triangles = Delaunay(self.src).simplices.astype(np.int32)
+
+    def __call__(self, image: np.ndarray, dst_points: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+        """Warp ``image`` (canonical frame) so its control points land on ``dst_points``.
+
+        Args:
+            image: ``(Hs, Ws, C) float32`` source, e.g. premultiplied RGBA.
+            dst_points: ``(K, 2)`` target control points, pixels.
+            out_size: ``(H, W)`` of the output.
+
+        Returns:
+            ``(H, W, C) float32``; zero outside the warped triangles.
+        """
+        h, w = out_size
+        dst = np.asarray(dst_points, np.float64)
+        n = len(self.triangles)
+        inv = np.zeros((n + 1, 2, 3), np.float64)
+        inv[n] = [[0, 0, -1e4], [0, 0, -1e4]]  # label n = outside: sample far off the source
+        label = np.full((h, w), n, np.int32)
+        shift = 4
+        for t, tri in enumerate(self.triangles):
+            d = dst[tri]
+            area = (d[1, 0] - d[0, 0]) * (d[2, 1] - d[0, 1]) - (d[2, 0] - d[0, 0]) * (d[1, 1] - d[0, 1])
+            if abs(area) < 1e-6:
+                continue
+            inv[t] = cv2.getAffineTransform(d.astype(np.float32), self.src[tri].astype(np.float32))
+            cv2.fillConvexPoly(label, np.round(d * (1 << shift)).astype(np.int32), t, cv2.LINE_8, shift)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        m = inv[label].astype(np.float32)
+        map_x = m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2]
+        map_y = m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2]
+        out = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return out if out.ndim == 3 else out[..., None]
+
+
+# -------------------------------------------------------------------------------------------- composite
+
+
+def face_shading(face: np.ndarray, region: np.ndarray, strength: float = 0.8) -> np.ndarray:
+    """Low-frequency shading of a face, to light a mask drawn over it.
+
+    The face's luminance (Rec. 601 luma) is blurred (Gaussian, sigma = 4% of the image side) and divided
+    by its median over ``region``, so a mask keeps its own colour on average but darkens where the face is
+    in shadow and brightens where it is lit. ``strength`` blends towards 1 (no shading).
+
+    Args:
+        face: ``(H, W, 3) uint8`` RGB.
+        region: ``(H, W) bool``, the pixels the mask covers.
+        strength: in [0, 1].
+
+    Returns:
+        ``(H, W) float32`` multiplicative factor, clipped to [0.45, 1.4].
+    """
+    luma = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
+    sigma = 0.04 * max(face.shape[:2])
+    blurred = cv2.GaussianBlur(luma, (0, 0), sigma)
+    ref = float(np.median(blurred[region])) if region.any() else float(blurred.mean())
+    return np.clip(1.0 + strength * (blurred / ref - 1.0), 0.45, 1.4).astype(np.float32)
+
+
+def composite(face: np.ndarray, premultiplied: np.ndarray, alpha: np.ndarray, shading: np.ndarray | None = None):
+    """Alpha-composite a warped mask over a face ("over" operator, Porter & Duff 1984).
+
+    Alpha is quantised to 8 bits first; the binary occlusion mask is exactly ``alpha_8bit > 0``, and
+    every pixel outside it equals the face byte for byte. Edge pixels are blended
+    ``a * colour + (1 - a) * face``, never added, so edges carry no bright or dark fringe.
+
+    Args:
+        face: ``(H, W, 3) uint8`` RGB.
+        premultiplied: ``(H, W, 3) float32``, mask colour times alpha, colour in [0, 1].
+        alpha: ``(H, W) float32`` coverage in [0, 1].
+        shading: optional ``(H, W) float32`` factor applied to the mask colour (:func:`face_shading`).
+
+    Returns:
+        ``(masked, hole)``: ``(H, W, 3) uint8`` composite and ``(H, W) bool`` occlusion mask.
+    """
+    a8 = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+    hole = a8 > 0
+    a = a8.astype(np.float32)[..., None] / 255.0
+    colour = premultiplied / np.maximum(alpha, 1e-6)[..., None]
+    if shading is not None:
+        colour = colour * shading[..., None]
+    colour = np.clip(colour, 0.0, 1.0) * 255.0
+    out = face.astype(np.float32)
+    out = np.where(hole[..., None], a * colour + (1.0 - a) * out, out)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), hole
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that defines a dataset's content (two runs with equal configs give equal bytes).
+
+    Attributes:
+        size: output side in pixels (FFHQ-aligned square crops).
+        align: FFHQ-style alignment; if False the image is kept at its own size.
+        seed: base seed.
+        mask_types: mask types to draw from, uniformly.
+        variants: samples per face (each with its own seed; ids get ``_k``).
+        test_fraction: share of identities (or images) in the test split.
+        textures: folder of the user's texture photos, or None for the procedural library.
+        photo_texture_prob: with ``textures``, probability of a photo (else a library texture).
+    """
+
+    size: int = 256
+    align: bool = True
+    seed: int = 0
+    mask_types: tuple[str, ...] = MASK_TYPES
+    variants: int = 1
+    test_fraction: float = 0.1
+    textures: str | None = None
+
+    def __post_init__(self):
+        bad = [t for t in self.mask_types if t not in MASK_TYPES]
+        if bad or not self.mask_types:
+            raise ValueError(f"unknown mask type(s) {bad}; choose from {', '.join(MASK_TYPES)}")
+        if not 32 <= self.size <= 4096:
+            raise ValueError(f"size must be in 32..4096 px, got {self.size}")
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1], got {self.test_fraction}")
+        if self.variants < 1:
+            raise ValueError(f"variants must be >= 1, got {self.variants}")
+
+
+def sample_seed(seed: int, source_id: str, k: int) -> int:
+    """The 63-bit seed of sample ``k`` of ``source_id`` (SHA-256 based, independent of run order)."""
+    h = hashlib.sha256(f"maskbench|{seed}|{source_id}|{k}".encode()).digest()
+    return int.from_bytes(h[:8], "big") >> 1
+
+
+# ---------------------------------------------------------------------------------------- per-face work
+
+
+class MaskSynthesizer:
+    """Puts masks on faces: the per-process worker of :func:`synthesize`, usable on its own.
+
+    Args:
+        config: the dataset settings.
+        detector: a :class:`maskbench.faces.FaceDetector` (built if None).
+
+    Raises:
+        ModelNotFoundError: the landmark model is missing.
+        FileNotFoundError: ``config.textures`` is given but holds no readable image.
+    """
+
+    def __init__(self, config: SynthConfig, detector: FaceDetector | None = None):
+        from .templates import canonical_landmarks, load_templates
+        from .textures import TextureBank, load_photo_textures
+
+        self.config = config
+        self.detector = detector or FaceDetector()
+        templates = load_templates()
+        self.templates = {t: [s for s in templates if s.mask_type == t] for t in config.mask_types}
+        photos = None
+        if config.textures:
+            photos, _ = load_photo_textures(config.textures)
+        self.bank = TextureBank(photos=photos)
+        canon = canonical_landmarks(config.size)
+        self._canon = canon
+        self._anchors = load_anchor_sets()
+        self._warps = {name: PiecewiseAffineWarp(a.points(canon)) for name, a in self._anchors.items()}
+
+    def mask_face(
+        self, face: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator, mask_type: str
+    ) -> dict[str, Any]:
+        """Draw one mask of ``mask_type`` on an (aligned) face.
+
+        Args:
+            face: ``(H, W, 3) uint8`` RGB.
+            landmarks: ``(68, 2)`` landmarks in ``face`` pixels.
+            rng: the sample's generator (picks template and texture).
+            mask_type: one of ``MASK_TYPES``.
+
+        Returns:
+            dict with ``masked`` ``(H, W, 3) uint8``, ``hole`` ``(H, W) bool``, ``template_id``, ``texture_id``.
+        """
+        from .templates import render_template
+
+        specs = self.templates[mask_type]
+        spec = specs[int(rng.integers(len(specs)))]
+        texture_id = self.bank.pick(mask_type, rng)
+        texture = None if texture_id is None else self.bank.image(texture_id, self.config.size)
+        rgb, alpha = render_template(spec, texture, size=self.config.size)
+        premult = np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=2).astype(np.float32)
+        anchors = self._anchors[spec.anchors]
+        warped = self._warps[spec.anchors](premult, anchors.points(landmarks), face.shape[:2])
+        w_alpha = np.clip(warped[..., 3], 0.0, 1.0)
+        region = w_alpha > 0.5
+        shading = face_shading(face, region)
+        masked, hole = composite(face, warped[..., :3], w_alpha, shading)
+        return {"masked": masked, "hole": hole, "template_id": spec.template_id, "texture_id": texture_id}
+
+    def prepare(self, item: SourceItem) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Decode, detect and align one source image.
+
+        Returns:
+            ``(face (S, S, 3) uint8, landmarks (68, 2) float32, box (4,) float32, num_faces)``, in output pixels.
+
+        Raises:
+            ImageDecodeError: the file is not a usable image.
+            NoFaceError: no face found.
+        """
+        try:
+            data = item.read_bytes()
+        except OSError as e:
+            raise ImageDecodeError(f"cannot read: {e}") from None
+        image = decode_image(data, item.source_id)
+        det = self.detector(image)
+        if not self.config.align:
+            return image, det.landmarks, det.box, det.num_faces
+        face, m = align_ffhq(image, det.landmarks, self.config.size)
+        lm = transform_points(det.landmarks, m)
+        corners = transform_points(det.box.reshape(2, 2), m).reshape(-1)
+        return face, lm, corners, det.num_faces
+
+
+# ----------------------------------------------------------------------------------------------- runner
+
+
+@dataclass
+class SynthReport:
+    """What a :func:`synthesize` call did."""
+
+    out: Path
+    planned: int = 0
+    resumed: int = 0
+    written: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    totals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def faces_per_second(self) -> float:
+        done = self.written + sum(self.skipped.values())
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _plan_ids(items: list[SourceItem]) -> dict[str, str]:
+    """A file-safe, unique id per source item: the id without extension, hashed on collision."""
+    base = {}
+    for it in items:
+        stem = it.source_id.rsplit(".", 1)[0] if "." in Path(it.source_id).name else it.source_id
+        base[it.source_id] = _ID_UNSAFE.sub("_", stem.replace("/", "__")).strip("_") or "img"
+    counts = Counter(base.values())
+    return {
+        sid: (b if counts[b] == 1 else f"{b}-{hashlib.sha1(sid.encode()).hexdigest()[:6]}") for sid, b in base.items()
+    }
+
+
+_WORKER: MaskSynthesizer | None = None
+_WORKER_CTX: dict[str, Any] = {}
+
+
+def _init_worker(config: SynthConfig, out: str, source_name: str) -> None:
+    global _WORKER
+    cv2.setNumThreads(1)
+    _WORKER = MaskSynthesizer(config)
+    _WORKER_CTX.update(out=Path(out), source=source_name)
+
+
+def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
+    """Make all samples of one source item; never raises (failures become a skip entry)."""
+    item, base_id, split = job
+    worker, cfg, out = _WORKER, _WORKER.config, _WORKER_CTX["out"]
+    try:
+        face, lm, box, num_faces = worker.prepare(item)
+    except ImageDecodeError as e:
+        return _skip(item, f"bad image: {str(e).split(': ', 1)[-1]}")
+    except NoFaceError:
+        return _skip(item, "no face found")
+    except Exception as e:  # a bad input must never stop the run: record it
+        return _skip(item, f"error: {type(e).__name__}: {e}")
+    records = []
+    try:
+        for k in range(cfg.variants):
+            seed = sample_seed(cfg.seed, item.source_id, k)
+            rng = np.random.default_rng(seed)
+            types = cfg.mask_types
+            mask_type = types[(int(rng.integers(len(types))) + k) % len(types)]
+            res = worker.mask_face(face, lm, rng, mask_type)
+            sid = base_id if cfg.variants == 1 else f"{base_id}_{k}"
+            rec = {
+                "id": sid,
+                "masked_file_name": f"masked/{sid}.png",
+                "original_file_name": f"original/{sid}.png",
+                "mask_file_name": f"mask/{sid}.png",
+                "source": _WORKER_CTX["source"],
+                "source_id": item.source_id,
+                "identity": item.identity,
+                "split": split,
+                "mask_type": mask_type,
+                "template_id": res["template_id"],
+                "texture_id": res["texture_id"],
+                "seed": seed,
+                "landmarks": np.round(lm.astype(np.float64), 2).tolist(),
+                "face_box": np.round(box.astype(np.float64), 2).tolist(),
+                "hole_fraction": round(float(res["hole"].mean()), 6),
+                "yaw": round(estimate_yaw(lm), 2),
+                "num_faces": int(num_faces),
+                "width": int(face.shape[1]),
+                "height": int(face.shape[0]),
+            }
+            d = out / split
+            write_png(d / rec["masked_file_name"], res["masked"])
+            write_png(d / rec["original_file_name"], face)
+            write_png(d / rec["mask_file_name"], res["hole"].astype(np.uint8) * 255)
+            records.append(rec)
+    except Exception as e:  # a template/texture failure on one face is recorded, the run goes on
+        return _skip(item, f"error: {type(e).__name__}: {e}")
+    return {"source_id": item.source_id, "records": records}
+
+
+def _skip(item: SourceItem, reason: str) -> dict[str, Any]:
+    return {"source_id": item.source_id, "path": item.path or "", "skipped": reason}
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    entries = []
+    if path.is_file():
+        for line in path.read_text("utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a killed run may be cut short
+                continue
+    return entries
+
+
+def _load_state(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Finished work in ``out``: (records by id, skip entries by source_id), from tables and logs."""
+    records: dict[str, dict] = {}
+    skips: dict[str, dict] = {}
+    for split in SPLITS:
+        meta = out / split / METADATA_FILE
+        if meta.is_file():
+            for line in meta.read_text("utf-8").splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    records[r["id"]] = r
+    sk = out / SKIPPED_FILE
+    if sk.is_file():
+        with open(sk, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                skips[row["source_id"]] = {"source_id": row["source_id"], "path": row["path"], "skipped": row["reason"]}
+    for log in sorted((out / PROGRESS_DIR).glob("*.jsonl")) if (out / PROGRESS_DIR).is_dir() else []:
+        for e in _read_log(log):
+            if "skipped" in e:
+                skips[e["source_id"]] = e
+            else:
+                for r in e["records"]:
+                    records[r["id"]] = r
+                skips.pop(e["source_id"], None)
+    return records, skips
+
+
+@contextmanager
+def _locked(out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _manifest(config: SynthConfig, source: Source) -> dict[str, Any]:
+    from .templates import library_hash
+
+    return {
+        "format": "maskbench-masked-faces/1",
+        "maskbench_version": __version__,
+        "config": {**asdict(config), "mask_types": list(config.mask_types)},
+        "source": {"name": source.name, "description": source.description, "license": source.license,
+                   "license_note": source.license_note, "citation": source.citation},
+        "template_library": library_hash(),
+    }
+
+
+_CONTENT_KEYS = ("config", "template_library")
+
+
+def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    path = out / MANIFEST_FILE
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    old_cfg = {k: old.get(k) for k in _CONTENT_KEYS} | {"source": old.get("source", {}).get("name")}
+    new_cfg = {k: manifest.get(k) for k in _CONTENT_KEYS} | {"source": manifest["source"]["name"]}
+    if json.loads(json.dumps(old_cfg)) != json.loads(json.dumps(new_cfg)):
+        diff = [k for k in new_cfg if old_cfg.get(k) != json.loads(json.dumps(new_cfg[k]))]
+        if "config" in diff:
+            oc, nc = old_cfg["config"] or {}, json.loads(json.dumps(new_cfg["config"]))
+            diff = [f"{k} {oc.get(k)!r} vs {nc.get(k)!r}" for k in nc if oc.get(k) != nc.get(k)] + [
+                d for d in diff if d != "config"]
+        raise DatasetMismatchError(
+            f"{out} holds a dataset made with other settings ({'; '.join(diff)}): use another --out"
+        )
+
+
+def synthesize(
+    source: Source,
+    out: str | os.PathLike,
+    config: SynthConfig = SynthConfig(),
+    *,
+    split: str = "all",
+    limit: int | None = None,
+    workers: int = 1,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    progress: bool = True,
+) -> SynthReport:
+    """Build (or resume) a Masked-Faces dataset in ``out``.
+
+    Args:
+        source: from :func:`maskbench.sources.resolve_source`.
+        out: output folder (format: :mod:`maskbench.dataset`).
+        config: the dataset's content settings.
+        split: ``train``, ``test`` or ``all``: which output split(s) to make (assignment is by identity,
+            see :func:`maskbench.sources.assign_split`).
+        limit: at most this many source images (after the split filter, in source-id order).
+        workers: processes.
+        num_shards, shard_index: take every ``num_shards``-th image starting at ``shard_index`` (a job array
+            runs one shard per task into the same folder; each shard finalises the tables with what is done).
+        progress: show a progress bar (rate and ETA) on stderr.
+
+    Returns:
+        a :class:`SynthReport`.
+
+    Raises:
+        ValueError: bad split/shard arguments.
+        DatasetMismatchError: ``out`` holds a dataset made with other settings.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be train, test or all, got {split!r}")
+    if not (num_shards >= 1 and 0 <= shard_index < num_shards):
+        raise ValueError(f"shard index {shard_index} not in 0..{num_shards - 1}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    out = Path(out)
+    t0 = time.perf_counter()
+    manifest = _manifest(config, source)
+    items = source.items
+    if source.name == "demo" and config.variants == 1:
+        config = SynthConfig(**{**asdict(config), "variants": len(config.mask_types)})
+        manifest = _manifest(config, source)
+    with _locked(out):
+        _check_manifest(out, manifest)
+        atomic_write_json(out / MANIFEST_FILE, {**manifest, "counts": _read_counts(out)})
+        records, skips = _load_state(out)
+    ids = _plan_ids(items)
+    jobs = []
+    for it in items:
+        s = assign_split(it, config.test_fraction)
+        if split in ("all", s):
+            jobs.append((it, ids[it.source_id], s))
+    if limit is not None:
+        jobs = jobs[:limit]
+    jobs = jobs[shard_index::num_shards]
+    done_sources = {r["source_id"] for r in records.values()} | set(skips)
+    todo = [j for j in jobs if j[0].source_id not in done_sources]
+    report = SynthReport(out=out, planned=len(jobs), resumed=len(jobs) - len(todo))
+    log_path = out / PROGRESS_DIR / f"shard-{shard_index:05d}-of-{num_shards:05d}.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if todo:
+        _run_jobs(todo, config, out, source.name, workers, log_path, report, progress)
+    with _locked(out):
+        report.totals = _finalize(out, manifest, source)
+        if log_path.is_file():
+            log_path.unlink()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run_jobs(todo, config, out, source_name, workers, log_path, report, progress) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), unit="face", disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    with open(log_path, "a", encoding="utf-8") as log:
+
+        def handle(res: dict[str, Any]) -> None:
+            log.write(json.dumps(res, sort_keys=True) + "\n")
+            log.flush()
+            if "skipped" in res:
+                report.skipped[res["skipped"].split(":")[0]] += 1
+            else:
+                report.written += len(res["records"])
+            bar.update(1)
+            bar.set_postfix(skipped=sum(report.skipped.values()), refresh=False)
+
+        if workers == 1:
+            _init_worker(config, str(out), source_name)
+            for job in todo:
+                handle(_process(job))
+        else:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(workers, _init_worker, (config, str(out), source_name)) as pool:
+                for res in pool.imap(_process, todo, chunksize=8):
+                    handle(res)
+    bar.close()
+
+
+def _read_counts(out: Path) -> dict[str, Any]:
+    path = out / MANIFEST_FILE
+    return json.loads(path.read_text()).get("counts", {}) if path.is_file() else {}
+
+
+def _finalize(out: Path, manifest: dict[str, Any], source: Source) -> dict[str, int]:
+    """Write the per-split metadata tables, the skipped table, the manifest and the card."""
+    from .publish import write_card
+
+    records, skips = _load_state(out)
+    counts: dict[str, Any] = {"skipped": len(skips)}
+    for s in SPLITS:
+        rows = sorted((r for r in records.values() if r["split"] == s), key=lambda r: r["id"])
+        if rows:
+            atomic_write_text(out / s / METADATA_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        else:  # an empty split must not exist on disk: the hub loader would infer a different format for it
+            (out / s / METADATA_FILE).unlink(missing_ok=True)
+            for sub in ("masked", "original", "mask", ""):
+                d = out / s / sub
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+        counts[s] = len(rows)
+        counts[f"{s}_by_type"] = dict(sorted(Counter(r["mask_type"] for r in rows).items()))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["source_id", "path", "reason"])
+    for sid in sorted(skips):
+        w.writerow([sid, skips[sid].get("path", ""), skips[sid]["skipped"]])
+    atomic_write_text(out / SKIPPED_FILE, buf.getvalue())
+    counts["skipped_by_reason"] = dict(sorted(Counter(e["skipped"].split(":")[0] for e in skips.values()).items()))
+    full = {**manifest, "counts": counts}
+    atomic_write_json(out / MANIFEST_FILE, full)
+    write_card(out, full)
+    return {k: v for k, v in counts.items() if isinstance(v, int)}
+
+
+def iter_records(out: str | os.PathLike) -> Iterable[dict[str, Any]]:
+    """All finished records of a dataset folder (both splits), in id order."""
+    records, _ = _load_state(Path(out))
+    return [records[k] for k in sorted(records)]
