@@ -630,7 +630,7 @@ def _run_jobs(todo, config, out, source_name, workers, log_path, report, progres
         else:
             import multiprocessing as mp
 
-            with mp.get_context("fork").Pool(workers, _init_worker, (config, str(out), source_name)) as pool:
+            with mp.get_context("spawn").Pool(workers, _init_worker, (config, str(out), source_name)) as pool:
                 for res in pool.imap(_process, todo, chunksize=8):
                     handle(res)
     bar.close()
