@@ -268,3 +268,16 @@ def test_contact_sheet(tmp_path, templates):
     assert read_png(out).shape == sheet.shape
     with pytest.raises(ValueError):
         write_contact_sheet(out, [], size=64)
+
+
+def test_cli_lists_templates_and_writes_a_sheet(tmp_path):
+    from click.testing import CliRunner
+
+    from maskbench.cli import main
+
+    sheet = tmp_path / "sheet.png"
+    res = CliRunner().invoke(main, ["templates", "--type", "kn95", "--limit", "3", "--sheet", str(sheet), "--size", "64"])
+    assert res.exit_code == 0, res.output
+    assert "total" in res.output and "900" in res.output
+    assert "kn95-0003" in res.output and "kn95-0004" not in res.output
+    assert read_png(sheet).shape == (64 + 14, 3 * 64, 3)
