@@ -20,6 +20,7 @@ from ``half_width`` to ``neck_width`` at the neck.
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.resources
 import io
 import math
@@ -41,7 +42,9 @@ __all__ = [
     "TemplateSpec",
     "TemplateSpecError",
     "canonical_landmarks",
+    "data_dir",
     "face_hull",
+    "library_hash",
     "load_templates",
     "render_template",
     "write_contact_sheet",
@@ -61,6 +64,9 @@ STYLES: dict[str, tuple[str, ...]] = {
 
 #: Strap kind each mask type has.
 _STRAPS = {"surgical": "ear_loops", "cloth": "ear_loops", "n95": "head_straps", "kn95": "ear_loops", "scarf": "none"}
+
+#: Bumped whenever :func:`render_template` draws differently; part of :func:`library_hash`.
+RENDERER_VERSION = "1"
 
 #: Shrink, in canonical pixels, of the face hull that clips face masks (the contract allows 3).
 HULL_CLIP = 3.5
@@ -139,20 +145,61 @@ class TemplateSpec:
 # --------------------------------------------------------------------------------------------- data
 
 
-def _data_file(name: str):
-    """A file of the mask_templates data folder: source checkout first, then the installed package."""
+_DATA_FILES = ("mean_face_68.csv", "anchors.json", "templates.csv", "textures.csv")
+
+
+def data_dir() -> Path:
+    """The ``mask_templates`` data folder.
+
+    A source checkout's ``<repo>/mask_templates`` is used when present; otherwise the installed package
+    ``maskbench.mask_templates`` (the wheel ships the folder under that name).
+
+    Returns:
+        The folder's path.
+
+    Raises:
+        FileNotFoundError: neither exists (a broken installation).
+    """
     import maskbench
 
-    local = Path(maskbench.__file__).resolve().parent.parent / "mask_templates" / name
-    if local.is_file():
+    local = Path(maskbench.__file__).resolve().parent.parent / "mask_templates"
+    if (local / "mean_face_68.csv").is_file():
         return local
     try:
-        res = importlib.resources.files("maskbench.mask_templates") / name
+        installed = Path(str(importlib.resources.files("maskbench.mask_templates")))
     except ModuleNotFoundError:
-        raise FileNotFoundError(f"mask template data {name} not found (looked in {local.parent})") from None
-    if not res.is_file():
-        raise FileNotFoundError(f"mask template data {name} not found in {local.parent} or the installed package")
-    return res
+        installed = None
+    if installed is None or not (installed / "mean_face_68.csv").is_file():
+        raise FileNotFoundError(
+            f"mask template data not found: neither {local} nor an installed maskbench.mask_templates package"
+        )
+    return installed
+
+
+def _data_file(name: str) -> Path:
+    """A file of :func:`data_dir`; FileNotFoundError names it when missing."""
+    p = data_dir() / name
+    if not p.is_file():
+        raise FileNotFoundError(f"mask template data file {p} does not exist")
+    return p
+
+
+def library_hash() -> str:
+    """Fingerprint of everything that decides how masks look: the data tables and the renderer version.
+
+    Datasets record it, so a resumed run can tell whether the library changed underneath it.
+
+    Returns:
+        ``"sha256:<64 hex digits>"``.
+
+    Raises:
+        FileNotFoundError: a data file is missing.
+    """
+    h = hashlib.sha256(f"renderer={RENDERER_VERSION}\n".encode())
+    for name in _DATA_FILES:
+        h.update(f"{name}\n".encode())
+        h.update(_data_file(name).read_bytes())
+    return "sha256:" + h.hexdigest()
 
 
 @lru_cache(maxsize=1)
@@ -321,7 +368,7 @@ def load_templates(path: str | os.PathLike | None = None) -> list[TemplateSpec]:
     """
     if path is None:
         src = _data_file("templates.csv")
-        name = "templates.csv"
+        name = str(src)
     else:
         src = Path(path)
         name = str(path)

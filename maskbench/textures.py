@@ -114,10 +114,12 @@ def load_textures(path: str | os.PathLike | None = None) -> list[TextureSpec]:
             row (1 = first data row) and column.
     """
     if path is None:
-        from .templates import _data_file
+        from .templates import data_dir
 
-        src = _data_file("textures.csv")
-        name = "textures.csv"
+        src = data_dir() / "textures.csv"
+        name = str(src)
+        if not src.is_file():
+            raise FileNotFoundError(f"texture table {src} does not exist")
     else:
         src = Path(path)
         name = str(path)

@@ -17,7 +17,9 @@ from maskbench.templates import (
     TemplateSpec,
     TemplateSpecError,
     canonical_landmarks,
+    data_dir,
     face_hull,
+    library_hash,
     load_templates,
     render_template,
     write_contact_sheet,
@@ -195,9 +197,7 @@ def test_render_is_fast(templates):
 
 
 def _rows() -> tuple[list[str], list[dict[str, str]]]:
-    from maskbench.templates import _data_file
-
-    text = _data_file("templates.csv").read_text(encoding="utf-8")
+    text = (data_dir() / "templates.csv").read_text(encoding="utf-8")
     reader = csv.DictReader(text.splitlines())
     return list(reader.fieldnames or []), list(reader)
 
@@ -281,3 +281,12 @@ def test_cli_lists_templates_and_writes_a_sheet(tmp_path):
     assert "total" in res.output and "900" in res.output
     assert "kn95-0003" in res.output and "kn95-0004" not in res.output
     assert read_png(sheet).shape == (64 + 14, 3 * 64, 3)
+
+
+def test_data_dir_and_library_hash():
+    d = data_dir()
+    for name in ("mean_face_68.csv", "anchors.json", "templates.csv", "textures.csv", "README.md"):
+        assert (d / name).is_file(), name
+    h = library_hash()
+    assert h.startswith("sha256:") and len(h) == 7 + 64
+    assert library_hash() == h

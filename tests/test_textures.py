@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskbench.templates import MASK_TYPES
+from maskbench.templates import MASK_TYPES, data_dir
 from maskbench.textures import (
     TEXTURE_KINDS,
     TextureBank,
@@ -86,22 +86,18 @@ def _table(specs_path: Path, tmp_path: Path, edit) -> Path:
     ],
 )
 def test_validation_errors_name_file_row_and_column(tmp_path, column, value, match):
-    from maskbench.templates import _data_file
-
     def edit(header, rows):
         rows[1][column] = value
         return header, rows
 
-    p = _table(Path(str(_data_file("textures.csv"))), tmp_path, edit)
+    p = _table(data_dir() / "textures.csv", tmp_path, edit)
     with pytest.raises(TextureSpecError, match=match) as e:
         load_textures(p)
     assert str(p) in str(e.value)
 
 
 def test_validation_duplicates_and_columns(tmp_path):
-    from maskbench.templates import _data_file
-
-    src = Path(str(_data_file("textures.csv")))
+    src = data_dir() / "textures.csv"
     p = _table(src, tmp_path, lambda h, r: (h, [r[0], r[1], r[0]]))
     with pytest.raises(TextureSpecError, match="row 3, column texture_id: duplicate"):
         load_textures(p)
