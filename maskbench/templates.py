@@ -165,10 +165,11 @@ def data_dir() -> Path:
     local = Path(maskbench.__file__).resolve().parent.parent / "mask_templates"
     if (local / "mean_face_68.csv").is_file():
         return local
-    try:
-        installed = Path(str(importlib.resources.files("maskbench.mask_templates")))
+    try:  # a namespace package (no __init__.py): files() is a MultiplexedPath, its children are Paths
+        probe = importlib.resources.files("maskbench.mask_templates") / "mean_face_68.csv"
     except ModuleNotFoundError:
-        installed = None
+        probe = None
+    installed = Path(str(probe)).parent if probe is not None else None
     if installed is None or not (installed / "mean_face_68.csv").is_file():
         raise FileNotFoundError(
             f"mask template data not found: neither {local} nor an installed maskbench.mask_templates package"
