@@ -25,7 +25,7 @@ import importlib.resources
 import io
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
@@ -596,7 +596,7 @@ def _draw_stroke(
     layer_rgb[sl] = np.where(over[..., None], shade[..., None] * rgb, layer_rgb[sl])
 
 
-def _strap_paths(spec: TemplateSpec, body: _Body, fr: _Frame) -> list[np.ndarray]:
+def _strap_paths(spec: TemplateSpec, fr: _Frame) -> list[np.ndarray]:
     """Polylines (output px) of the loops/straps on both sides: attach on the body side, end beyond the
     face outline near the jaw landmark ``strap_top``/``strap_bottom`` (the hull clip cuts them there)."""
     s = fr.scale
@@ -632,12 +632,21 @@ def _edges_at(spec: TemplateSpec, x: float) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------- structure
 
 
+@dataclass
+class _Shading:
+    """A mask's own structure: ``rgb = albedo * shade + add``; ``disp`` moves the texture (canonical px)."""
+
+    shade: np.ndarray  # (S, S) float32 multiplier, ~[0.5, 1.2]
+    add: np.ndarray  # (S, S) float32 highlight
+    disp: np.ndarray | None = None  # (S, S) float32 vertical texture displacement
+
+
 def _gauss(x: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-0.5 * (x / sigma) ** 2)
 
 
-def _shade_surgical(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarray, np.ndarray]:
-    """Pleats (light band, fold edge, cast shadow), bound edges, side seals. Returns (shade, add)."""
+def _shade_surgical(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
+    """Pleats (light band, fold edge, cast shadow), bound edges, heat-sealed sides, nose wire."""
     s = fr.scale
     size = fr.size
     v = b.v
@@ -669,7 +678,7 @@ def _shade_surgical(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarra
     shade *= (1.0 - 0.12 * b.u[None, :] ** 4) * (1.0 - 0.10 * np.clip(v - 0.8, 0, 1) / 0.2)
     if spec.nose_wire:
         _nose_wire(shade, add, b, fr, 0.42 * spec.half_width, 2.0, 0.6)
-    return shade, add
+    return _Shading(shade, add)
 
 
 def _nose_wire(
@@ -703,11 +712,10 @@ def _edge_along(b: _Body, fr: _Frame) -> np.ndarray:
     )
 
 
-def _shade_cloth(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarray, np.ndarray]:
+def _shade_cloth(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
     s = fr.scale
     if spec.style == "pleated":
-        shade, add = _shade_surgical(spec, b, fr)
-        return shade, add
+        return _shade_surgical(spec, b, fr)
     u = b.u[None, :]
     v = b.v
     # a contoured mask is two curved panels: rounder in the middle, turning away at the sides
@@ -725,10 +733,10 @@ def _shade_cloth(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarray, 
     shade -= 0.10 * _gauss(b.dist - 4.2 * s, 0.6 * s + 0.15)
     if spec.nose_wire:
         _nose_wire(shade, add, b, fr, 0.32 * spec.half_width, 1.6, 0.8)
-    return shade, add
+    return _Shading(shade, add)
 
 
-def _shade_n95(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarray, np.ndarray]:
+def _shade_n95(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
     s = fr.scale
     u = b.u[None, :]
     w = (b.v - 0.42) / 0.58
@@ -748,10 +756,10 @@ def _shade_n95(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarray, np
         band = on * np.clip(1.6 * s + 0.5 - np.abs(b.d_top - 6.0 * s), 0.0, 1.0)
         shade -= 0.10 * band
         add += 0.06 * band * _gauss(b.d_top - 5.4 * s, 0.5 * s + 0.1)
-    return shade, add
+    return _Shading(shade, add)
 
 
-def _shade_kn95(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarray, np.ndarray]:
+def _shade_kn95(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
     s = fr.scale
     rng = np.random.default_rng(spec.seed)
     lit_left = rng.random() < 0.5
@@ -779,11 +787,12 @@ def _shade_kn95(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarray, n
     shade -= 0.10 * pad
     if spec.nose_wire:
         _nose_wire(shade, add, b, fr, 0.30 * spec.half_width, 3.0, 0.7)
-    return shade, add
+    return _Shading(shade, add)
 
 
-def _shade_scarf(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Soft folds; also returns a (S, S) vertical texture displacement (canonical px) that follows them."""
+def _shade_scarf(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
+    """Tube: horizontal gathers; bandana: folds radiating from the hanging point; both with folds off the
+    nose, a hem, and shade under the chin. The texture is displaced along the folds."""
     s = fr.scale
     rng = np.random.default_rng(spec.seed)
     cx = fr.cx[None, :]
@@ -836,7 +845,7 @@ def _shade_scarf(spec: TemplateSpec, b: _Body, fr: _Frame) -> tuple[np.ndarray, 
     jy = np.interp(fr.cx, xs, jaw)[None, :]
     under = np.clip((cy - jy - 2.0) / 6.0, 0.0, 1.0) * np.clip(1.0 - (cy - jy - 8.0) / 30.0, 0.35, 1.0)
     shade *= 1.0 - 0.22 * np.where(jy > 0, under, 0.0)
-    return shade.astype(np.float32), add.astype(np.float32), disp.astype(np.float32)
+    return _Shading(shade.astype(np.float32), add.astype(np.float32), disp.astype(np.float32))
 
 
 def _tension_folds(rng: np.random.Generator, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
@@ -893,6 +902,11 @@ def _valve(spec: TemplateSpec, fr: _Frame, rgb: np.ndarray, alpha: np.ndarray) -
 # ------------------------------------------------------------------------------------------ render
 
 
+_SHADERS = {
+    "surgical": _shade_surgical, "cloth": _shade_cloth, "n95": _shade_n95, "kn95": _shade_kn95, "scarf": _shade_scarf,
+}  # fmt: skip
+
+
 def _prepare_texture(texture: np.ndarray, size: int) -> np.ndarray:
     """Centre square crop of ``texture`` resized to ``size``, float32 [0, 1]."""
     if not (isinstance(texture, np.ndarray) and texture.ndim == 3 and texture.shape[2] == 3):
@@ -908,8 +922,52 @@ def _prepare_texture(texture: np.ndarray, size: int) -> np.ndarray:
     return crop.astype(np.float32) * np.float32(1 / 255)
 
 
-def render_template(spec: TemplateSpec, texture: np.ndarray | None = None, size: int = CANONICAL_SIZE
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _albedo(
+    spec: TemplateSpec, texture: np.ndarray | None, b: _Body, fr: _Frame, disp: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fabric colour per pixel, ``(S, S, 3) float32``, and its mean colour ``(3,)``.
+
+    Without a texture: the template's colour with a fine non-woven grain. With one: the texture laid on
+    the mask, bent along the top edge (and displaced along the folds of scarves).
+    """
+    size, s = fr.size, fr.scale
+    if texture is None:
+        base = _hex_rgb(spec.color)
+        return (1.0 + 0.025 * fr.grain)[..., None] * base[None, None, :], base
+    tex = _prepare_texture(texture, size)
+    top_c = float(np.interp(_CENTER_X, fr.cx, b.top))
+    bend = 0.55 * (b.top - top_c) * s  # px per column
+    map_x = np.broadcast_to(np.arange(size, dtype=np.float32)[None, :], (size, size))
+    map_y = np.arange(size, dtype=np.float32)[:, None] - bend[None, :]
+    map_y = map_y + disp * s if disp is not None else np.broadcast_to(map_y, (size, size))
+    albedo = cv2.remap(tex, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y, dtype=np.float32),
+                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return albedo, tex.reshape(-1, 3).mean(0)
+
+
+def _add_straps(
+    spec: TemplateSpec, fr: _Frame, rgb: np.ndarray, alpha: np.ndarray, mean_rgb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Loops/straps drawn under the body; returns the combined (rgb, alpha)."""
+    size = fr.size
+    la = np.zeros((size, size), np.float32)
+    lrgb = np.zeros((size, size, 3), np.float32)
+    if spec.strap_color == "match":
+        colour = np.clip(mean_rgb * 0.92, 0, 1).astype(np.float32)
+    else:
+        colour = _hex_rgb(spec.strap_color)
+    flat = spec.straps == "head_straps"
+    for path in _strap_paths(spec, fr):
+        _draw_stroke(la, lrgb, path.astype(np.float32), spec.strap_width * fr.scale, colour, flat)
+    la *= 1.0 - alpha  # loops pass under the body
+    total = alpha + la
+    rgb = (rgb * alpha[..., None] + lrgb * la[..., None]) / np.maximum(total, 1e-6)[..., None]
+    return rgb, total
+
+
+def render_template(
+    spec: TemplateSpec, texture: np.ndarray | None = None, size: int = CANONICAL_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw a mask template in the canonical frame.
 
     Args:
@@ -931,60 +989,16 @@ def render_template(spec: TemplateSpec, texture: np.ndarray | None = None, size:
         raise ValueError(f"size must be an integer >= 16, got {size!r}")
     size = int(size)
     fr = _frame(size)
-    s = fr.scale
     b = _body(spec, fr)
     alpha = np.clip(b.dist + 0.5, 0.0, 1.0)
 
-    disp = None
-    if spec.mask_type == "surgical":
-        shade, add = _shade_surgical(spec, b, fr)
-    elif spec.mask_type == "cloth":
-        shade, add = _shade_cloth(spec, b, fr)
-    elif spec.mask_type == "n95":
-        shade, add = _shade_n95(spec, b, fr)
-    elif spec.mask_type == "kn95":
-        shade, add = _shade_kn95(spec, b, fr)
-    else:
-        shade, add, disp = _shade_scarf(spec, b, fr)
-
-    # albedo: the texture laid on the mask, bent along the top edge (and the folds for scarves)
-    if texture is None:
-        base = _hex_rgb(spec.color)
-        grain = 1.0 + 0.025 * fr.grain
-        albedo = grain[..., None] * base[None, None, :]
-        mean_rgb = base
-    else:
-        tex = _prepare_texture(texture, size)
-        top_c = float(np.interp(_CENTER_X, fr.cx, b.top))
-        bend = 0.55 * (b.top - top_c) * s  # px per column
-        map_x = np.broadcast_to(np.arange(size, dtype=np.float32)[None, :], (size, size))
-        map_y = np.arange(size, dtype=np.float32)[:, None] - bend[None, :]
-        if disp is not None:
-            map_y = map_y + disp * s
-        else:
-            map_y = np.broadcast_to(map_y, (size, size))
-        albedo = cv2.remap(tex, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y, dtype=np.float32),
-                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-        mean_rgb = tex.reshape(-1, 3).mean(0)
-    rgb = np.clip(albedo * shade[..., None] + add[..., None], 0.0, 1.0).astype(np.float32)
-
+    sh = _SHADERS[spec.mask_type](spec, b, fr)
+    albedo, mean_rgb = _albedo(spec, texture, b, fr, sh.disp)
+    rgb = np.clip(albedo * sh.shade[..., None] + sh.add[..., None], 0.0, 1.0).astype(np.float32)
     if spec.valve != "none":
         _valve(spec, fr, rgb, alpha)
-
     if spec.straps != "none":
-        la = np.zeros((size, size), np.float32)
-        lrgb = np.zeros((size, size, 3), np.float32)
-        if spec.strap_color == "match":
-            scol = np.clip(mean_rgb * 0.92, 0, 1).astype(np.float32)
-        else:
-            scol = _hex_rgb(spec.strap_color)
-        flat = spec.straps == "head_straps"
-        for path in _strap_paths(spec, b, fr):
-            _draw_stroke(la, lrgb, path.astype(np.float32), spec.strap_width * s, scol, flat)
-        la *= 1.0 - alpha  # loops pass under the body
-        total = alpha + la
-        rgb = (rgb * alpha[..., None] + lrgb * la[..., None]) / np.maximum(total, 1e-6)[..., None]
-        alpha = total
+        rgb, alpha = _add_straps(spec, fr, rgb, alpha, mean_rgb)
 
     if spec.mask_type != "scarf":
         alpha = alpha * fr.hull_clip

@@ -290,3 +290,24 @@ def test_data_dir_and_library_hash():
     h = library_hash()
     assert h.startswith("sha256:") and len(h) == 7 + 64
     assert library_hash() == h
+
+
+def _anchor_hull_mask(name: str, lm: np.ndarray) -> np.ndarray:
+    """(S, S) bool: inside the convex hull of an anchor set's control points (what the warp can move)."""
+    import json
+
+    spec = json.loads((data_dir() / "anchors.json").read_text())[name]
+    pts = [lm[i] for i in spec["landmarks"]]
+    pts += [lm[e["from"]] + e["t"] * (lm[e["from"]] - lm[e["away"]]) for e in spec["extrapolated"]]
+    hull = cv2.convexHull(np.array(pts, np.float32))
+    m = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.fillPoly(m, [np.round(hull * 16).astype(np.int32)], 1, shift=4)
+    return m.astype(bool)
+
+
+def test_templates_stay_inside_their_anchor_hull(templates, renders, lm):
+    hulls = {name: _anchor_hull_mask(name, lm) for name in ("face", "face_neck")}
+    for t in templates:
+        _, alpha = renders[t.template_id]
+        outside = ((alpha > 0) & ~hulls[t.anchors]).sum()
+        assert outside == 0, f"{t.template_id}: {outside} px outside the {t.anchors} anchor hull"
