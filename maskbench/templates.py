@@ -441,7 +441,7 @@ def _frame(size: int) -> _Frame:
     hull_clip = np.clip((sd - HULL_CLIP) * scale + 0.5, 0.0, 1.0).astype(np.float32)
     rng = np.random.default_rng(20240607)
     g = rng.standard_normal((size, size)).astype(np.float32)
-    g = cv2.GaussianBlur(g, (0, 0), 0.6 * max(scale, 0.5)) + 0.25 * cv2.GaussianBlur(g, (0, 0), 2.0 * scale)
+    g = cv2.GaussianBlur(g, (0, 0), 0.6 * max(scale, 0.5)) + 0.15 * cv2.GaussianBlur(g, (0, 0), 2.0 * scale)
     g /= max(float(g.std()), 1e-6)
     for a in (c, hull_clip, g):
         a.setflags(write=False)
@@ -639,6 +639,7 @@ class _Shading:
     shade: np.ndarray  # (S, S) float32 multiplier, ~[0.5, 1.2]
     add: np.ndarray  # (S, S) float32 highlight
     disp: np.ndarray | None = None  # (S, S) float32 vertical texture displacement
+    two_panels: bool = False  # left and right halves are separate pieces: the texture is mirrored
 
 
 def _gauss(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -653,9 +654,12 @@ def _shade_surgical(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
     height_px = (b.bot - b.top)[None, :] * s
     shade = np.ones((size, size), np.float32)
     add = np.zeros((size, size), np.float32)
+    disp = np.zeros((size, size), np.float32)
     n = spec.pleats
-    # pleats sit in the middle 64 % of the height; each fold edge casts a shadow downwards
+    # pleats sit in the middle 64 % of the height; each fold edge casts a shadow downwards and hides a
+    # strip of fabric (the texture jumps there)
     lo, hi = 0.24, 0.86
+    hidden = 4.0 * np.clip(height_px / (60.0 * s), 0.3, 1.0)
     for k in range(n):
         vk = lo + (hi - lo) * (k + 0.65) / n
         t = (v - vk) * height_px  # px below the fold edge
@@ -663,6 +667,7 @@ def _shade_surgical(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
         shade += 0.07 * band - 0.05 * band**3
         shade -= 0.30 * np.exp(-np.clip(t, 0, None) / (1.1 * s + 0.3)) * (t >= 0) * (t < 6 * s)
         add += 0.05 * _gauss(t + 0.9 * s, 0.7 * s + 0.2)
+        disp += hidden * np.clip(t + 0.5, 0.0, 1.0)
     # bound top and bottom edges: a flat strip with a seam line inside it
     dt = b.d_top
     db = (b.bot[None, :] - fr.cy[:, None]) * s
@@ -678,7 +683,7 @@ def _shade_surgical(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
     shade *= (1.0 - 0.12 * b.u[None, :] ** 4) * (1.0 - 0.10 * np.clip(v - 0.8, 0, 1) / 0.2)
     if spec.nose_wire:
         _nose_wire(shade, add, b, fr, 0.42 * spec.half_width, 2.0, 0.6)
-    return _Shading(shade, add)
+    return _Shading(shade, add, disp)
 
 
 def _nose_wire(
@@ -733,7 +738,7 @@ def _shade_cloth(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
     shade -= 0.10 * _gauss(b.dist - 4.2 * s, 0.6 * s + 0.15)
     if spec.nose_wire:
         _nose_wire(shade, add, b, fr, 0.32 * spec.half_width, 1.6, 0.8)
-    return _Shading(shade, add)
+    return _Shading(shade, add, two_panels=True)
 
 
 def _shade_n95(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
@@ -787,7 +792,7 @@ def _shade_kn95(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
     shade -= 0.10 * pad
     if spec.nose_wire:
         _nose_wire(shade, add, b, fr, 0.30 * spec.half_width, 3.0, 0.7)
-    return _Shading(shade, add)
+    return _Shading(shade, add, two_panels=True)
 
 
 def _shade_scarf(spec: TemplateSpec, b: _Body, fr: _Frame) -> _Shading:
@@ -923,12 +928,12 @@ def _prepare_texture(texture: np.ndarray, size: int) -> np.ndarray:
 
 
 def _albedo(
-    spec: TemplateSpec, texture: np.ndarray | None, b: _Body, fr: _Frame, disp: np.ndarray | None
+    spec: TemplateSpec, texture: np.ndarray | None, b: _Body, fr: _Frame, sh: _Shading
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fabric colour per pixel, ``(S, S, 3) float32``, and its mean colour ``(3,)``.
 
     Without a texture: the template's colour with a fine non-woven grain. With one: the texture laid on
-    the mask, bent along the top edge (and displaced along the folds of scarves).
+    the mask, bent along the top edge, displaced along pleats and folds, mirrored on two-panel masks.
     """
     size, s = fr.size, fr.scale
     if texture is None:
@@ -937,9 +942,12 @@ def _albedo(
     tex = _prepare_texture(texture, size)
     top_c = float(np.interp(_CENTER_X, fr.cx, b.top))
     bend = 0.55 * (b.top - top_c) * s  # px per column
-    map_x = np.broadcast_to(np.arange(size, dtype=np.float32)[None, :], (size, size))
+    cols = np.arange(size, dtype=np.float32)
+    if sh.two_panels:  # both halves cut from the same folded fabric
+        cols = np.where(cols >= size / 2, size - 1 - cols, cols) + np.float32(size / 7)
+    map_x = np.broadcast_to(cols[None, :], (size, size))
     map_y = np.arange(size, dtype=np.float32)[:, None] - bend[None, :]
-    map_y = map_y + disp * s if disp is not None else np.broadcast_to(map_y, (size, size))
+    map_y = map_y + sh.disp * s if sh.disp is not None else np.broadcast_to(map_y, (size, size))
     albedo = cv2.remap(tex, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y, dtype=np.float32),
                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     return albedo, tex.reshape(-1, 3).mean(0)
@@ -993,7 +1001,7 @@ def render_template(
     alpha = np.clip(b.dist + 0.5, 0.0, 1.0)
 
     sh = _SHADERS[spec.mask_type](spec, b, fr)
-    albedo, mean_rgb = _albedo(spec, texture, b, fr, sh.disp)
+    albedo, mean_rgb = _albedo(spec, texture, b, fr, sh)
     rgb = np.clip(albedo * sh.shade[..., None] + sh.add[..., None], 0.0, 1.0).astype(np.float32)
     if spec.valve != "none":
         _valve(spec, fr, rgb, alpha)

@@ -611,8 +611,8 @@ class TextureBank:
         for i, pool in enumerate(pools):
             if not pool:
                 probs[i] = 0.0
-        if mask_type in ("cloth", "scarf") and self._all:  # the whole library, fabrics favoured above
-            pools[2] = pools[2] or self._all
+        if probs.sum() == 0:  # an empty library: only the default look is left
+            return None
         k = int(rng.choice(4, p=probs / probs.sum()))
         if k == 3:
             return None
