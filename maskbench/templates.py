@@ -239,7 +239,7 @@ def face_hull(size: int = CANONICAL_SIZE) -> np.ndarray:
     """Face outline of the canonical frame: convex hull of the jaw (0-16) and brow (17-26) landmarks.
 
     Returns:
-        ``(K, 2) float32`` hull vertices in pixels, counter-clockwise in image coordinates.
+        ``(K, 2) float32`` hull vertices in pixels, in order around the hull.
     """
     pts = canonical_landmarks(size)[:27]
     return cv2.convexHull(pts, clockwise=False)[:, 0, :].astype(np.float32)
