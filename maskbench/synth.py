@@ -32,7 +32,7 @@ import numpy as np
 
 from . import __version__
 from .dataset import MASK_TYPES, METADATA_FILE, SPLITS
-from .faces import FaceDetector, NoFaceError, align_ffhq, estimate_yaw, transform_points
+from .faces import FaceDetector, FacePoseError, NoFaceError, align_ffhq, estimate_yaw, nose_inside_outline, transform_points
 from .io import ImageDecodeError, atomic_write_json, atomic_write_text, decode_image, write_png
 from .sources import Source, SourceItem, assign_split
 
@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 PROGRESS_DIR = ".progress"
+#: Faces whose landmarks fold more anchor triangles than this over (strong profiles, failed landmark fits:
+#: 3 of 193 CelebA faces, all |yaw| > 40 deg) are skipped: a 2-D warp cannot put a mask on them.
+MAX_FOLDED_TRIANGLES = 8
 SKIPPED_FILE = "skipped.csv"
 MANIFEST_FILE = "manifest.json"
 
@@ -117,7 +120,8 @@ class PiecewiseAffineWarp:
 
     The triangulation is computed once on the canonical points (``scipy.spatial.Delaunay``); for a target
     point set each triangle gets its own affine map (``cv2.getAffineTransform``), every target pixel is
-    labelled with the triangle covering it (``cv2.fillConvexPoly``, sub-pixel), and the source image is
+    labelled with the triangle covering it (``cv2.fillConvexPoly``, sub-pixel; a pixel
+    between two triangles that neither covers takes a neighbour's triangle), and the source image is
     sampled once with ``cv2.remap`` (bilinear). Pixels outside every triangle become transparent.
     Where a turned head folds triangles over, the later triangle wins.
 
@@ -130,6 +134,15 @@ class PiecewiseAffineWarp:
 
         self.src = np.asarray(canonical_points, np.float64)
         self.triangles = Delaunay(self.src).simplices.astype(np.int32)
+
+    def folded(self, dst_points: np.ndarray) -> int:
+        """How many triangles flip orientation between the canonical and ``dst_points`` (fold-overs)."""
+        def orientation(p: np.ndarray) -> np.ndarray:
+            d = np.asarray(p, np.float64)[self.triangles]
+            return np.sign((d[:, 1, 0] - d[:, 0, 0]) * (d[:, 2, 1] - d[:, 0, 1])
+                           - (d[:, 2, 0] - d[:, 0, 0]) * (d[:, 1, 1] - d[:, 0, 1]))
+
+        return int((orientation(dst_points) != orientation(self.src)).sum())
 
     def __call__(self, image: np.ndarray, dst_points: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
         """Warp ``image`` (canonical frame) so its control points land on ``dst_points``.
@@ -156,6 +169,13 @@ class PiecewiseAffineWarp:
                 continue
             inv[t] = cv2.getAffineTransform(d.astype(np.float32), self.src[tri].astype(np.float32))
             cv2.fillConvexPoly(label, np.round(d * (1 << shift)).astype(np.int32), t, cv2.LINE_8, shift)
+        # a pixel on a shared edge that sub-pixel filling gave to neither triangle takes a neighbour's label
+        gap = label == n
+        if gap.any():
+            known = np.where(gap, -1, label).astype(np.float32)
+            grown = cv2.dilate(known, np.ones((3, 3), np.uint8)).astype(np.int32)
+            fill = gap & (grown >= 0)
+            label[fill] = grown[fill]
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
         m = inv[label].astype(np.float32)
         map_x = m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2]
@@ -332,6 +352,8 @@ class MaskSynthesizer:
         Raises:
             ImageDecodeError: the file is not a usable image.
             NoFaceError: no face found.
+            FacePoseError: the face is in profile (or its landmarks failed): nose tip outside the outline,
+                or more than ``MAX_FOLDED_TRIANGLES`` anchor triangles fold over.
         """
         try:
             data = item.read_bytes()
@@ -339,6 +361,13 @@ class MaskSynthesizer:
             raise ImageDecodeError(f"cannot read: {e}") from None
         image = decode_image(data, item.source_id)
         det = self.detector(image)
+        if not nose_inside_outline(det.landmarks):
+            raise FacePoseError(f"face turned too far: yaw {estimate_yaw(det.landmarks):.0f} deg, nose tip "
+                                "outside the face outline")
+        folds = self._warps["face"].folded(self._anchors["face"].points(det.landmarks))
+        if folds > MAX_FOLDED_TRIANGLES:
+            raise FacePoseError(f"face turned too far: yaw {estimate_yaw(det.landmarks):.0f} deg, {folds} "
+                                "anchor triangles fold over")
         if not self.config.align:
             return image, det.landmarks, det.box, det.num_faces
         face, m = align_ffhq(image, det.landmarks, self.config.size)
@@ -402,6 +431,8 @@ def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
         face, lm, box, num_faces = worker.prepare(item)
     except ImageDecodeError as e:
         return _skip(item, f"bad image: {str(e).split(': ', 1)[-1]}")
+    except FacePoseError as e:
+        return _skip(item, str(e))
     except NoFaceError:
         return _skip(item, "no face found")
     except Exception as e:  # a bad input must never stop the run: record it
@@ -411,8 +442,8 @@ def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
         for k in range(cfg.variants):
             seed = sample_seed(cfg.seed, item.source_id, k)
             rng = np.random.default_rng(seed)
-            types = cfg.mask_types
-            mask_type = types[(int(rng.integers(len(types))) + k) % len(types)]
+            types = cfg.mask_types  # the variants of one face cycle through the types from a seeded start
+            mask_type = types[(sample_seed(cfg.seed, item.source_id, 0) + k) % len(types)]
             res = worker.mask_face(face, lm, rng, mask_type)
             sid = base_id if cfg.variants == 1 else f"{base_id}_{k}"
             rec = {
@@ -611,6 +642,7 @@ def _run_jobs(todo, config, out, source_name, workers, log_path, report, progres
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), unit="face", disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    _drop_partial_line(log_path)
     with open(log_path, "a", encoding="utf-8") as log:
 
         def handle(res: dict[str, Any]) -> None:
@@ -634,6 +666,16 @@ def _run_jobs(todo, config, out, source_name, workers, log_path, report, progres
                 for res in pool.imap(_process, todo, chunksize=8):
                     handle(res)
     bar.close()
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a log's unfinished last line (left by a killed run) so appended lines start on their own."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _read_counts(out: Path) -> dict[str, Any]:

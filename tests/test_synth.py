@@ -158,7 +158,7 @@ def test_mask_edges_have_no_bright_fringe(run200):
 def test_output_loads_with_datasets(run200, tmp_path):
     datasets = pytest.importorskip("datasets")
     out, report = run200
-    d = datasets.load_dataset(str(out))
+    d = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
     n = sum(len(d[s]) for s in d)
     assert n == report.written
     row = d[next(iter(d))][0]
@@ -176,7 +176,7 @@ def test_publish_to_disk_writes_loadable_parquet_and_card(run200, tmp_path):
     assert shards and all("-of-" in p.name for p in shards)
     card = (tmp_path / "hub" / "README.md").read_text()
     assert card.startswith("---\nlicense: other") and "configs:" in card and "CelebA" in card
-    d = datasets.load_dataset(str(tmp_path / "hub"))
+    d = datasets.load_dataset(str(tmp_path / "hub"), cache_dir=str(tmp_path / "hf-cache"))
     assert sum(len(d[s]) for s in d) == report.written
     assert d[next(iter(d))][0]["mask"].size == (256, 256)
 
@@ -277,7 +277,8 @@ def test_bad_files_are_skipped_with_reasons_and_odd_formats_are_converted(celeba
         (["synth", "--src", "celeba", "--data-dir", "/no/such/dir"], "/no/such/dir"),
         (["synth", "--src", "hf:maskbench-tests/does-not-exist-4f2a"], "hf:maskbench-tests/does-not-exist-4f2a"),
         (["synth", "--mask-types", "surgical,balaclava"], "unknown mask type"),
-        (["publish", "."], "not a maskbench dataset"),
+        (["publish", ".", "--to-disk", "hub"], "not a maskbench dataset"),
+        (["publish", "."], "--repo-id is required"),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_one_line(args, message, tmp_path):
