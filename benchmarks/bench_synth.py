@@ -1,0 +1,81 @@
+"""Synthesis throughput on real faces: faces per second, detection and landmarks included.
+
+    python benchmarks/bench_synth.py --data-dir ../shared/data/celeba-id200 [--limit 600] [--workers 1 2]
+
+Each row is one fresh ``synthesize`` run (new output folder) over the same CelebA images at --size,
+timed from the first image to the finished tables (worker start-up included). A per-stage profile of
+one process follows, so a slow stage is easy to spot. Target (issue 2): >= 60 faces/s with 2 workers
+on a 2-core machine at 256 px.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from maskbench.sources import resolve_source
+from maskbench.synth import MaskSynthesizer, SynthConfig, sample_seed, synthesize
+
+
+def stage_profile(source, config: SynthConfig, n: int) -> dict[str, float]:
+    """Milliseconds per face for each stage, in one process."""
+    from maskbench.faces import align_ffhq, transform_points
+    from maskbench.io import decode_image, encode_png
+
+    syn = MaskSynthesizer(config)
+    t = dict.fromkeys(["decode", "detect+landmarks", "align", "mask (render+warp+composite)", "png encode"], 0.0)
+    done = 0
+    for item in source.items[:n]:
+        t0 = time.perf_counter()
+        img = decode_image(item.read_bytes())
+        t1 = time.perf_counter()
+        try:
+            det = syn.detector(img)
+        except LookupError:
+            continue
+        t2 = time.perf_counter()
+        face, m = align_ffhq(img, det.landmarks, config.size)
+        lm = transform_points(det.landmarks, m)
+        t3 = time.perf_counter()
+        rng = np.random.default_rng(sample_seed(0, item.source_id, 0))
+        res = syn.mask_face(face, lm, rng, config.mask_types[done % len(config.mask_types)])
+        t4 = time.perf_counter()
+        for a in (res["masked"], face, res["hole"].astype(np.uint8) * 255):
+            encode_png(a)
+        t5 = time.perf_counter()
+        for k, (a, b) in zip(t, [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]):
+            t[k] += b - a
+        done += 1
+    return {k: 1000 * v / max(done, 1) for k, v in t.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=os.environ.get("MASKBENCH_CELEBA", "../shared/data/celeba-id200"))
+    ap.add_argument("--limit", type=int, default=600)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+
+    source = resolve_source("celeba", args.data_dir)
+    config = SynthConfig(size=args.size)
+    print(f"maskbench synthesis benchmark: {args.limit} CelebA images, --size {args.size}, {os.cpu_count()} CPUs")
+    print(f"{'workers':>8} {'faces':>7} {'skipped':>8} {'seconds':>8} {'faces/s':>8}")
+    for w in args.workers:
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            r = synthesize(source, out, config, limit=args.limit, workers=w, progress=False)
+            dt = time.perf_counter() - t0
+        n = r.written + sum(r.skipped.values())
+        print(f"{w:>8} {r.written:>7} {sum(r.skipped.values()):>8} {dt:>8.2f} {n / dt:>8.1f}")
+    print("\nper-stage time, one process (ms per face):")
+    for k, v in stage_profile(source, config, min(args.limit, 200)).items():
+        print(f"  {k:<32} {v:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
