@@ -40,6 +40,7 @@ import torch.nn.functional as F
 __all__ = [
     "HIGHER_IS_BETTER",
     "higher_is_better",
+    "UnknownMetricError",
     "l1",
     "psnr",
     "ssim",
@@ -65,15 +66,22 @@ _SSIM_TRUNCATE = 3.5
 _K1, _K2 = 0.01, 0.03
 
 
+class UnknownMetricError(KeyError):
+    """A metric name is not one maskbench reports."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def higher_is_better(metric: str) -> bool:
     """Direction of a reported column such as ``"psnr_hole"`` or ``"raw_l1"``.
 
     Raises:
-        KeyError: not a known metric.
+        UnknownMetricError: (a ``KeyError``) not a known metric.
     """
     base = metric.removeprefix("raw_").removesuffix("_hole")
     if base not in HIGHER_IS_BETTER:
-        raise KeyError(f"unknown metric {metric!r}; known: {', '.join(HIGHER_IS_BETTER)}")
+        raise UnknownMetricError(f"unknown metric {metric!r}; known: {', '.join(HIGHER_IS_BETTER)}")
     return HIGHER_IS_BETTER[base]
 
 
