@@ -18,9 +18,10 @@ Inception statistics with the split's ORIGINAL images' statistics, which are cac
 ``MaskedFaces.fingerprint()`` in ``cache_dir()/fid``; original-face identity embeddings are cached the
 same way in ``cache_dir()/identity``.
 
-Pipeline: worker threads decode a batch, run the method, composite, and compute pixel and identity
-metrics while the calling thread runs the Inception forward of the previous batch (OpenCV, dlib and
-torch release the GIL). Each finished batch is written to ``partial/`` atomically, so an interrupted
+Pipeline: worker threads decode a batch, run the method, composite and compute pixel metrics; a
+separate thread runs the identity embedder (dlib, which holds the GIL, in a child process when FID is
+on); the calling thread runs the Inception forward of the batch in the meantime (OpenCV and torch
+release the GIL). Each finished batch is written to ``partial/`` atomically, so an interrupted
 run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
 retried image by image; an image that still fails is recorded (``error``) and the run goes on.
 """
@@ -149,7 +150,8 @@ class _Batch:
     rows: list[dict[str, Any]]
     composites: np.ndarray  # (K, H, W, 3) uint8 of the images that did not fail
     originals: np.ndarray | None  # (K, H, W, 3) when reference FID features are still needed
-    orig_embed: np.ndarray | None  # (K, D) identity embeddings of originals computed here
+    ok: list[int]  # positions (in the batch) of the images that did not fail
+    identity: Future | None  # -> (embeddings of all originals computed here or None, (K,) cosines)
 
 
 def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = None) -> EvalResult:
@@ -200,129 +202,144 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
     if config.identity:
         from .identity import load_identity_model
 
-        ident = load_identity_model(config.identity_model, device)
+        # dlib holds the GIL: on CPU it runs in a child process so the Inception forward is not stalled
+        ident = load_identity_model(config.identity_model, device, subprocess=config.fid)
         ident_path = cache_dir() / "identity" / f"{fingerprint}-{ident.name}.npy"
         if ident_path.is_file():
             orig_embed_cache = np.load(ident_path)
 
-    partial = run_dir / "partial"
-    n = len(dataset)
-    bs = config.batch_size
-    batches = [list(range(s, min(s + bs, n))) for s in range(0, n, bs)]
-    pending = [k for k in range(len(batches)) if not _batch_done(partial, k)]
-    done_images = sum(len(batches[k]) for k in range(len(batches)) if k not in set(pending))
-    if progress:
-        progress(done_images, n)
+    try:
+        partial = run_dir / "partial"
+        n = len(dataset)
+        bs = config.batch_size
+        batches = [list(range(s, min(s + bs, n))) for s in range(0, n, bs)]
+        pending = [k for k in range(len(batches)) if not _batch_done(partial, k)]
+        done_images = sum(len(batches[k]) for k in range(len(batches)) if k not in set(pending))
+        if progress:
+            progress(done_images, n)
 
-    def prepare(k: int) -> _Batch:
-        return _prepare_batch(
-            k, batches[k], dataset, predictor, config, run_dir, ident, orig_embed_cache, need_orig=ref_stats is None
+        # identity runs on its own thread, so a batch's Inception forward need not wait for it
+        ident_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskbench-identity") if ident else None
+
+        def prepare(k: int) -> _Batch:
+            return _prepare_batch(
+                k, batches[k], dataset, predictor, config, run_dir, ident, ident_pool, orig_embed_cache,
+                need_orig=ref_stats is None,
+            )
+
+        window = max(1, config.workers) + 1
+        with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="maskbench-eval") as pool:
+            futures: dict[int, Future] = {}
+            queue = list(pending)
+            while queue or futures:
+                while queue and len(futures) < window:
+                    k = queue.pop(0)
+                    futures[k] = pool.submit(prepare, k)
+                k = min(futures)
+                batch = futures.pop(k).result()
+                arrays: dict[str, np.ndarray] = {}
+                if feats is not None:
+                    arrays["features"] = feats(batch.composites).astype(np.float32)
+                    if batch.originals is not None:
+                        arrays["orig_features"] = feats(batch.originals).astype(np.float32)
+                if batch.identity is not None:
+                    orig_embed, cos = batch.identity.result()
+                    for i, j in enumerate(batch.ok):
+                        batch.rows[j]["identity_cosine"] = float(cos[i])
+                    if orig_embed is not None:
+                        arrays["orig_embed"] = orig_embed
+                _write_batch(partial, k, batch, arrays)
+                done_images += len(batch.ids)
+                if progress:
+                    progress(done_images, n)
+
+        # assemble
+        frames, comp_feats, orig_feats, orig_embeds = [], [], [], []
+        for k in range(len(batches)):
+            frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
+            npz = partial / f"batch-{k:05d}.npz"
+            if npz.is_file():
+                with np.load(npz) as z:
+                    if "features" in z:
+                        comp_feats.append(z["features"])
+                    if "orig_features" in z:
+                        orig_feats.append(z["orig_features"])
+                    if "orig_embed" in z:
+                        orig_embeds.append(z["orig_embed"])
+        table = pd.concat(frames, ignore_index=True)
+        fid_value = None
+        fid_n = 0
+        if config.fid:
+            from .fid import FeatureStats, fid_from_stats
+
+            if ref_stats is None and orig_feats and sum(len(f) for f in orig_feats) == n:
+                ref_stats = FeatureStats()
+                for f in orig_feats:
+                    ref_stats.update(f)
+                ref_stats.save(ref_path)
+            stats = FeatureStats()
+            for f in comp_feats:
+                stats.update(f)
+            fid_n = stats.n
+            if ref_stats is not None and stats.n >= 2 and ref_stats.n >= 2:
+                fid_value = fid_from_stats(stats, ref_stats)
+        if ident is not None and orig_embed_cache is None and orig_embeds and sum(len(e) for e in orig_embeds) == n:
+            buf = io.BytesIO()
+            np.save(buf, np.concatenate(orig_embeds))
+            atomic_write_bytes(ident_path, buf.getvalue())
+
+        atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
+        failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
+        summary = summarize(table, seed=config.seed)
+        summary.update(
+            {
+                "method": config.method,
+                "track": cls.track,
+                "dataset_fingerprint": fingerprint,
+                "data": str(Path(config.data).resolve()),
+                "split": config.split,
+                "fid": fid_value,
+                "fid_n": fid_n,
+                "identity_model": ident.name if ident is not None else None,
+                "failures": failures,
+            }
         )
-
-    window = max(1, config.workers) + 1
-    with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="maskbench-eval") as pool:
-        futures: dict[int, Future] = {}
-        queue = list(pending)
-        while queue or futures:
-            while queue and len(futures) < window:
-                k = queue.pop(0)
-                futures[k] = pool.submit(prepare, k)
-            k = min(futures)
-            batch = futures.pop(k).result()
-            arrays: dict[str, np.ndarray] = {}
-            if feats is not None:
-                arrays["features"] = feats(batch.composites).astype(np.float32)
-                if batch.originals is not None:
-                    arrays["orig_features"] = feats(batch.originals).astype(np.float32)
-            if batch.orig_embed is not None:
-                arrays["orig_embed"] = batch.orig_embed
-            _write_batch(partial, k, batch, arrays)
-            done_images += len(batch.ids)
-            if progress:
-                progress(done_images, n)
-
-    # assemble
-    frames, comp_feats, orig_feats, orig_embeds = [], [], [], []
-    for k in range(len(batches)):
-        frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
-        npz = partial / f"batch-{k:05d}.npz"
-        if npz.is_file():
-            with np.load(npz) as z:
-                if "features" in z:
-                    comp_feats.append(z["features"])
-                if "orig_features" in z:
-                    orig_feats.append(z["orig_features"])
-                if "orig_embed" in z:
-                    orig_embeds.append(z["orig_embed"])
-    table = pd.concat(frames, ignore_index=True)
-    fid_value = None
-    fid_n = 0
-    if config.fid:
-        from .fid import FeatureStats, fid_from_stats
-
-        if ref_stats is None and orig_feats and sum(len(f) for f in orig_feats) == n:
-            ref_stats = FeatureStats()
-            for f in orig_feats:
-                ref_stats.update(f)
-            ref_stats.save(ref_path)
-        stats = FeatureStats()
-        for f in comp_feats:
-            stats.update(f)
-        fid_n = stats.n
-        if ref_stats is not None and stats.n >= 2 and ref_stats.n >= 2:
-            fid_value = fid_from_stats(stats, ref_stats)
-    if ident is not None and orig_embed_cache is None and orig_embeds and sum(len(e) for e in orig_embeds) == n:
-        buf = io.BytesIO()
-        np.save(buf, np.concatenate(orig_embeds))
-        atomic_write_bytes(ident_path, buf.getvalue())
-
-    atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
-    failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
-    summary = summarize(table, seed=config.seed)
-    summary.update(
-        {
-            "method": config.method,
-            "track": cls.track,
-            "dataset_fingerprint": fingerprint,
-            "data": str(Path(config.data).resolve()),
-            "split": config.split,
-            "fid": fid_value,
-            "fid_n": fid_n,
+        finished = time.time()
+        manifest = {
+            "complete": True,
+            "maskbench_version": __version__,
+            "config": asdict(config),
+            "args_hash": config.args_hash(),
+            "method": {
+                "name": config.method,
+                "class": f"{cls.__module__}:{cls.__qualname__}",
+                "track": cls.track,
+                "input_size": cls.input_size,
+                "needs_gpu": cls.needs_gpu,
+                "weights": cls.weights_status(),
+            },
+            "dataset": {"path": str(Path(config.data).resolve()), "split": config.split, "fingerprint": fingerprint, "n": n},
+            "seed": config.seed,
+            "device": device,
+            "hardware": _hardware(device),
+            "versions": _versions(),
+            "git_commit": _git_commit(),
             "identity_model": ident.name if ident is not None else None,
-            "failures": failures,
+            "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
+            "started": _iso(started),
+            "finished": _iso(finished),
+            "elapsed_s": round(finished - started, 3),
+            "n_failed": len(failures),
         }
-    )
-    finished = time.time()
-    manifest = {
-        "complete": True,
-        "maskbench_version": __version__,
-        "config": asdict(config),
-        "args_hash": config.args_hash(),
-        "method": {
-            "name": config.method,
-            "class": f"{cls.__module__}:{cls.__qualname__}",
-            "track": cls.track,
-            "input_size": cls.input_size,
-            "needs_gpu": cls.needs_gpu,
-            "weights": cls.weights_status(),
-        },
-        "dataset": {"path": str(Path(config.data).resolve()), "split": config.split, "fingerprint": fingerprint, "n": n},
-        "seed": config.seed,
-        "device": device,
-        "hardware": _hardware(device),
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "identity_model": ident.name if ident is not None else None,
-        "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
-        "started": _iso(started),
-        "finished": _iso(finished),
-        "elapsed_s": round(finished - started, 3),
-        "n_failed": len(failures),
-    }
-    atomic_write_json(summary_path, summary)
-    atomic_write_json(manifest_path, manifest)
-    shutil.rmtree(partial, ignore_errors=True)
-    return EvalResult(run_dir, summary, failures)
+        atomic_write_json(summary_path, summary)
+        atomic_write_json(manifest_path, manifest)
+        shutil.rmtree(partial, ignore_errors=True)
+        return EvalResult(run_dir, summary, failures)
+    finally:
+        if ident is not None:
+            if ident_pool is not None:
+                ident_pool.shutdown(wait=True)
+            ident.close()
 
 
 def _prepare_batch(
@@ -333,6 +350,7 @@ def _prepare_batch(
     config: EvalConfig,
     run_dir: Path,
     ident,
+    ident_pool: ThreadPoolExecutor | None,
     orig_embed_cache: np.ndarray | None,
     need_orig: bool,
 ) -> _Batch:
@@ -372,7 +390,10 @@ def _prepare_batch(
             }
         )
     composites = np.zeros((0,) + masked.shape[1:], np.uint8)
-    orig_embed = None
+    identity = None
+    if ident is not None:
+        lm_all = np.array([s.record["landmarks"] for s in samples], np.float64)
+        e_cached = orig_embed_cache[idx] if orig_embed_cache is not None else None
     if ok:
         out = np.stack([outputs[j] for j in ok])
         m = masks[ok]
@@ -387,16 +408,7 @@ def _prepare_batch(
             pm = np.stack([pmasks[j] for j in ok])
             ious, f1s = mask_iou(pm, m), mask_f1(pm, m)
         if ident is not None:
-            lms = np.array([samples[j].record["landmarks"] for j in ok], np.float64)
-            if orig_embed_cache is not None:
-                e_org = orig_embed_cache[[idx[j] for j in ok]]
-            else:
-                e_all = ident.embed(original, np.array([s.record["landmarks"] for s in samples], np.float64))
-                orig_embed = e_all
-                e_org = e_all[ok]
-            from .identity import cosine_similarity
-
-            cos = cosine_similarity(e_org, ident.embed(comp, lms))
+            identity = ident_pool.submit(_identity_job, ident, original, comp, lm_all, ok, e_cached)
         for i, j in enumerate(ok):
             row = rows[j]
             row.update({k2: float(v[i]) for k2, v in scores.items()})
@@ -407,13 +419,20 @@ def _prepare_batch(
             if blind:
                 row["mask_iou"] = float(ious[i])
                 row["mask_f1"] = float(f1s[i])
-            if ident is not None:
-                row["identity_cosine"] = float(cos[i])
             if config.save_outputs:
                 write_png(run_dir / "outputs" / f"{ids[j]}.png", outputs[j])
-    elif ident is not None and orig_embed_cache is None:
-        orig_embed = ident.embed(original, np.array([s.record["landmarks"] for s in samples], np.float64))
-    return _Batch(k, ids, rows, composites, original if need_orig else None, orig_embed)
+    elif ident is not None:
+        identity = ident_pool.submit(_identity_job, ident, original, composites, lm_all, ok, e_cached)
+    return _Batch(k, ids, rows, composites, original if need_orig else None, ok, identity)
+
+
+def _identity_job(ident, original, comp, lm_all, ok, e_cached):
+    """(embeddings of all originals when not cached else None, cosines of the ``ok`` composites)."""
+    from .identity import cosine_similarity
+
+    e_org = ident.embed(original, lm_all) if e_cached is None else e_cached
+    cos = cosine_similarity(e_org[ok], ident.embed(comp, lm_all[ok])) if ok else np.zeros(0)
+    return (e_org if e_cached is None else None), cos
 
 
 def _batch_done(partial: Path, k: int) -> bool:

@@ -55,6 +55,9 @@ class IdentityModel(ABC):
 
     name: str = ""
 
+    def close(self) -> None:
+        """Release resources (child processes); the model stays usable."""
+
     @abstractmethod
     def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Embed faces.
@@ -81,11 +84,78 @@ class IdentityModel(ABC):
         return cosine_similarity(self.embed(originals, landmarks), self.embed(predictions, landmarks))
 
 
+# The child process's whole program: read length-prefixed pickled chip lists on stdin, answer with
+# pickled (N, 128) arrays on stdout. Self-contained (dlib + numpy only), so it needs no import path.
+_WORKER_SOURCE = r"""
+import pickle, struct, sys
+import dlib, numpy as np
+net = dlib.face_recognition_model_v1(sys.argv[1])
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    head = inp.read(8)
+    if len(head) < 8:
+        break
+    chips = pickle.loads(inp.read(struct.unpack("<Q", head)[0]))
+    vecs = net.compute_face_descriptor(chips) if chips else []
+    res = np.array([np.array(v) for v in vecs], np.float64).reshape(len(chips), 128)
+    data = pickle.dumps(res, protocol=4)
+    out.write(struct.pack("<Q", len(data)) + data)
+    out.flush()
+"""
+
+
+class _EmbedProcess:
+    """A child Python running :data:`_WORKER_SOURCE`; one request at a time (thread-safe)."""
+
+    def __init__(self, model_path: str):
+        import subprocess
+        import sys
+        import threading
+
+        self._lock = threading.Lock()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_SOURCE, model_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+
+    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
+        import pickle
+        import struct
+
+        data = pickle.dumps(chips, protocol=4)
+        with self._lock:
+            try:
+                self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
+                self._proc.stdin.flush()
+                head = self._proc.stdout.read(8)
+                if len(head) < 8:
+                    raise EOFError
+                return pickle.loads(self._proc.stdout.read(struct.unpack("<Q", head)[0]))
+            except (OSError, EOFError, pickle.UnpicklingError):
+                raise RuntimeError(f"dlib embedding process died (exit status {self._proc.poll()})") from None
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=30)
+        self._proc.stdout.close()
+
+
+def _descriptors(net, chips: list[np.ndarray]) -> np.ndarray:
+    vecs = net.compute_face_descriptor(chips)
+    return np.array([np.array(v) for v in vecs], np.float64).reshape(len(chips), 128)
+
+
 class DlibIdentity(IdentityModel):
     """dlib's 128-D face-recognition ResNet on ``get_face_chip`` chips (150 px, padding 0.25).
 
+    dlib holds Python's GIL while it runs (~50 ms per chip on one CPU core), which would stall a torch
+    forward running in another thread; ``subprocess=True`` runs the network in one child process
+    instead (chips are cut here and sent over), so the evaluator can overlap it with Inception.
+    Call :meth:`close` (or use ``with``) to stop the child.
+
     Args:
         model_path: the ``.dat`` file, or ``None`` for :func:`maskbench.faces.resolve_dlib_model`.
+        subprocess: embed in a child process.
 
     Raises:
         ModelNotFoundError: the model file cannot be found (constructor).
@@ -95,12 +165,30 @@ class DlibIdentity(IdentityModel):
     CHIP_SIZE = 150
     PADDING = 0.25
 
-    def __init__(self, model_path: str | os.PathLike | None = None):
+    def __init__(self, model_path: str | os.PathLike | None = None, *, subprocess: bool = False):
         import dlib
 
         self._dlib = dlib
         self.model_path = resolve_dlib_model("dlib_face_recognition_resnet_model_v1.dat", model_path)
-        self._net = dlib.face_recognition_model_v1(str(self.model_path))
+        self._pool = None
+        self._net = None
+        if subprocess:
+            self._pool = _EmbedProcess(str(self.model_path))
+        else:
+            self._net = dlib.face_recognition_model_v1(str(self.model_path))
+
+    def close(self) -> None:
+        """Stop the child process, if any."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+            self._net = self._dlib.face_recognition_model_v1(str(self.model_path))
+
+    def __enter__(self) -> "DlibIdentity":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _shape(self, lm: np.ndarray, h: int, w: int):
         dlib = self._dlib
@@ -122,8 +210,9 @@ class DlibIdentity(IdentityModel):
         if len(images) == 0:
             return np.zeros((0, 128))
         chips = self.chips(images, landmarks)
-        vecs = self._net.compute_face_descriptor(chips)
-        return np.array([np.array(v) for v in vecs], np.float64)
+        if self._pool is not None:
+            return self._pool.embed(chips)
+        return _descriptors(self._net, chips)
 
 
 # insightface's 112 x 112 ArcFace template (insightface/utils/face_align.py, arcface_dst)
@@ -197,13 +286,14 @@ class ArcFaceIdentity(IdentityModel):
         return out.astype(np.float64)
 
 
-def load_identity_model(name: str = "auto", device: str = "cpu") -> IdentityModel:
+def load_identity_model(name: str = "auto", device: str = "cpu", *, subprocess: bool = False) -> IdentityModel:
     """Pick the identity embedder.
 
     Args:
         name: ``"auto"`` (ArcFace when onnxruntime and a pack are present, else dlib), ``"dlib"`` or
             ``"arcface"``.
         device: passed to ArcFace.
+        subprocess: run dlib in a child process (see :class:`DlibIdentity`).
 
     Returns:
         An :class:`IdentityModel`; its ``name`` goes into every result.
@@ -213,7 +303,7 @@ def load_identity_model(name: str = "auto", device: str = "cpu") -> IdentityMode
         ValueError: unknown ``name``.
     """
     if name == "dlib":
-        return DlibIdentity()
+        return DlibIdentity(subprocess=subprocess)
     if name == "arcface":
         return ArcFaceIdentity(device=device)
     if name != "auto":
@@ -221,4 +311,4 @@ def load_identity_model(name: str = "auto", device: str = "cpu") -> IdentityMode
     try:
         return ArcFaceIdentity(device=device)
     except ModelNotFoundError:
-        return DlibIdentity()
+        return DlibIdentity(subprocess=subprocess)
