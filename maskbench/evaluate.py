@@ -20,8 +20,8 @@ same way in ``cache_dir()/identity``.
 
 Pipeline: worker threads decode a batch, run the method, composite and compute pixel metrics; a
 separate thread runs the identity embedder (dlib, which holds the GIL, in a child process when FID is
-on); the calling thread runs the Inception forward of the batch in the meantime (OpenCV and torch
-release the GIL). Each finished batch is written to ``partial/`` atomically, so an interrupted
+on, and then torch gets one thread less than there are cores for the run); the calling thread runs
+the Inception forward of the batch in the meantime (OpenCV and torch release the GIL). Each finished batch is written to ``partial/`` atomically, so an interrupted
 run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
 retried image by image; an image that still fails is recorded (``error``) and the run goes on.
 """
@@ -208,6 +208,14 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
         if ident_path.is_file():
             orig_embed_cache = np.load(ident_path)
 
+    threads = ident_pool = None
+    if ident is not None and feats is not None and device == "cpu":
+        # the identity child process takes one core; an Inception forward with as many threads as cores
+        # would then be oversubscribed (OpenMP threads wait on a descheduled peer), so give it one less
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - 1)))
     try:
         partial = run_dir / "partial"
         n = len(dataset)
@@ -336,6 +344,10 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
         shutil.rmtree(partial, ignore_errors=True)
         return EvalResult(run_dir, summary, failures)
     finally:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         if ident is not None:
             if ident_pool is not None:
                 ident_pool.shutdown(wait=True)
