@@ -55,7 +55,7 @@ def test_masked_input_is_worse_than_telea_on_identity(real_runs):
     assert _worse(real_runs["masked-input"].summary, real_runs["telea"].summary, "identity_cosine")
 
 
-def test_results_folder_contents(real_runs, real_faces):  # noqa: F811
+def test_results_folder_contents(real_runs, real_faces, isolated_cache):  # noqa: F811
     res = real_runs["telea"]
     d = res.run_dir
     assert d.parent.name == "telea"
@@ -80,6 +80,10 @@ def test_results_folder_contents(real_runs, real_faces):  # noqa: F811
     assert "git_commit" in man
     assert len(list((d / "outputs").glob("*.png"))) == 24
     assert not (d / "partial").exists()
+    # reference statistics and original-face embeddings are cached by dataset fingerprint
+    fp = s["dataset_fingerprint"]
+    assert len(list((isolated_cache / "fid").glob(f"{fp}-*.npz"))) == 1
+    assert (isolated_cache / "identity" / f"{fp}-dlib-resnet-v1.npy").is_file()
 
 
 def test_rerun_reuses_complete_results(real_runs, real_faces, isolated_cache):  # noqa: F811

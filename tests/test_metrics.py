@@ -246,6 +246,19 @@ def test_identity_cosine_of_image_with_itself_is_one(real_faces):  # noqa: F811
     assert model.chips(ims[:1], lms[:1])[0].shape == (150, 150, 3)
 
 
+def test_dlib_in_a_child_process_gives_the_same_embeddings(real_faces):  # noqa: F811
+    from maskbench.dataset import MaskedFaces
+    from maskbench.identity import DlibIdentity
+
+    ds = MaskedFaces(real_faces)
+    ims = np.stack([ds[i].masked for i in range(3)])
+    lms = np.array([ds.records[i]["landmarks"] for i in range(3)])
+    with DlibIdentity(subprocess=True) as child:
+        a = child.embed(ims, lms)
+        assert child.embed(ims[:0], lms[:0]).shape == (0, 128)
+    np.testing.assert_allclose(a, DlibIdentity().embed(ims, lms), atol=1e-6)
+
+
 def test_identity_model_switch():
     from maskbench.faces import ModelNotFoundError
     from maskbench.identity import load_identity_model
