@@ -28,6 +28,7 @@ class MaskedInput(Predictor):
 
     name = "masked-input"
     track = "given-mask"
+    thread_safe = True
     description = "returns the masked input unchanged (lower bound, test double)"
 
     def predict(self, images: np.ndarray, masks: np.ndarray | None) -> PredictorOutput:
@@ -44,6 +45,7 @@ class _OpenCVInpaint(Predictor):
     """
 
     flag: int = cv2.INPAINT_TELEA
+    thread_safe = True  # cv2.inpaint is re-entrant and releases the GIL
 
     def __init__(self, device: str = "cpu", radius: float = 3.0, **kwargs: Any):
         super().__init__(device, **kwargs)
@@ -79,6 +81,7 @@ class Biharmonic(Predictor):
     """Biharmonic inpainting (Damelin & Hoang 2018, scikit-image ``inpaint_biharmonic``)."""
 
     name = "biharmonic"
+    thread_safe = True
     description = "biharmonic inpainting, Damelin & Hoang 2018 (scikit-image; slow)"
 
     def predict(self, images: np.ndarray, masks: np.ndarray | None) -> PredictorOutput:

@@ -28,6 +28,7 @@ retried image by image; an image that still fails is recorded (``error``) and th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -35,6 +36,7 @@ import os
 import platform
 import shutil
 import subprocess
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -57,6 +59,7 @@ __all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "
 HOLE_BUCKETS = (("<15%", 0.0, 0.15), ("15-25%", 0.15, 0.25), ("25-35%", 0.25, 0.35), (">35%", 0.35, 1.01))
 _PIXEL_METRICS = ("l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole")
 _BOOTSTRAP = 1000
+_PREDICT_LOCK = threading.Lock()  # serialises predict() of methods not marked thread_safe
 #: Summaries cap per-image PSNR here (an MSE of 1e-10 on [0, 1]); per-image tables keep +inf.
 PSNR_CAP_DB = 100.0
 
@@ -375,15 +378,18 @@ def _prepare_batch(
     outputs: list[np.ndarray | None] = [None] * len(idx)
     pmasks: list[np.ndarray | None] = [None] * len(idx)
     errors: list[str | None] = [None] * len(idx)
+    lock = contextlib.nullcontext() if predictor.thread_safe else _PREDICT_LOCK
     try:
-        res = run_predictor(predictor, masked, None if blind else masks)
+        with lock:
+            res = run_predictor(predictor, masked, None if blind else masks)
         outputs = list(res.images)
         if blind:
             pmasks = list(res.masks)
     except Exception:  # noqa: BLE001 - a method's failure is data here: retry per image, record the rest
         for j in range(len(idx)):
             try:
-                r = run_predictor(predictor, masked[j : j + 1], None if blind else masks[j : j + 1])
+                with lock:
+                    r = run_predictor(predictor, masked[j : j + 1], None if blind else masks[j : j + 1])
                 outputs[j] = r.images[0]
                 if blind:
                     pmasks[j] = r.masks[0]

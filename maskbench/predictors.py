@@ -103,6 +103,8 @@ class Predictor(ABC):
             :func:`run_predictor` resizes to it and back.
         needs_gpu: True if the method is impractical without CUDA (it still must run on CPU).
         description: one line for ``maskbench methods``.
+        thread_safe: True if :meth:`predict` may run on two batches at once from different threads
+            (the evaluator otherwise serialises calls; default False).
 
     Args:
         device: ``"cpu"`` or ``"cuda"`` (already resolved, see :func:`resolve_device`).
@@ -114,6 +116,7 @@ class Predictor(ABC):
     input_size: ClassVar[int | None] = None
     needs_gpu: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, device: str = "cpu", **kwargs: Any):
         if kwargs:

@@ -235,3 +235,41 @@ def test_hole_buckets_and_summary():
     assert s["metrics"]["ssim"]["mean"] == pytest.approx(0.6) and s["metrics"]["ssim"]["n"] == 2
     assert s["n_failed"] == 1 and s["by_mask_type"]["cloth"]["n"] == 2
     assert s["metrics"]["psnr"]["mean"] == pytest.approx((10 + 100 + 20) / 3)  # +inf capped at 100 dB
+
+
+class _Overlap(P.Predictor):
+    """Records whether two predict calls were ever inside predict at the same time."""
+
+    active = 0
+    overlapped = False
+    lock = None
+    entered = None
+
+    def predict(self, images, masks):
+        cls = type(self)
+        with cls.lock:
+            cls.active += 1
+            if cls.active > 1:
+                cls.overlapped = True
+                cls.entered.set()
+        # give another worker the chance to enter: a thread-safe method is joined quickly (the event
+        # fires), a serialised one waits the full 0.3 s and nobody comes in
+        cls.entered.wait(10 if cls.thread_safe else 0.3)
+        with cls.lock:
+            cls.active -= 1
+        return P.PredictorOutput(images.copy())
+
+
+@pytest.mark.parametrize("thread_safe", [False, True])
+def test_predict_calls_are_serialised_unless_thread_safe(thread_safe, synthetic_faces, tmp_path):  # noqa: F811
+    import threading
+
+    cls = type("OverlapCheck", (_Overlap,), {"thread_safe": thread_safe, "lock": threading.Lock(),
+                                              "entered": threading.Event(), "active": 0, "overlapped": False})
+    P.register("test-overlap", cls)
+    try:
+        evaluate(EvalConfig(method="test-overlap", data=str(synthetic_faces), out=str(tmp_path), batch_size=2,
+                            fid=False, identity=False, workers=2))
+        assert cls.overlapped is thread_safe
+    finally:
+        P.unregister("test-overlap")

@@ -13,7 +13,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from maskbench import metrics as M
 from maskbench.io import read_image
 
-from _fakedata import isolated_cache, real_faces  # noqa: F401  (fixtures)
+from _fakedata import isolated_cache, real_faces, synthetic_faces  # noqa: F401  (fixtures)
 
 
 def sk_ssim(a, b, full=False, data_range=1.0):
@@ -219,6 +219,18 @@ def test_fid_of_a_set_with_itself_is_zero(inception, real_faces):  # noqa: F811
     c.update(g)
     assert abs(fid_from_stats(a, b)) < 1e-3
     assert fid_from_stats(a, c) > 10.0
+
+
+def test_fid_of_synthetic_set_with_itself_is_zero(inception, synthetic_faces):  # noqa: F811
+    from maskbench.dataset import MaskedFaces
+    from maskbench.fid import FeatureStats, fid_from_stats
+
+    ds = MaskedFaces(synthetic_faces)
+    f = inception(np.stack([s.original for s in ds]))  # 64 px: resized to 299 by pytorch-fid's module
+    a, b = FeatureStats(), FeatureStats()
+    a.update(f)
+    b.update(f[::-1])  # order does not matter
+    assert abs(fid_from_stats(a, b)) < 1e-3
 
 
 def test_explicit_missing_fid_weights_raise():
