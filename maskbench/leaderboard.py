@@ -175,11 +175,14 @@ def build_leaderboard(
     return written
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, col: str = "") -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return ""
     if isinstance(v, (float, np.floating)):
-        return f"{v:.4f}" if abs(v) < 100 else f"{v:.2f}"
+        if col in ("rank", "n", "n_failed"):
+            return str(int(v))
+        two = col == "fid" or col.removeprefix("raw_").startswith("psnr")  # dB and FID: 2 decimals
+        return f"{v:.2f}" if two else f"{v:.4f}"
     return str(v)
 
 
@@ -202,7 +205,7 @@ def _markdown(table: pd.DataFrame, primary: str) -> str:
         "|" + "|".join("---" for _ in cols) + "|",
     ]
     for _, r in table.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c]).replace("|", "\\|") for c in cols) + " |")
+        lines.append("| " + " | ".join(_fmt(r[c], c).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +226,7 @@ def _html(table: pd.DataFrame, primary: str, chart: Path | None, grid: Path | No
     body = []
     for _, r in table.iterrows():
         cls = " class='reported'" if r.get("source") == REPORTED_NOTE else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>")
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c], c))}</td>" for c in cols) + "</tr>")
     imgs = "".join(
         f"<h2>{t}</h2><img src='{p.name}' alt='{t}'>" for t, p in (("By mask type", chart), ("Sample outputs", grid)) if p
     )
