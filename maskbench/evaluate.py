@@ -211,7 +211,7 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
         if ident_path.is_file():
             orig_embed_cache = np.load(ident_path)
 
-    threads = ident_pool = None
+    threads = None
     if ident is not None and feats is not None and device == "cpu":
         # the identity child process takes one core; an Inception forward with as many threads as cores
         # would then be oversubscribed (OpenMP threads wait on a descheduled peer), so give it one less
@@ -220,141 +220,166 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - 1)))
     try:
-        partial = run_dir / "partial"
-        n = len(dataset)
-        bs = config.batch_size
-        batches = [list(range(s, min(s + bs, n))) for s in range(0, n, bs)]
-        pending = [k for k in range(len(batches)) if not _batch_done(partial, k)]
-        done_images = sum(len(batches[k]) for k in range(len(batches)) if k not in set(pending))
-        if progress:
-            progress(done_images, n)
-
-        # identity runs on its own thread, so a batch's Inception forward need not wait for it
-        ident_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskbench-identity") if ident else None
-
-        def prepare(k: int) -> _Batch:
-            return _prepare_batch(
-                k, batches[k], dataset, predictor, config, run_dir, ident, ident_pool, orig_embed_cache,
-                need_orig=ref_stats is None,
-            )
-
-        window = max(1, config.workers) + 1
-        with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="maskbench-eval") as pool:
-            futures: dict[int, Future] = {}
-            queue = list(pending)
-            while queue or futures:
-                while queue and len(futures) < window:
-                    k = queue.pop(0)
-                    futures[k] = pool.submit(prepare, k)
-                k = min(futures)
-                batch = futures.pop(k).result()
-                arrays: dict[str, np.ndarray] = {}
-                if feats is not None:
-                    arrays["features"] = feats(batch.composites).astype(np.float32)
-                    if batch.originals is not None:
-                        arrays["orig_features"] = feats(batch.originals).astype(np.float32)
-                if batch.identity is not None:
-                    orig_embed, cos = batch.identity.result()
-                    for i, j in enumerate(batch.ok):
-                        batch.rows[j]["identity_cosine"] = float(cos[i])
-                    if orig_embed is not None:
-                        arrays["orig_embed"] = orig_embed
-                _write_batch(partial, k, batch, arrays)
-                done_images += len(batch.ids)
-                if progress:
-                    progress(done_images, n)
-
-        # assemble
-        frames, comp_feats, orig_feats, orig_embeds = [], [], [], []
-        for k in range(len(batches)):
-            frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
-            npz = partial / f"batch-{k:05d}.npz"
-            if npz.is_file():
-                with np.load(npz) as z:
-                    if "features" in z:
-                        comp_feats.append(z["features"])
-                    if "orig_features" in z:
-                        orig_feats.append(z["orig_features"])
-                    if "orig_embed" in z:
-                        orig_embeds.append(z["orig_embed"])
-        table = pd.concat(frames, ignore_index=True)
-        fid_value = None
-        fid_n = 0
-        if config.fid:
-            from .fid import FeatureStats, fid_from_stats
-
-            if ref_stats is None and orig_feats and sum(len(f) for f in orig_feats) == n:
-                ref_stats = FeatureStats()
-                for f in orig_feats:
-                    ref_stats.update(f)
-                ref_stats.save(ref_path)
-            stats = FeatureStats()
-            for f in comp_feats:
-                stats.update(f)
-            fid_n = stats.n
-            if ref_stats is not None and stats.n >= 2 and ref_stats.n >= 2:
-                fid_value = fid_from_stats(stats, ref_stats)
-        if ident is not None and orig_embed_cache is None and orig_embeds and sum(len(e) for e in orig_embeds) == n:
-            buf = io.BytesIO()
-            np.save(buf, np.concatenate(orig_embeds))
-            atomic_write_bytes(ident_path, buf.getvalue())
-
-        atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
-        failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
-        summary = summarize(table, seed=config.seed)
-        summary.update(
-            {
-                "method": config.method,
-                "track": cls.track,
-                "dataset_fingerprint": fingerprint,
-                "data": str(Path(config.data).resolve()),
-                "split": config.split,
-                "fid": fid_value,
-                "fid_n": fid_n,
-                "identity_model": ident.name if ident is not None else None,
-                "failures": failures,
-            }
-        )
-        finished = time.time()
-        manifest = {
-            "complete": True,
-            "maskbench_version": __version__,
-            "config": asdict(config),
-            "args_hash": config.args_hash(),
-            "method": {
-                "name": config.method,
-                "class": f"{cls.__module__}:{cls.__qualname__}",
-                "track": cls.track,
-                "input_size": cls.input_size,
-                "needs_gpu": cls.needs_gpu,
-                "weights": cls.weights_status(),
-            },
-            "dataset": {"path": str(Path(config.data).resolve()), "split": config.split, "fingerprint": fingerprint, "n": n},
-            "seed": config.seed,
-            "device": device,
-            "hardware": _hardware(device),
-            "versions": _versions(),
-            "git_commit": _git_commit(),
-            "identity_model": ident.name if ident is not None else None,
-            "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
-            "started": _iso(started),
-            "finished": _iso(finished),
-            "elapsed_s": round(finished - started, 3),
-            "n_failed": len(failures),
-        }
-        atomic_write_json(summary_path, summary)
-        atomic_write_json(manifest_path, manifest)
-        shutil.rmtree(partial, ignore_errors=True)
-        return EvalResult(run_dir, summary, failures)
+        batches = _run_batches(config, dataset, predictor, run_dir, feats, ref_stats is None, ident, orig_embed_cache,
+                               progress)
+        table, comp_feats, orig_feats, orig_embeds = _load_partial(run_dir / "partial", batches)
     finally:
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
         if ident is not None:
-            if ident_pool is not None:
-                ident_pool.shutdown(wait=True)
             ident.close()
+
+    n = len(dataset)
+    fid_value = None
+    fid_n = 0
+    if config.fid:
+        from .fid import FeatureStats, fid_from_stats
+
+        if ref_stats is None and orig_feats and sum(len(f) for f in orig_feats) == n:
+            ref_stats = FeatureStats()
+            for f in orig_feats:
+                ref_stats.update(f)
+            ref_stats.save(ref_path)
+        stats = FeatureStats()
+        for f in comp_feats:
+            stats.update(f)
+        fid_n = stats.n
+        if ref_stats is not None and stats.n >= 2 and ref_stats.n >= 2:
+            fid_value = fid_from_stats(stats, ref_stats)
+    if ident is not None and orig_embed_cache is None and orig_embeds and sum(len(e) for e in orig_embeds) == n:
+        buf = io.BytesIO()
+        np.save(buf, np.concatenate(orig_embeds))
+        atomic_write_bytes(ident_path, buf.getvalue())
+
+    atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
+    failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
+    identity_model = ident.name if ident is not None else None
+    summary = summarize(table, seed=config.seed)
+    summary.update(
+        {
+            "method": config.method,
+            "track": cls.track,
+            "dataset_fingerprint": fingerprint,
+            "data": str(Path(config.data).resolve()),
+            "split": config.split,
+            "fid": fid_value,
+            "fid_n": fid_n,
+            "identity_model": identity_model,
+            "failures": failures,
+        }
+    )
+    manifest = _manifest(config, cls, dataset, device, identity_model, feats, started, len(failures))
+    atomic_write_json(summary_path, summary)
+    atomic_write_json(manifest_path, manifest)  # written last: its "complete" marks the run as done
+    shutil.rmtree(run_dir / "partial", ignore_errors=True)
+    return EvalResult(run_dir, summary, failures)
+
+
+def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, orig_embed_cache, progress):
+    """Score every batch not yet in ``run_dir/partial``; returns the list of batches (index lists).
+
+    Worker threads prepare batches (decode, predict, composite, pixel metrics) up to ``workers + 1``
+    ahead; identity jobs go to a single thread; this thread runs Inception and writes each batch.
+    """
+    partial = run_dir / "partial"
+    n = len(dataset)
+    bs = config.batch_size
+    batches = [list(range(s, min(s + bs, n))) for s in range(0, n, bs)]
+    pending = [k for k in range(len(batches)) if not _batch_done(partial, k)]
+    done_images = n - sum(len(batches[k]) for k in pending)
+    if progress:
+        progress(done_images, n)
+    # identity runs on its own thread, so a batch's Inception forward need not wait for it
+    ident_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskbench-identity") if ident else None
+    pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="maskbench-eval")
+    window = max(1, config.workers) + 1
+    futures: dict[int, Future] = {}
+    try:
+        queue = list(pending)
+        while queue or futures:
+            while queue and len(futures) < window:
+                k = queue.pop(0)
+                futures[k] = pool.submit(
+                    _prepare_batch, k, batches[k], dataset, predictor, config, run_dir, ident, ident_pool,
+                    orig_embed_cache, need_orig,
+                )
+            k = min(futures)
+            batch = futures.pop(k).result()
+            arrays: dict[str, np.ndarray] = {}
+            if feats is not None:
+                arrays["features"] = feats(batch.composites).astype(np.float32)
+                if batch.originals is not None:
+                    arrays["orig_features"] = feats(batch.originals).astype(np.float32)
+            if batch.identity is not None:
+                orig_embed, cos = batch.identity.result()
+                for i, j in enumerate(batch.ok):
+                    batch.rows[j]["identity_cosine"] = float(cos[i])
+                if orig_embed is not None:
+                    arrays["orig_embed"] = orig_embed
+            _write_batch(partial, k, batch, arrays)
+            done_images += len(batch.ids)
+            if progress:
+                progress(done_images, n)
+    finally:
+        # on an error or Ctrl-C, drop queued batches instead of finishing them
+        pool.shutdown(wait=True, cancel_futures=True)
+        if ident_pool is not None:
+            ident_pool.shutdown(wait=True, cancel_futures=True)
+    return batches
+
+
+def _load_partial(partial: Path, batches: list[list[int]]):
+    """Concatenate the per-batch tables and arrays in batch order."""
+    frames, comp_feats, orig_feats, orig_embeds = [], [], [], []
+    for k in range(len(batches)):
+        frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
+        npz = partial / f"batch-{k:05d}.npz"
+        if npz.is_file():
+            with np.load(npz) as z:
+                if "features" in z:
+                    comp_feats.append(z["features"])
+                if "orig_features" in z:
+                    orig_feats.append(z["orig_features"])
+                if "orig_embed" in z:
+                    orig_embeds.append(z["orig_embed"])
+    return pd.concat(frames, ignore_index=True), comp_feats, orig_feats, orig_embeds
+
+
+def _manifest(config, cls, dataset, device, identity_model, feats, started, n_failed) -> dict[str, Any]:
+    finished = time.time()
+    return {
+        "complete": True,
+        "maskbench_version": __version__,
+        "config": asdict(config),
+        "args_hash": config.args_hash(),
+        "method": {
+            "name": config.method,
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "track": cls.track,
+            "input_size": cls.input_size,
+            "needs_gpu": cls.needs_gpu,
+            "weights": cls.weights_status(),
+        },
+        "dataset": {
+            "path": str(Path(config.data).resolve()),
+            "split": config.split,
+            "fingerprint": dataset.fingerprint(),
+            "n": len(dataset),
+        },
+        "seed": config.seed,
+        "device": device,
+        "hardware": _hardware(device),
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "identity_model": identity_model,
+        "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
+        "started": _iso(started),
+        "finished": _iso(finished),
+        "elapsed_s": round(finished - started, 3),
+        "n_failed": n_failed,
+    }
 
 
 def _prepare_batch(

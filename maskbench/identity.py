@@ -181,8 +181,7 @@ class DlibIdentity(IdentityModel):
         """Stop the child process, if any."""
         if self._pool is not None:
             self._pool.close()
-            self._pool = None
-            self._net = self._dlib.face_recognition_model_v1(str(self.model_path))
+            self._pool = None  # later calls load the network in this process
 
     def __enter__(self) -> "DlibIdentity":
         return self
@@ -212,6 +211,8 @@ class DlibIdentity(IdentityModel):
         chips = self.chips(images, landmarks)
         if self._pool is not None:
             return self._pool.embed(chips)
+        if self._net is None:
+            self._net = self._dlib.face_recognition_model_v1(str(self.model_path))
         return _descriptors(self._net, chips)
 
 
