@@ -102,30 +102,34 @@ class _Interrupt(BaseException):
 
 
 class _Counting(P.Predictor):
-    """Counts predicted images; raises _Interrupt (like Ctrl-C) on the batch holding ``stop_at``."""
+    """Counts predicted images; raises _Interrupt (like Ctrl-C) on a batch holding the image ``stop_on``."""
 
     calls: list[int] = []
-    stop_at: int | None = None
+    stop_on: np.ndarray | None = None
 
     def predict(self, images, masks):
-        if type(self).stop_at is not None and len(type(self).calls) + len(images) > type(self).stop_at:
+        cls = type(self)
+        if cls.stop_on is not None and any((im == cls.stop_on).all() for im in images):
             raise _Interrupt()
-        type(self).calls.extend([1] * len(images))
+        cls.calls.extend([1] * len(images))
         return P.PredictorOutput(images.copy())
 
 
 def test_interrupted_run_resumes_per_batch(synthetic_faces, tmp_path, isolated_cache):  # noqa: F811
+    from maskbench.dataset import MaskedFaces
+
     P.register("test-counting", _Counting)
     try:
         cfg = EvalConfig(method="test-counting", data=str(synthetic_faces), out=str(tmp_path), batch_size=2,
                          fid=False, identity=False)
-        _Counting.calls, _Counting.stop_at = [], 4  # batches 0 and 1 finish, batch 2 is interrupted
+        # batches 0 and 1 finish, batch 2 (images 4, 5) is interrupted, whatever order the workers run in
+        _Counting.calls, _Counting.stop_on = [], MaskedFaces(synthetic_faces)[4].masked
         with pytest.raises(_Interrupt):
             evaluate(cfg, progress=None)
         run = next((tmp_path / "test-counting").iterdir())
         assert sorted(p.name for p in (run / "partial").glob("*.parquet")) == ["batch-00000.parquet", "batch-00001.parquet"]
         assert not (run / "summary.json").exists()
-        _Counting.calls, _Counting.stop_at = [], None
+        _Counting.calls, _Counting.stop_on = [], None
         res = evaluate(cfg)
         assert len(_Counting.calls) == 2  # only the last batch was predicted again
         assert not res.reused and res.summary["n"] == 6
