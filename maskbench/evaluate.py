@@ -1,0 +1,609 @@
+"""Run a method on a dataset split and score it: the results folder behind ``maskbench evaluate``.
+
+One run writes ``{out}/{method}/{dataset fingerprint}-{args hash}/``::
+
+    per_image.parquet   one row per sample: id, mask_type, hole_fraction, hole_bucket, the metrics
+                        (composite, and raw_* where a method touched pixels outside the hole),
+                        identity_cosine, mask_iou/mask_f1 (blind track), error (None or the message)
+    summary.json        per metric: mean, std, 95% bootstrap CI, n, higher_is_better; the same by
+                        mask_type and by hole-area bucket; FID; failures
+    manifest.json       config, versions, git commit, seed, hardware, identity model, FID weights sha256,
+                        dataset fingerprint, timings, ``complete``
+    outputs/{id}.png    the method's raw outputs (``save_outputs=True``)
+
+Scoring: the **composite** (prediction inside the true hole, original outside) is scored against the
+original, whole image and hole only (see :mod:`maskbench.metrics`); if the method changed any pixel
+outside the hole, its **raw** output is scored too (``raw_*`` columns). FID compares the composites'
+Inception statistics with the split's ORIGINAL images' statistics, which are cached by
+``MaskedFaces.fingerprint()`` in ``cache_dir()/fid``; original-face identity embeddings are cached the
+same way in ``cache_dir()/identity``.
+
+Pipeline: worker threads decode a batch, run the method, composite and compute pixel metrics; a
+separate thread runs the identity embedder (dlib, which holds the GIL, in a child process when FID is
+on, and then torch gets one thread less than there are cores for the run); the calling thread runs
+the Inception forward of the batch in the meantime (OpenCV and torch release the GIL). Each finished batch is written to ``partial/`` atomically, so an interrupted
+run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
+retried image by image; an image that still fails is recorded (``error``) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .dataset import MaskedFaces
+from .faces import cache_dir
+from .io import atomic_write_bytes, atomic_write_json, write_png
+from .metrics import higher_is_better, image_scores, mask_f1, mask_iou
+from .predictors import Predictor, get_predictor_class, resolve_device, run_predictor
+
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKETS", "hole_bucket"]
+
+#: Hole-area buckets (fraction of image pixels): label, lower bound (inclusive), upper bound (exclusive).
+HOLE_BUCKETS = (("<15%", 0.0, 0.15), ("15-25%", 0.15, 0.25), ("25-35%", 0.25, 0.35), (">35%", 0.35, 1.01))
+_PIXEL_METRICS = ("l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole")
+_BOOTSTRAP = 1000
+_PREDICT_LOCK = threading.Lock()  # serialises predict() of methods not marked thread_safe
+#: Summaries cap per-image PSNR here (an MSE of 1e-10 on [0, 1]); per-image tables keep +inf.
+PSNR_CAP_DB = 100.0
+
+
+def hole_bucket(fraction: float) -> str:
+    """The :data:`HOLE_BUCKETS` label of a hole fraction in [0, 1]."""
+    for label, lo, hi in HOLE_BUCKETS:
+        if lo <= fraction < hi:
+            return label
+    return HOLE_BUCKETS[-1][0]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and how (the ``maskbench evaluate`` options).
+
+    Attributes:
+        method: registered method name.
+        data: dataset folder (``maskbench synth`` output).
+        split: ``"test"`` or ``"train"``.
+        limit: evaluate only the first ``limit`` samples.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        batch_size: images per predict call and per Inception forward.
+        save_outputs: also write the raw outputs as PNGs.
+        out: results root folder.
+        seed: seeds ``torch``/``numpy`` before predicting and the bootstrap.
+        fid: compute FID.
+        identity: compute identity cosine.
+        identity_model: ``"auto"``, ``"dlib"`` or ``"arcface"`` (see :mod:`maskbench.identity`).
+        fid_weights: explicit Inception weights file (see :func:`maskbench.fid.resolve_fid_weights`).
+        workers: threads preparing batches in parallel with the Inception forward.
+    """
+
+    method: str
+    data: str
+    split: str = "test"
+    limit: int | None = None
+    device: str = "auto"
+    batch_size: int = 32
+    save_outputs: bool = False
+    out: str = "results"
+    seed: int = 0
+    fid: bool = True
+    identity: bool = True
+    identity_model: str = "auto"
+    fid_weights: str | None = None
+    workers: int = 2
+
+    def args_hash(self) -> str:
+        """10 hex digits over the options that change results (not device, batch size, out, workers)."""
+        key = {
+            "method": self.method,
+            "split": self.split,
+            "limit": self.limit,
+            "seed": self.seed,
+            "fid": self.fid,
+            "identity": self.identity,
+            "identity_model": self.identity_model,
+            "fid_weights": self.fid_weights,
+            "save_outputs": self.save_outputs,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns.
+
+    Attributes:
+        run_dir: the results folder.
+        summary: the content of ``summary.json``.
+        failures: ``[{"id", "error"}]`` for images the method failed on.
+        reused: True when a complete earlier run was found and nothing was recomputed.
+    """
+
+    run_dir: Path
+    summary: dict[str, Any]
+    failures: list[dict[str, str]] = field(default_factory=list)
+    reused: bool = False
+
+
+def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:
+    """``{out}/{method}/{fingerprint}-{args hash}``."""
+    return Path(config.out) / config.method / f"{dataset.fingerprint()}-{config.args_hash()}"
+
+
+@dataclass
+class _Batch:
+    index: int
+    ids: list[str]
+    rows: list[dict[str, Any]]
+    composites: np.ndarray  # (K, H, W, 3) uint8 of the images that did not fail
+    originals: np.ndarray | None  # (K, H, W, 3) when reference FID features are still needed
+    ok: list[int]  # positions (in the batch) of the images that did not fail
+    identity: Future | None  # -> (embeddings of all originals computed here or None, (K,) cosines)
+
+
+def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Evaluate ``config.method`` on ``config.data`` and write the results folder (module docstring).
+
+    Args:
+        config: the run's options.
+        progress: called as ``progress(done_images, total_images)`` after each batch.
+
+    Returns:
+        :class:`EvalResult`.
+
+    Raises:
+        maskbench.dataset.DatasetFormatError: ``data`` is not a dataset or lacks the split.
+        maskbench.predictors.UnknownMethodError, RegistryError: unknown or broken method.
+        ValueError: bad option (batch size, limit, device).
+        maskbench.faces.ModelNotFoundError: FID or identity weights unavailable.
+    """
+    if config.batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {config.batch_size}")
+    if config.limit is not None and config.limit < 1:
+        raise ValueError(f"limit must be >= 1, got {config.limit}")
+    dataset = MaskedFaces(config.data, config.split, config.limit)
+    if len(dataset) == 0:
+        raise ValueError(f"{config.data}: split '{config.split}' has no samples")
+    cls = get_predictor_class(config.method)
+    device = resolve_device(config.device)
+    run_dir = run_dir_for(config, dataset)
+    summary_path, manifest_path = run_dir / "summary.json", run_dir / "manifest.json"
+    if summary_path.is_file() and manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("complete"):
+            summary = json.loads(summary_path.read_text())
+            return EvalResult(run_dir, summary, summary.get("failures", []), reused=True)
+
+    started = time.time()
+    _seed_everything(config.seed)
+    predictor = cls(device=device)
+    fingerprint = dataset.fingerprint()
+    feats = ref_stats = ref_path = None
+    if config.fid:
+        from .fid import FeatureStats, InceptionFeatures
+
+        feats = InceptionFeatures(config.fid_weights, device)
+        ref_path = cache_dir() / "fid" / f"{fingerprint}-{feats.weights_sha256[:12]}.npz"
+        ref_stats = FeatureStats.load(ref_path) if ref_path.is_file() else None
+    ident = orig_embed_cache = ident_path = None
+    if config.identity:
+        from .identity import load_identity_model
+
+        # dlib holds the GIL: on CPU it runs in a child process so the Inception forward is not stalled
+        ident = load_identity_model(config.identity_model, device, subprocess=config.fid)
+        ident_path = cache_dir() / "identity" / f"{fingerprint}-{ident.name}.npy"
+        if ident_path.is_file():
+            orig_embed_cache = np.load(ident_path)
+
+    threads = None
+    if ident is not None and feats is not None and device == "cpu":
+        # the identity child process takes one core; an Inception forward with as many threads as cores
+        # would then be oversubscribed (OpenMP threads wait on a descheduled peer), so give it one less
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - 1)))
+    try:
+        batches = _run_batches(config, dataset, predictor, run_dir, feats, ref_stats is None, ident, orig_embed_cache,
+                               progress)
+        table, comp_feats, orig_feats, orig_embeds = _load_partial(run_dir / "partial", batches)
+    finally:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        if ident is not None:
+            ident.close()
+
+    n = len(dataset)
+    fid_value = None
+    fid_n = 0
+    if config.fid:
+        from .fid import FeatureStats, fid_from_stats
+
+        if ref_stats is None and orig_feats and sum(len(f) for f in orig_feats) == n:
+            ref_stats = FeatureStats()
+            for f in orig_feats:
+                ref_stats.update(f)
+            ref_stats.save(ref_path)
+        stats = FeatureStats()
+        for f in comp_feats:
+            stats.update(f)
+        fid_n = stats.n
+        if ref_stats is not None and stats.n >= 2 and ref_stats.n >= 2:
+            fid_value = fid_from_stats(stats, ref_stats)
+    if ident is not None and orig_embed_cache is None and orig_embeds and sum(len(e) for e in orig_embeds) == n:
+        buf = io.BytesIO()
+        np.save(buf, np.concatenate(orig_embeds))
+        atomic_write_bytes(ident_path, buf.getvalue())
+
+    atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
+    failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
+    identity_model = ident.name if ident is not None else None
+    summary = summarize(table, seed=config.seed)
+    summary.update(
+        {
+            "method": config.method,
+            "track": cls.track,
+            "dataset_fingerprint": fingerprint,
+            "data": str(Path(config.data).resolve()),
+            "split": config.split,
+            "fid": fid_value,
+            "fid_n": fid_n,
+            "identity_model": identity_model,
+            "failures": failures,
+        }
+    )
+    manifest = _manifest(config, cls, dataset, device, identity_model, feats, started, len(failures))
+    atomic_write_json(summary_path, summary)
+    atomic_write_json(manifest_path, manifest)  # written last: its "complete" marks the run as done
+    shutil.rmtree(run_dir / "partial", ignore_errors=True)
+    return EvalResult(run_dir, summary, failures)
+
+
+def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, orig_embed_cache, progress):
+    """Score every batch not yet in ``run_dir/partial``; returns the list of batches (index lists).
+
+    Worker threads prepare batches (decode, predict, composite, pixel metrics) up to ``workers + 1``
+    ahead; identity jobs go to a single thread; this thread runs Inception and writes each batch.
+    """
+    partial = run_dir / "partial"
+    n = len(dataset)
+    bs = config.batch_size
+    batches = [list(range(s, min(s + bs, n))) for s in range(0, n, bs)]
+    pending = [k for k in range(len(batches)) if not _batch_done(partial, k)]
+    done_images = n - sum(len(batches[k]) for k in pending)
+    if progress:
+        progress(done_images, n)
+    # identity runs on its own thread, so a batch's Inception forward need not wait for it
+    ident_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskbench-identity") if ident else None
+    pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="maskbench-eval")
+    window = max(1, config.workers) + 1
+    futures: dict[int, Future] = {}
+    try:
+        queue = list(pending)
+        while queue or futures:
+            while queue and len(futures) < window:
+                k = queue.pop(0)
+                futures[k] = pool.submit(
+                    _prepare_batch, k, batches[k], dataset, predictor, config, run_dir, ident, ident_pool,
+                    orig_embed_cache, need_orig,
+                )
+            k = min(futures)
+            batch = futures.pop(k).result()
+            arrays: dict[str, np.ndarray] = {}
+            if feats is not None:
+                arrays["features"] = feats(batch.composites).astype(np.float32)
+                if batch.originals is not None:
+                    arrays["orig_features"] = feats(batch.originals).astype(np.float32)
+            if batch.identity is not None:
+                orig_embed, cos = batch.identity.result()
+                for i, j in enumerate(batch.ok):
+                    batch.rows[j]["identity_cosine"] = float(cos[i])
+                if orig_embed is not None:
+                    arrays["orig_embed"] = orig_embed
+            _write_batch(partial, k, batch, arrays)
+            done_images += len(batch.ids)
+            if progress:
+                progress(done_images, n)
+    finally:
+        # on an error or Ctrl-C, drop queued batches instead of finishing them
+        pool.shutdown(wait=True, cancel_futures=True)
+        if ident_pool is not None:
+            ident_pool.shutdown(wait=True, cancel_futures=True)
+    return batches
+
+
+def _load_partial(partial: Path, batches: list[list[int]]):
+    """Concatenate the per-batch tables and arrays in batch order."""
+    frames, comp_feats, orig_feats, orig_embeds = [], [], [], []
+    for k in range(len(batches)):
+        frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
+        npz = partial / f"batch-{k:05d}.npz"
+        if npz.is_file():
+            with np.load(npz) as z:
+                if "features" in z:
+                    comp_feats.append(z["features"])
+                if "orig_features" in z:
+                    orig_feats.append(z["orig_features"])
+                if "orig_embed" in z:
+                    orig_embeds.append(z["orig_embed"])
+    return pd.concat(frames, ignore_index=True), comp_feats, orig_feats, orig_embeds
+
+
+def _manifest(config, cls, dataset, device, identity_model, feats, started, n_failed) -> dict[str, Any]:
+    finished = time.time()
+    return {
+        "complete": True,
+        "maskbench_version": __version__,
+        "config": asdict(config),
+        "args_hash": config.args_hash(),
+        "method": {
+            "name": config.method,
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "track": cls.track,
+            "input_size": cls.input_size,
+            "needs_gpu": cls.needs_gpu,
+            "weights": cls.weights_status(),
+        },
+        "dataset": {
+            "path": str(Path(config.data).resolve()),
+            "split": config.split,
+            "fingerprint": dataset.fingerprint(),
+            "n": len(dataset),
+        },
+        "seed": config.seed,
+        "device": device,
+        "hardware": _hardware(device),
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "identity_model": identity_model,
+        "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
+        "started": _iso(started),
+        "finished": _iso(finished),
+        "elapsed_s": round(finished - started, 3),
+        "n_failed": n_failed,
+    }
+
+
+def _prepare_batch(
+    k: int,
+    idx: list[int],
+    dataset: MaskedFaces,
+    predictor: Predictor,
+    config: EvalConfig,
+    run_dir: Path,
+    ident,
+    ident_pool: ThreadPoolExecutor | None,
+    orig_embed_cache: np.ndarray | None,
+    need_orig: bool,
+) -> _Batch:
+    samples = [dataset[i] for i in idx]
+    ids = [str(s.record["id"]) for s in samples]
+    masked = np.stack([s.masked for s in samples])
+    original = np.stack([s.original for s in samples])
+    masks = np.stack([s.mask for s in samples])
+    blind = predictor.track == "blind"
+    outputs: list[np.ndarray | None] = [None] * len(idx)
+    pmasks: list[np.ndarray | None] = [None] * len(idx)
+    errors: list[str | None] = [None] * len(idx)
+    lock = contextlib.nullcontext() if predictor.thread_safe else _PREDICT_LOCK
+    try:
+        with lock:
+            res = run_predictor(predictor, masked, None if blind else masks)
+        outputs = list(res.images)
+        if blind:
+            pmasks = list(res.masks)
+    except Exception:  # noqa: BLE001 - a method's failure is data here: retry per image, record the rest
+        for j in range(len(idx)):
+            try:
+                with lock:
+                    r = run_predictor(predictor, masked[j : j + 1], None if blind else masks[j : j + 1])
+                outputs[j] = r.images[0]
+                if blind:
+                    pmasks[j] = r.masks[0]
+            except Exception as e:  # noqa: BLE001
+                errors[j] = f"{type(e).__name__}: {e}".splitlines()[0]
+    ok = [j for j in range(len(idx)) if errors[j] is None]
+    rows: list[dict[str, Any]] = []
+    for j, s in enumerate(samples):
+        rows.append(
+            {
+                "id": ids[j],
+                "mask_type": s.record.get("mask_type"),
+                "hole_fraction": float(s.record.get("hole_fraction", masks[j].mean())),
+                "hole_bucket": hole_bucket(float(s.record.get("hole_fraction", masks[j].mean()))),
+                "error": errors[j],
+            }
+        )
+    composites = np.zeros((0,) + masked.shape[1:], np.uint8)
+    identity = None
+    if ident is not None:
+        lm_all = np.array([s.record["landmarks"] for s in samples], np.float64)
+        e_cached = orig_embed_cache[idx] if orig_embed_cache is not None else None
+    if ok:
+        out = np.stack([outputs[j] for j in ok])
+        m = masks[ok]
+        org = original[ok]
+        comp = np.where(m[..., None], out, org)
+        composites = comp
+        scores = {k2: v.numpy() for k2, v in image_scores(comp, org, m).items()}
+        changed = np.array([bool((out[i] != org[i])[~m[i]].any()) for i in range(len(ok))])
+        raw_idx = np.flatnonzero(changed)
+        raw = {k2: v.numpy() for k2, v in image_scores(out[raw_idx], org[raw_idx], m[raw_idx]).items()} if raw_idx.size else {}
+        if blind:
+            pm = np.stack([pmasks[j] for j in ok])
+            ious, f1s = mask_iou(pm, m), mask_f1(pm, m)
+        if ident is not None:
+            identity = ident_pool.submit(_identity_job, ident, original, comp, lm_all, ok, e_cached)
+        for i, j in enumerate(ok):
+            row = rows[j]
+            row.update({k2: float(v[i]) for k2, v in scores.items()})
+            row["changed_outside_hole"] = bool(changed[i])
+            ri = np.searchsorted(raw_idx, i)
+            for k2 in _PIXEL_METRICS:
+                row[f"raw_{k2}"] = float(raw[k2][ri]) if changed[i] else row[k2]
+            if blind:
+                row["mask_iou"] = float(ious[i])
+                row["mask_f1"] = float(f1s[i])
+            if config.save_outputs:
+                write_png(run_dir / "outputs" / f"{ids[j]}.png", outputs[j])
+    elif ident is not None:
+        identity = ident_pool.submit(_identity_job, ident, original, composites, lm_all, ok, e_cached)
+    return _Batch(k, ids, rows, composites, original if need_orig else None, ok, identity)
+
+
+def _identity_job(ident, original, comp, lm_all, ok, e_cached):
+    """(embeddings of all originals when not cached else None, cosines of the ``ok`` composites)."""
+    from .identity import cosine_similarity
+
+    e_org = ident.embed(original, lm_all) if e_cached is None else e_cached
+    cos = cosine_similarity(e_org[ok], ident.embed(comp, lm_all[ok])) if ok else np.zeros(0)
+    return (e_org if e_cached is None else None), cos
+
+
+def _batch_done(partial: Path, k: int) -> bool:
+    return (partial / f"batch-{k:05d}.parquet").is_file()
+
+
+def _write_batch(partial: Path, k: int, batch: _Batch, arrays: dict[str, np.ndarray]) -> None:
+    if arrays:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(partial / f"batch-{k:05d}.npz", buf.getvalue())
+    # the parquet is written last: its presence marks the batch as done
+    atomic_write_bytes(partial / f"batch-{k:05d}.parquet", _parquet_bytes(pd.DataFrame(batch.rows)))
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    if "error" in df.columns:
+        df = df.astype({"error": "object"})
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _describe(values: np.ndarray, rng: np.random.Generator, metric: str) -> dict[str, Any]:
+    a = np.asarray(values, np.float64)
+    a = a[~np.isnan(a)]
+    hib = higher_is_better(metric)
+    if a.size == 0:
+        return {"mean": None, "std": None, "ci95": [None, None], "n": 0, "higher_is_better": hib}
+    if metric.removeprefix("raw_").startswith("psnr"):
+        a = np.minimum(a, PSNR_CAP_DB)  # identical images give +inf, which would make every statistic inf
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    if a.size > 1:
+        # percentile bootstrap of the mean (Efron & Tibshirani 1993, ch. 13), B resamples
+        means = a[rng.integers(0, a.size, (_BOOTSTRAP, a.size))].mean(axis=1)
+        lo, hi = np.percentile(means, [2.5, 97.5])
+        ci = [float(lo), float(hi)]
+    else:
+        ci = [mean, mean]
+    return {"mean": mean, "std": std, "ci95": ci, "n": int(a.size), "higher_is_better": hib}
+
+
+def summarize(table: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
+    """Summary statistics of a per-image table.
+
+    Args:
+        table: rows as in ``per_image.parquet``.
+        seed: seeds the bootstrap.
+
+    Returns:
+        ``{"n", "n_failed", "metrics": {name: {mean, std, ci95, n, higher_is_better}},
+        "by_mask_type": {type: {"n", "metrics"}}, "by_hole_bucket": {label: {"n", "metrics"}}}``.
+        NaNs (failed images, empty holes) are skipped; PSNR is capped at :data:`PSNR_CAP_DB`; the CI is
+        the percentile bootstrap of the mean (Efron & Tibshirani 1993) with 1000 resamples.
+    """
+    metric_cols = [c for c in table.columns if _is_metric(c)]
+
+    def block(df: pd.DataFrame) -> dict[str, Any]:
+        rng = np.random.default_rng(seed)
+        return {c: _describe(df[c].to_numpy(np.float64), rng, c) for c in metric_cols}
+
+    n_failed = int(table["error"].notna().sum()) if "error" in table.columns else 0
+    out: dict[str, Any] = {"n": int(len(table)), "n_failed": n_failed, "metrics": block(table)}
+    out["by_mask_type"] = {
+        str(t): {"n": int(len(g)), "metrics": block(g)} for t, g in table.groupby("mask_type", dropna=True, sort=True)
+    }
+    out["by_hole_bucket"] = {
+        label: {"n": int((table["hole_bucket"] == label).sum()), "metrics": block(table[table["hole_bucket"] == label])}
+        for label, _, _ in HOLE_BUCKETS
+        if (table["hole_bucket"] == label).any()
+    }
+    return out
+
+
+def _is_metric(col: str) -> bool:
+    try:
+        higher_is_better(col)
+        return True
+    except KeyError:
+        return False
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _hardware(device: str) -> dict[str, Any]:
+    import torch
+
+    hw = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda"):
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    return hw
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("numpy", "torch", "torchvision", "opencv-python", "scikit-image", "pytorch-fid", "dlib-bin", "dlib", "pandas"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None

@@ -1,0 +1,158 @@
+"""A small stand-in dataset in the Masked-Faces format, for tests and benchmarks.
+
+:func:`write_fake_dataset` writes a folder that :class:`maskbench.dataset.MaskedFaces` reads, without
+running ``maskbench synth``: faces come from a CelebA-layout folder (detected with
+:class:`maskbench.faces.FaceDetector`, aligned with :func:`maskbench.faces.align_ffhq`), the "mask" is a
+flat-coloured, lightly textured polygon over the lower face (jaw points 1-15 and the nose bridge, 28),
+and the mask types cycle through :data:`maskbench.dataset.MASK_TYPES`. Without a source folder the
+faces are synthetic (smooth noise with an ellipse face) and the landmarks are the canonical mean face
+(``mask_templates/mean_face_68.csv``). It is a test fixture, not a benchmark dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .dataset import MASK_TYPES, METADATA_FILE
+from .io import atomic_write_json, atomic_write_text, read_image, write_png
+
+__all__ = ["write_fake_dataset", "mean_face_landmarks"]
+
+# RGB fill per mask type (surgical blue, dark cloth, white respirators, red scarf)
+_COLORS = {
+    "surgical": (140, 190, 220),
+    "cloth": (40, 40, 50),
+    "n95": (235, 235, 230),
+    "kn95": (225, 228, 235),
+    "scarf": (170, 40, 45),
+}
+
+
+def mean_face_landmarks(size: int = 256) -> np.ndarray:
+    """The canonical mean face's iBUG-68 landmarks, ``(68, 2) float32`` pixels in a ``size`` square."""
+    path = Path(__file__).resolve().parent.parent / "mask_templates" / "mean_face_68.csv"  # source checkout
+    if not path.is_file():  # installed wheel: the templates ship as maskbench.mask_templates
+        path = Path(str(resources.files("maskbench.mask_templates").joinpath("mean_face_68.csv")))
+    rows = [ln.split(",") for ln in path.read_text().splitlines() if ln and not ln.startswith(("#", "index"))]
+    pts = np.array([[float(r[1]), float(r[2])] for r in rows], np.float32)
+    return pts * (size / 256.0)
+
+
+def _lower_face_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+    poly = np.concatenate([landmarks[1:16], landmarks[[28]]]).astype(np.float32)
+    hull = cv2.convexHull(poly).reshape(-1, 2)
+    m = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(m, [np.round(hull).astype(np.int32)], 255)
+    return m > 127
+
+
+def _synthetic_face(rng: np.random.Generator, size: int) -> np.ndarray:
+    low = rng.uniform(40, 220, (8, 8, 3)).astype(np.float32)
+    img = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
+    skin = rng.uniform(120, 230, 3)
+    cv2.ellipse(img, (size // 2, int(size * 0.55)), (int(size * 0.3), int(size * 0.4)), 0, 0, 360, skin.tolist(), -1)
+    img = cv2.GaussianBlur(img, (0, 0), 2.0) + rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_fake_dataset(
+    out: str | os.PathLike,
+    n: int = 16,
+    *,
+    source: str | os.PathLike | None = None,
+    size: int = 256,
+    split: str = "test",
+    seed: int = 0,
+) -> Path:
+    """Write ``n`` samples of one split in the Masked-Faces format (see :mod:`maskbench.dataset`).
+
+    Args:
+        out: the dataset folder to create (or overwrite samples in).
+        n: number of samples wanted; fewer are written if the source runs out of detectable faces.
+        source: a CelebA-layout folder (``img_align_celeba/*.jpg``) or a folder of images; ``None``
+            makes synthetic faces.
+        size: output side in pixels.
+        split: the split name.
+        seed: seeds the texture noise and the synthetic faces.
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        FileNotFoundError: ``source`` is given but holds no ``.jpg``/``.png`` files.
+    """
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    split_dir = out / split
+    records = []
+    if source is not None:
+        src = Path(source)
+        src = src / "img_align_celeba" if (src / "img_align_celeba").is_dir() else src
+        files = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+        if not files:
+            raise FileNotFoundError(f"{src}: no .jpg or .png images")
+        from .faces import NoFaceError, align_ffhq, default_detector, transform_points
+
+        detector = default_detector()
+
+        def faces():
+            for p in files:
+                img = read_image(p)
+                try:
+                    face = detector(img)
+                except NoFaceError:
+                    continue
+                crop, m = align_ffhq(img, face.landmarks, size)
+                yield p.stem, crop, transform_points(face.landmarks, m)
+
+    else:
+        lm0 = mean_face_landmarks(size)
+
+        def faces():
+            for i in range(n):
+                yield f"synthetic{i:05d}", _synthetic_face(rng, size), lm0
+
+    for i, (source_id, original, lm) in enumerate(faces()):
+        if i >= n:
+            break
+        mask_type = MASK_TYPES[i % len(MASK_TYPES)]
+        hole = _lower_face_mask(lm, size)
+        fill = np.array(_COLORS[mask_type], np.float32) + rng.normal(0, 6, (size, size, 3))
+        masked = np.where(hole[..., None], np.clip(fill, 0, 255).astype(np.uint8), original)
+        sid = f"{i:06d}"
+        write_png(split_dir / "masked" / f"{sid}.png", masked)
+        write_png(split_dir / "original" / f"{sid}.png", original)
+        write_png(split_dir / "mask" / f"{sid}.png", hole.astype(np.uint8) * 255)
+        ys, xs = np.nonzero(hole)
+        records.append(
+            {
+                "id": sid,
+                "masked_file_name": f"masked/{sid}.png",
+                "original_file_name": f"original/{sid}.png",
+                "mask_file_name": f"mask/{sid}.png",
+                "source": "fake",
+                "source_id": source_id,
+                "identity": None,
+                "split": split,
+                "mask_type": mask_type,
+                "template_id": None,
+                "texture_id": None,
+                "seed": seed,
+                "landmarks": np.round(lm, 2).tolist(),
+                "face_box": [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())],
+                "hole_fraction": float(hole.mean()),
+                "yaw": 0.0,
+                "num_faces": 1,
+                "width": size,
+                "height": size,
+            }
+        )
+    atomic_write_text(split_dir / METADATA_FILE, "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_json(out / "manifest.json", {"generator": "maskbench.testing.write_fake_dataset", "count": len(records)})
+    return out

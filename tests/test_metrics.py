@@ -1,0 +1,286 @@
+"""Metrics against independent implementations: scikit-image (L1/PSNR/SSIM), pytorch-fid (Fréchet
+distance, Inception features via fid-helper's TorchScript), closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from maskbench import metrics as M
+from maskbench.io import read_image
+
+from _fakedata import isolated_cache, real_faces, synthetic_faces  # noqa: F401  (fixtures)
+
+
+def sk_ssim(a, b, full=False, data_range=1.0):
+    return structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=data_range,
+        channel_axis=-1, full=full,
+    )
+
+
+def _pairs(seed: int, shape=(48, 64, 3)):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, shape, dtype=np.uint8)
+    # correlated target so SSIM is not ~0
+    b = np.clip(a.astype(int) + rng.integers(-40, 41, shape), 0, 255).astype(np.uint8)
+    return a, b
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("backend,dtype,tol", [("opencv", torch.float32, 1e-4), ("opencv", torch.float64, 1e-9),
+                                               ("torch", torch.float32, 1e-4), ("torch", torch.float64, 1e-9)])
+def test_pixel_metrics_match_skimage_on_random_images(seed, backend, dtype, tol):
+    a, b = _pairs(seed)
+    af, bf = a / 255.0, b / 255.0
+    s = M.image_scores(a, b, backend=backend, dtype=dtype)
+    assert s["ssim"][0].item() == pytest.approx(sk_ssim(af, bf), abs=tol)
+    assert s["psnr"][0].item() == pytest.approx(peak_signal_noise_ratio(bf, af, data_range=1.0), abs=tol * 100)
+    assert s["l1"][0].item() == pytest.approx(np.abs(af - bf).mean(), abs=tol)
+
+
+def test_hole_metrics_match_skimage_full_map():
+    a, b = _pairs(5, (64, 64, 3))
+    af, bf = a / 255.0, b / 255.0
+    mask = np.zeros((64, 64), bool)
+    mask[20:50, 3:40] = True  # touches the border region the global SSIM crops
+    _, smap = sk_ssim(af, bf, full=True)
+    mse = ((af - bf) ** 2)[mask].mean()
+    for backend in ("opencv", "torch"):
+        s = M.image_scores(a, b, mask, backend=backend, dtype=torch.float64)
+        assert s["ssim_hole"][0].item() == pytest.approx(smap[mask].mean(), abs=1e-9)
+        assert s["psnr_hole"][0].item() == pytest.approx(10 * math.log10(1 / mse), abs=1e-9)
+        assert s["l1_hole"][0].item() == pytest.approx(np.abs(af - bf)[mask].mean(), abs=1e-12)
+    # functional faces agree with the batched path
+    assert M.ssim(a, b, mask=mask) == pytest.approx(smap[mask].mean(), abs=1e-4)
+    assert M.l1(a, b, mask=mask) == pytest.approx(np.abs(af - bf)[mask].mean(), abs=1e-6)
+
+
+def test_metrics_on_real_faces(celeba_dir):
+    files = sorted((celeba_dir / "img_align_celeba").glob("*.jpg"))[:4]
+    ims = [read_image(p) for p in files]  # 218 x 178, odd sizes on purpose
+    for a, b in zip(ims[:2], ims[2:]):
+        af, bf = a / 255.0, b / 255.0
+        assert M.ssim(a, b) == pytest.approx(sk_ssim(af, bf), abs=1e-4)
+        assert M.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(bf, af, data_range=1.0), abs=1e-3)
+        assert M.l1(a, b) == pytest.approx(np.abs(af - bf).mean(), abs=1e-6)
+
+
+def test_float_inputs_and_data_range():
+    a, b = _pairs(7)
+    af, bf = a.astype(np.float64), b.astype(np.float64)
+    assert M.ssim(af, bf, data_range=255.0) == pytest.approx(sk_ssim(af, bf, data_range=255.0), abs=1e-4)
+    assert M.psnr(af, bf, data_range=255.0) == pytest.approx(peak_signal_noise_ratio(bf, af, data_range=255.0), abs=1e-3)
+
+
+def test_batch_returns_per_image_values():
+    pairs = [_pairs(s) for s in range(3)]
+    a = np.stack([p[0] for p in pairs])
+    b = np.stack([p[1] for p in pairs])
+    v = M.ssim(a, b)
+    assert v.shape == (3,)
+    assert v[1] == pytest.approx(M.ssim(a[1], b[1]))
+    m = M.ImageMetrics()
+    m.update(a[:2], b[:2])
+    m.update(a[2:], b[2:])
+    assert m.compute()["ssim"] == pytest.approx(v.mean())
+
+
+def test_identical_and_empty_hole_edge_cases():
+    a, _ = _pairs(3)
+    assert M.ssim(a, a) == pytest.approx(1.0)
+    assert M.psnr(a, a) == math.inf
+    assert M.l1(a, a) == 0.0
+    empty = np.zeros(a.shape[:2], bool)
+    assert math.isnan(M.ssim(a, a, mask=empty))
+
+
+def test_bad_shapes_raise():
+    a, b = _pairs(0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        M.l1(a, b[:, :10])
+    with pytest.raises(ValueError, match="mask"):
+        M.l1(a, b, mask=np.zeros((3, 3), bool))
+    with pytest.raises(ValueError, match="backend"):
+        M.image_scores(a, b, backend="nope")
+
+
+def test_mask_iou_f1():
+    t = np.zeros((4, 4), bool)
+    t[:2] = True  # 8 px
+    p = np.zeros((4, 4), bool)
+    p[1:3] = True  # 8 px, 4 overlap
+    assert M.mask_iou(p, t) == pytest.approx(4 / 12)
+    assert M.mask_f1(p, t) == pytest.approx(8 / 16)
+    assert M.mask_iou(t, t) == 1.0
+    z = np.zeros((4, 4), bool)
+    assert M.mask_iou(z, z) == 1.0 and M.mask_f1(z, z) == 1.0
+    assert M.mask_iou(np.stack([p, t]), np.stack([t, t])).tolist() == pytest.approx([1 / 3, 1.0])
+
+
+def test_higher_is_better_directions():
+    assert M.higher_is_better("ssim_hole") and M.higher_is_better("raw_psnr")
+    assert not M.higher_is_better("l1") and not M.higher_is_better("fid")
+    with pytest.raises(KeyError):
+        M.higher_is_better("accuracy")
+
+
+# --- FID ---------------------------------------------------------------------------------------------
+
+
+def test_frechet_distance_matches_pytorch_fid():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from maskbench.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    d = 32
+    x = rng.normal(size=(200, d))
+    y = rng.normal(size=(150, d)) @ rng.normal(size=(d, d)) * 0.3 + 0.5
+    mu1, s1 = x.mean(0), np.cov(x, rowvar=False)
+    mu2, s2 = y.mean(0), np.cov(y, rowvar=False)
+    ref = calculate_frechet_distance(mu1, s1, mu2, s2)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, rel=1e-6)
+
+
+def test_frechet_closed_form_equal_covariances():
+    from maskbench.fid import frechet_distance
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(50, 8))
+    s = np.cov(a, rowvar=False)
+    mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
+    # equal covariances: tr(S + S - 2 S) = 0, so FID is the squared mean difference
+    assert frechet_distance(mu1, s, mu2, s) == pytest.approx(float(((mu1 - mu2) ** 2).sum()), abs=1e-8)
+    with pytest.raises(ValueError, match="shape"):
+        frechet_distance(mu1, s, mu2[:3], s)
+
+
+def test_feature_stats_running_sums(tmp_path):
+    from maskbench.fid import FeatureStats
+
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(37, 16)) * 100 + 1e3  # large offset: float64 sums still give the covariance
+    st = FeatureStats(16)
+    for chunk in np.array_split(f, 4):
+        st.update(chunk)
+    mu, cov = st.mean_cov()
+    np.testing.assert_allclose(mu, f.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(f, rowvar=False), rtol=1e-7, atol=1e-7)
+    st.save(tmp_path / "s.npz")
+    mu2, cov2 = FeatureStats.load(tmp_path / "s.npz").mean_cov()
+    np.testing.assert_array_equal(cov, cov2)
+    with pytest.raises(ValueError, match="features"):
+        st.update(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="at least 2"):
+        FeatureStats(4).mean_cov()
+
+
+@pytest.fixture(scope="module")
+def inception(isolated_cache):  # noqa: F811
+    from maskbench.fid import InceptionFeatures
+
+    return InceptionFeatures()
+
+
+def test_converted_weights_match_torchscript(inception, real_faces):  # noqa: F811
+    """pytorch-fid's InceptionV3 with weights converted from fid-helper's TorchScript gives the
+    TorchScript's features (same TF graph) on real faces."""
+    from maskbench.dataset import MaskedFaces
+    from maskbench.fid import _fid_helper_file
+
+    ds = MaskedFaces(real_faces)
+    ims = np.stack([ds[i].original for i in range(6)])
+    ours = inception(ims)
+    ts = torch.jit.load(str(_fid_helper_file()), map_location="cpu").eval()
+    x = torch.from_numpy(ims).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
+    with torch.no_grad():
+        ref = ts(x).double().numpy()
+    assert ours.shape == (6, 2048)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert len(inception.weights_sha256) == 64
+
+
+def test_fid_of_a_set_with_itself_is_zero(inception, real_faces):  # noqa: F811
+    from maskbench.dataset import MaskedFaces
+    from maskbench.fid import FeatureStats, fid_from_stats
+
+    ds = MaskedFaces(real_faces)
+    f = inception(np.stack([ds[i].original for i in range(len(ds))]))
+    g = inception(np.stack([ds[i].masked for i in range(len(ds))]))
+    a, b, c = FeatureStats(), FeatureStats(), FeatureStats()
+    a.update(f)
+    b.update(f)
+    c.update(g)
+    assert abs(fid_from_stats(a, b)) < 1e-3
+    assert fid_from_stats(a, c) > 10.0
+
+
+def test_fid_of_synthetic_set_with_itself_is_zero(inception, synthetic_faces):  # noqa: F811
+    from maskbench.dataset import MaskedFaces
+    from maskbench.fid import FeatureStats, fid_from_stats
+
+    ds = MaskedFaces(synthetic_faces)
+    f = inception(np.stack([s.original for s in ds]))  # 64 px: resized to 299 by pytorch-fid's module
+    a, b = FeatureStats(), FeatureStats()
+    a.update(f)
+    b.update(f[::-1])  # order does not matter
+    assert abs(fid_from_stats(a, b)) < 1e-3
+
+
+def test_explicit_missing_fid_weights_raise():
+    from maskbench.faces import ModelNotFoundError
+    from maskbench.fid import resolve_fid_weights
+
+    with pytest.raises(ModelNotFoundError, match="do not exist"):
+        resolve_fid_weights("/nonexistent/weights.pth")
+
+
+# --- identity ----------------------------------------------------------------------------------------
+
+
+def test_identity_cosine_of_image_with_itself_is_one(real_faces):  # noqa: F811
+    from maskbench.dataset import MaskedFaces
+    from maskbench.identity import DlibIdentity
+
+    ds = MaskedFaces(real_faces)
+    ims = np.stack([ds[i].original for i in range(4)])
+    lms = np.array([ds.records[i]["landmarks"] for i in range(4)])
+    model = DlibIdentity()
+    np.testing.assert_allclose(model.cosine(ims, ims, lms), 1.0, atol=1e-6)
+    other = model.cosine(ims[:2], ims[2:], lms[:2])  # different people, same crop geometry
+    assert (other < 0.99).all()
+    assert model.chips(ims[:1], lms[:1])[0].shape == (150, 150, 3)
+
+
+def test_dlib_in_a_child_process_gives_the_same_embeddings(real_faces):  # noqa: F811
+    from maskbench.dataset import MaskedFaces
+    from maskbench.identity import DlibIdentity
+
+    ds = MaskedFaces(real_faces)
+    ims = np.stack([ds[i].masked for i in range(3)])
+    lms = np.array([ds.records[i]["landmarks"] for i in range(3)])
+    with DlibIdentity(subprocess=True) as child:
+        a = child.embed(ims, lms)
+        assert child.embed(ims[:0], lms[:0]).shape == (0, 128)
+    np.testing.assert_allclose(a, DlibIdentity().embed(ims, lms), atol=1e-6)
+
+
+def test_identity_model_switch():
+    from maskbench.faces import ModelNotFoundError
+    from maskbench.identity import load_identity_model
+
+    assert load_identity_model("dlib").name == "dlib-resnet-v1"
+    with pytest.raises(ValueError, match="identity model"):
+        load_identity_model("facenet")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelNotFoundError, match="onnxruntime"):
+            load_identity_model("arcface")
+        assert load_identity_model("auto").name == "dlib-resnet-v1"
