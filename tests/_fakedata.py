@@ -21,8 +21,15 @@ def isolated_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_faces(tmp_path_factory, celeba_dir) -> Path:
-    """24 CelebA faces, FFHQ-aligned to 256 px, with lower-face holes (skips without the shared data)."""
-    return write_fake_dataset(tmp_path_factory.mktemp("real"), 24, source=celeba_dir, seed=1)
+    """A real Masked-Faces test split: ``maskbench synth`` on the first 24 CelebA images, all moved to
+    the test split (skips without the shared data)."""
+    from maskbench.sources import resolve_source
+    from maskbench.synth import SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("real")
+    synthesize(resolve_source("celeba", celeba_dir), out, SynthConfig(seed=1, test_fraction=1.0), limit=24,
+               progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")
