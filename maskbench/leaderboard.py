@@ -35,6 +35,12 @@ REPORTED_NOTE = "reported in paper, other protocol"
 _SHOWN = ("l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole", "fid", "identity_cosine", "mask_iou", "mask_f1")
 
 
+def _dataset_label(info: dict[str, Any], fingerprint: str | None) -> str:
+    """``folder/split@fingerprint[:8]``: readable, and still distinct for two datasets of one name."""
+    name = Path(info["path"]).name if info.get("path") else "dataset"
+    return f"{name}/{info.get('split', '?')}@{(fingerprint or '')[:8]}"
+
+
 def collect_results(results: str | os.PathLike) -> pd.DataFrame:
     """One row per complete run under ``results`` (searched recursively).
 
@@ -64,7 +70,7 @@ def collect_results(results: str | os.PathLike) -> pd.DataFrame:
         row: dict[str, Any] = {
             "method": s["method"],
             "track": s.get("track"),
-            "dataset": s.get("dataset_fingerprint"),
+            "dataset": _dataset_label(manifest.get("dataset", {}), s.get("dataset_fingerprint")),
             "split": s.get("split"),
             "n": s.get("n"),
             "n_failed": s.get("n_failed", 0),
