@@ -222,6 +222,18 @@ def test_shards_of_a_job_array_add_up_to_one_run(celeba_dir, tmp_path):
     assert _files(tmp_path / "sharded") == _files(tmp_path / "one")
 
 
+def test_user_texture_photos_are_drawn_on_masks(celeba_dir, textures_dir, tmp_path):
+    r = _run_cli("synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--limit", "12", "--textures",
+                 str(textures_dir), "--out", str(tmp_path / "o"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(l) for s in ("train", "test") if (tmp_path / "o" / s / "metadata.jsonl").is_file()
+            for l in (tmp_path / "o" / s / "metadata.jsonl").read_text().splitlines()]
+    photo = [r["texture_id"] for r in recs if (r["texture_id"] or "").startswith("photo:")]
+    assert len(photo) >= len(recs) // 2, [r["texture_id"] for r in recs]
+    names = {p.name for p in textures_dir.iterdir()}
+    assert all(t.split(":", 1)[1] in names for t in photo)
+
+
 def test_lfw_and_folder_layouts(celeba_dir, tmp_path):
     files = sorted((celeba_dir / "img_align_celeba").glob("*.jpg"))[:4]
     for k, f in enumerate(files):
