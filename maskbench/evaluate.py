@@ -18,11 +18,11 @@ Inception statistics with the split's ORIGINAL images' statistics, which are cac
 ``MaskedFaces.fingerprint()`` in ``cache_dir()/fid``; original-face identity embeddings are cached the
 same way in ``cache_dir()/identity``.
 
-Pipeline: worker threads decode a batch, run the method, composite and compute pixel metrics; a
-separate thread runs the identity embedder (dlib, which holds the GIL, in a child process when FID is
-on, and then torch gets one thread less than there are cores for the run); the calling thread runs
-the Inception forward of the batch in the meantime (OpenCV and torch release the GIL). Each finished batch is written to ``partial/`` atomically, so an interrupted
-run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
+Pipeline: worker threads decode a batch, run the method, composite, compute pixel metrics and cut the
+identity chips, a batch or two ahead; the calling thread runs the networks (the Inception forward and
+the identity embedder, both torch) on the batch in the meantime (OpenCV and torch release the GIL), so
+torch never competes with itself for cores. Each finished batch is written to ``partial/`` atomically,
+so an interrupted run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
 retried image by image; an image that still fails is recorded (``error``) and the run goes on.
 """
 
@@ -154,7 +154,9 @@ class _Batch:
     composites: np.ndarray  # (K, H, W, 3) uint8 of the images that did not fail
     originals: np.ndarray | None  # (K, H, W, 3) when reference FID features are still needed
     ok: list[int]  # positions (in the batch) of the images that did not fail
-    identity: Future | None  # -> (embeddings of all originals computed here or None, (K,) cosines)
+    # (chips of all originals, or None when their embeddings are cached; (K, S, S, 3) chips of the
+    # composites; the cached original embeddings or None)
+    identity: tuple[np.ndarray | None, np.ndarray, np.ndarray | None] | None
 
 
 def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = None) -> EvalResult:
@@ -205,29 +207,16 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
     if config.identity:
         from .identity import load_identity_model
 
-        # dlib holds the GIL: on CPU it runs in a child process so the Inception forward is not stalled
-        ident = load_identity_model(config.identity_model, device, subprocess=config.fid)
+        ident = load_identity_model(config.identity_model, device)
         ident_path = cache_dir() / "identity" / f"{fingerprint}-{ident.name}.npy"
         if ident_path.is_file():
             orig_embed_cache = np.load(ident_path)
 
-    threads = None
-    if ident is not None and feats is not None and device == "cpu":
-        # the identity child process takes one core; an Inception forward with as many threads as cores
-        # would then be oversubscribed (OpenMP threads wait on a descheduled peer), so give it one less
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - 1)))
     try:
         batches = _run_batches(config, dataset, predictor, run_dir, feats, ref_stats is None, ident, orig_embed_cache,
                                progress)
         table, comp_feats, orig_feats, orig_embeds = _load_partial(run_dir / "partial", batches)
     finally:
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
         if ident is not None:
             ident.close()
 
@@ -281,7 +270,8 @@ def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, o
     """Score every batch not yet in ``run_dir/partial``; returns the list of batches (index lists).
 
     Worker threads prepare batches (decode, predict, composite, pixel metrics) up to ``workers + 1``
-    ahead; identity jobs go to a single thread; this thread runs Inception and writes each batch.
+    ahead (and cut the identity chips); this thread runs the networks (Inception, identity), so torch
+    work never competes with itself for cores, and writes each batch.
     """
     partial = run_dir / "partial"
     n = len(dataset)
@@ -291,8 +281,6 @@ def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, o
     done_images = n - sum(len(batches[k]) for k in pending)
     if progress:
         progress(done_images, n)
-    # identity runs on its own thread, so a batch's Inception forward need not wait for it
-    ident_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskbench-identity") if ident else None
     pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="maskbench-eval")
     window = max(1, config.workers) + 1
     futures: dict[int, Future] = {}
@@ -302,8 +290,8 @@ def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, o
             while queue and len(futures) < window:
                 k = queue.pop(0)
                 futures[k] = pool.submit(
-                    _prepare_batch, k, batches[k], dataset, predictor, config, run_dir, ident, ident_pool,
-                    orig_embed_cache, need_orig,
+                    _prepare_batch, k, batches[k], dataset, predictor, config, run_dir, ident, orig_embed_cache,
+                    need_orig,
                 )
             k = min(futures)
             batch = futures.pop(k).result()
@@ -313,11 +301,15 @@ def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, o
                 if batch.originals is not None:
                     arrays["orig_features"] = feats(batch.originals).astype(np.float32)
             if batch.identity is not None:
-                orig_embed, cos = batch.identity.result()
+                from .identity import cosine_similarity
+
+                orig_chips, comp_chips, e_cached = batch.identity
+                e_org = ident.embed_chips(orig_chips) if e_cached is None else e_cached
+                cos = cosine_similarity(e_org[batch.ok], ident.embed_chips(comp_chips)) if batch.ok else []
                 for i, j in enumerate(batch.ok):
                     batch.rows[j]["identity_cosine"] = float(cos[i])
-                if orig_embed is not None:
-                    arrays["orig_embed"] = orig_embed
+                if e_cached is None:
+                    arrays["orig_embed"] = e_org
             _write_batch(partial, k, batch, arrays)
             done_images += len(batch.ids)
             if progress:
@@ -325,8 +317,6 @@ def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, o
     finally:
         # on an error or Ctrl-C, drop queued batches instead of finishing them
         pool.shutdown(wait=True, cancel_futures=True)
-        if ident_pool is not None:
-            ident_pool.shutdown(wait=True, cancel_futures=True)
     return batches
 
 
@@ -390,7 +380,6 @@ def _prepare_batch(
     config: EvalConfig,
     run_dir: Path,
     ident,
-    ident_pool: ThreadPoolExecutor | None,
     orig_embed_cache: np.ndarray | None,
     need_orig: bool,
 ) -> _Batch:
@@ -451,7 +440,8 @@ def _prepare_batch(
             pm = np.stack([pmasks[j] for j in ok])
             ious, f1s = mask_iou(pm, m), mask_f1(pm, m)
         if ident is not None:
-            identity = ident_pool.submit(_identity_job, ident, original, comp, lm_all, ok, e_cached)
+            identity = (None if e_cached is not None else ident.chips(original, lm_all), ident.chips(comp, lm_all[ok]),
+                        e_cached)
         for i, j in enumerate(ok):
             row = rows[j]
             row.update({k2: float(v[i]) for k2, v in scores.items()})
@@ -465,17 +455,9 @@ def _prepare_batch(
             if config.save_outputs:
                 write_png(run_dir / "outputs" / f"{ids[j]}.png", outputs[j])
     elif ident is not None:
-        identity = ident_pool.submit(_identity_job, ident, original, composites, lm_all, ok, e_cached)
+        identity = (None if e_cached is not None else ident.chips(original, lm_all), ident.chips(composites, lm_all[:0]),
+                    e_cached)
     return _Batch(k, ids, rows, composites, original if need_orig else None, ok, identity)
-
-
-def _identity_job(ident, original, comp, lm_all, ok, e_cached):
-    """(embeddings of all originals when not cached else None, cosines of the ``ok`` composites)."""
-    from .identity import cosine_similarity
-
-    e_org = ident.embed(original, lm_all) if e_cached is None else e_cached
-    cos = cosine_similarity(e_org[ok], ident.embed(comp, lm_all[ok])) if ok else np.zeros(0)
-    return (e_org if e_cached is None else None), cos
 
 
 def _batch_done(partial: Path, k: int) -> bool:

@@ -5,7 +5,7 @@ and every result records its ``name``:
 
 - ``dlib-resnet-v1`` (default, always available): dlib's 128-D ResNet
   (``dlib_face_recognition_resnet_model_v1.dat``; King, dlib, 2017; 99.38% on LFW) on 150 x 150 chips
-  cut by ``dlib.get_face_chip`` (padding 0.25).
+  cut by ``dlib.get_face_chip`` (padding 0.25), run in PyTorch (:mod:`maskbench.dlib_resnet`).
 - ``arcface-r100``/``arcface-w600k-r50`` (optional): an insightface model pack's recognition ONNX model
   (Deng et al., "ArcFace", CVPR 2019) run with onnxruntime on 112 x 112 chips aligned to insightface's
   5-point template. Used when ``onnxruntime`` is importable and a pack is found in
@@ -47,7 +47,8 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class IdentityModel(ABC):
-    """Embeds faces cut with one alignment per sample.
+    """Embeds faces cut with one alignment per sample, in two steps so callers can split the work:
+    :meth:`chips` (CPU, thread-safe: cut the aligned crops) and :meth:`embed_chips` (the network).
 
     Attributes:
         name: recorded as ``identity_model`` in results.
@@ -56,11 +57,17 @@ class IdentityModel(ABC):
     name: str = ""
 
     def close(self) -> None:
-        """Release resources (child processes); the model stays usable."""
+        """Release resources; the model stays usable."""
+
+    def __enter__(self) -> "IdentityModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @abstractmethod
-    def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """Embed faces.
+    def chips(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """Cut the aligned face crops the network embeds.
 
         Args:
             images: ``(N, H, W, 3) uint8`` RGB.
@@ -68,8 +75,16 @@ class IdentityModel(ABC):
                 faces (also for predictions).
 
         Returns:
-            ``(N, D) float64`` embeddings.
+            ``(N, S, S, 3) uint8`` chips.
         """
+
+    @abstractmethod
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """``(N, S, S, 3) uint8`` chips -> ``(N, D) float64`` embeddings."""
+
+    def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """:meth:`chips` then :meth:`embed_chips`: ``(N, D) float64``."""
+        return self.embed_chips(self.chips(images, landmarks))
 
     def cosine(self, originals: np.ndarray, predictions: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Identity cosine of each (original, prediction) pair, both cut with the original's landmarks.
@@ -84,78 +99,17 @@ class IdentityModel(ABC):
         return cosine_similarity(self.embed(originals, landmarks), self.embed(predictions, landmarks))
 
 
-# The child process's whole program: read length-prefixed pickled chip lists on stdin, answer with
-# pickled (N, 128) arrays on stdout. Self-contained (dlib + numpy only), so it needs no import path.
-_WORKER_SOURCE = r"""
-import pickle, struct, sys
-import dlib, numpy as np
-net = dlib.face_recognition_model_v1(sys.argv[1])
-inp, out = sys.stdin.buffer, sys.stdout.buffer
-while True:
-    head = inp.read(8)
-    if len(head) < 8:
-        break
-    chips = pickle.loads(inp.read(struct.unpack("<Q", head)[0]))
-    vecs = net.compute_face_descriptor(chips) if chips else []
-    res = np.array([np.array(v) for v in vecs], np.float64).reshape(len(chips), 128)
-    data = pickle.dumps(res, protocol=4)
-    out.write(struct.pack("<Q", len(data)) + data)
-    out.flush()
-"""
-
-
-class _EmbedProcess:
-    """A child Python running :data:`_WORKER_SOURCE`; one request at a time (thread-safe)."""
-
-    def __init__(self, model_path: str):
-        import subprocess
-        import sys
-        import threading
-
-        self._lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_SOURCE, model_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-
-    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
-        import pickle
-        import struct
-
-        data = pickle.dumps(chips, protocol=4)
-        with self._lock:
-            try:
-                self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
-                self._proc.stdin.flush()
-                head = self._proc.stdout.read(8)
-                if len(head) < 8:
-                    raise EOFError
-                return pickle.loads(self._proc.stdout.read(struct.unpack("<Q", head)[0]))
-            except (OSError, EOFError, pickle.UnpicklingError):
-                raise RuntimeError(f"dlib embedding process died (exit status {self._proc.poll()})") from None
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.stdin.close()
-            self._proc.wait(timeout=30)
-        self._proc.stdout.close()
-
-
-def _descriptors(net, chips: list[np.ndarray]) -> np.ndarray:
-    vecs = net.compute_face_descriptor(chips)
-    return np.array([np.array(v) for v in vecs], np.float64).reshape(len(chips), 128)
-
-
 class DlibIdentity(IdentityModel):
-    """dlib's 128-D face-recognition ResNet on ``get_face_chip`` chips (150 px, padding 0.25).
+    """dlib's 128-D face-recognition ResNet on ``dlib.get_face_chip`` chips (150 px, padding 0.25).
 
-    dlib holds Python's GIL while it runs (~50 ms per chip on one CPU core), which would stall a torch
-    forward running in another thread; ``subprocess=True`` runs the network in one child process
-    instead (chips are cut here and sent over), so the evaluator can overlap it with Inception.
-    Call :meth:`close` (or use ``with``) to stop the child.
+    Chips are cut by dlib from the 68 landmarks exactly as dlib's own pipeline does; the network runs in
+    PyTorch (:mod:`maskbench.dlib_resnet`, weights read from dlib's ``.dat`` file), which gives dlib's
+    descriptors to < 1e-6, batched, on ``device``, and releases the GIL while it runs.
 
     Args:
         model_path: the ``.dat`` file, or ``None`` for :func:`maskbench.faces.resolve_dlib_model`.
-        subprocess: embed in a child process.
+        device: torch device for the network.
+        batch_size: chips per forward pass.
 
     Raises:
         ModelNotFoundError: the model file cannot be found (constructor).
@@ -165,55 +119,44 @@ class DlibIdentity(IdentityModel):
     CHIP_SIZE = 150
     PADDING = 0.25
 
-    def __init__(self, model_path: str | os.PathLike | None = None, *, subprocess: bool = False):
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 64):
         import dlib
+
+        from .dlib_resnet import load_dlib_resnet
 
         self._dlib = dlib
         self.model_path = resolve_dlib_model("dlib_face_recognition_resnet_model_v1.dat", model_path)
-        self._pool = None
-        self._net = None
-        if subprocess:
-            self._pool = _EmbedProcess(str(self.model_path))
-        else:
-            self._net = dlib.face_recognition_model_v1(str(self.model_path))
+        self.device = device
+        self.batch_size = batch_size
+        self._net = load_dlib_resnet(self.model_path).to(device)
 
-    def close(self) -> None:
-        """Stop the child process, if any."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None  # later calls load the network in this process
-
-    def __enter__(self) -> "DlibIdentity":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _shape(self, lm: np.ndarray, h: int, w: int):
+    def _shape(self, lm: np.ndarray):
         dlib = self._dlib
         pts = [dlib.point(int(round(x)), int(round(y))) for x, y in np.asarray(lm, np.float64)]
         x0, y0 = np.floor(np.min(lm, 0)).astype(int)
         x1, y1 = np.ceil(np.max(lm, 0)).astype(int)
         return dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)), pts)
 
-    def chips(self, images: np.ndarray, landmarks: np.ndarray) -> list[np.ndarray]:
-        """The ``(150, 150, 3) uint8`` chips dlib embeds, one per image."""
-        out = []
-        for im, lm in zip(images, landmarks):
-            shape = self._shape(lm, *im.shape[:2])
-            out.append(self._dlib.get_face_chip(np.ascontiguousarray(im), shape, size=self.CHIP_SIZE, padding=self.PADDING))
+    def chips(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The ``(N, 150, 150, 3) uint8`` chips dlib's network embeds, one per image."""
+        out = np.zeros((len(images), self.CHIP_SIZE, self.CHIP_SIZE, 3), np.uint8)
+        for i, (im, lm) in enumerate(zip(images, landmarks)):
+            out[i] = self._dlib.get_face_chip(np.ascontiguousarray(im), self._shape(lm), size=self.CHIP_SIZE,
+                                              padding=self.PADDING)
         return out
 
-    def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """See :meth:`IdentityModel.embed`; ``D = 128``."""
-        if len(images) == 0:
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """See :meth:`IdentityModel.embed_chips`; ``D = 128``."""
+        import torch
+
+        if len(chips) == 0:
             return np.zeros((0, 128))
-        chips = self.chips(images, landmarks)
-        if self._pool is not None:
-            return self._pool.embed(chips)
-        if self._net is None:
-            self._net = self._dlib.face_recognition_model_v1(str(self.model_path))
-        return _descriptors(self._net, chips)
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(chips), self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(chips[s : s + self.batch_size])).to(self.device)
+                out.append(self._net(x.permute(0, 3, 1, 2).float()).double().cpu().numpy())
+        return np.concatenate(out)
 
 
 # insightface's 112 x 112 ArcFace template (insightface/utils/face_align.py, arcface_dst)
@@ -271,30 +214,33 @@ class ArcFaceIdentity(IdentityModel):
         self._input = self._sess.get_inputs()[0].name
         self.name = f"arcface-{path.stem}"
 
-    def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """See :meth:`IdentityModel.embed`; ``D = 512``."""
+    def chips(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """``(N, 112, 112, 3) uint8`` chips aligned to insightface's template by the 5 points."""
         from skimage.transform import SimilarityTransform
 
-        chips = []
-        for im, lm in zip(images, landmarks):
+        out = np.zeros((len(images), 112, 112, 3), np.uint8)
+        for i, (im, lm) in enumerate(zip(images, landmarks)):
             t = SimilarityTransform()
             t.estimate(_five_points(lm), _ARCFACE_DST)
-            chips.append(cv2.warpAffine(im, t.params[:2], (112, 112), borderValue=0.0))
-        if not chips:
+            out[i] = cv2.warpAffine(im, t.params[:2], (112, 112), borderValue=0.0)
+        return out
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """See :meth:`IdentityModel.embed_chips`; ``D = 512``."""
+        if len(chips) == 0:
             return np.zeros((0, 512))
-        x = (np.stack(chips).astype(np.float32) - 127.5) / 127.5
+        x = (chips.astype(np.float32) - 127.5) / 127.5
         out = self._sess.run(None, {self._input: x.transpose(0, 3, 1, 2)})[0]
         return out.astype(np.float64)
 
 
-def load_identity_model(name: str = "auto", device: str = "cpu", *, subprocess: bool = False) -> IdentityModel:
+def load_identity_model(name: str = "auto", device: str = "cpu") -> IdentityModel:
     """Pick the identity embedder.
 
     Args:
         name: ``"auto"`` (ArcFace when onnxruntime and a pack are present, else dlib), ``"dlib"`` or
             ``"arcface"``.
-        device: passed to ArcFace.
-        subprocess: run dlib in a child process (see :class:`DlibIdentity`).
+        device: torch device (dlib) or execution provider choice (ArcFace).
 
     Returns:
         An :class:`IdentityModel`; its ``name`` goes into every result.
@@ -304,7 +250,7 @@ def load_identity_model(name: str = "auto", device: str = "cpu", *, subprocess: 
         ValueError: unknown ``name``.
     """
     if name == "dlib":
-        return DlibIdentity(subprocess=subprocess)
+        return DlibIdentity(device=device)
     if name == "arcface":
         return ArcFaceIdentity(device=device)
     if name != "auto":
@@ -312,4 +258,4 @@ def load_identity_model(name: str = "auto", device: str = "cpu", *, subprocess: 
     try:
         return ArcFaceIdentity(device=device)
     except ModelNotFoundError:
-        return DlibIdentity(subprocess=subprocess)
+        return DlibIdentity(device=device)

@@ -258,17 +258,37 @@ def test_identity_cosine_of_image_with_itself_is_one(real_faces):  # noqa: F811
     assert model.chips(ims[:1], lms[:1])[0].shape == (150, 150, 3)
 
 
-def test_dlib_in_a_child_process_gives_the_same_embeddings(real_faces):  # noqa: F811
+def test_torch_port_of_dlib_resnet_matches_dlib(real_faces):  # noqa: F811
+    """The identity network runs in torch; its descriptors must be dlib's own, on real and masked chips."""
+    import dlib
+
     from maskbench.dataset import MaskedFaces
     from maskbench.identity import DlibIdentity
 
     ds = MaskedFaces(real_faces)
-    ims = np.stack([ds[i].masked for i in range(3)])
-    lms = np.array([ds.records[i]["landmarks"] for i in range(3)])
-    with DlibIdentity(subprocess=True) as child:
-        a = child.embed(ims, lms)
-        assert child.embed(ims[:0], lms[:0]).shape == (0, 128)
-    np.testing.assert_allclose(a, DlibIdentity().embed(ims, lms), atol=1e-6)
+    n = min(8, len(ds))
+    ims = np.stack([ds[i].masked for i in range(n // 2)] + [ds[i].original for i in range(n - n // 2)])
+    lms = np.array([ds.records[i]["landmarks"] for i in range(n // 2)] + [ds.records[i]["landmarks"] for i in range(n - n // 2)])
+    model = DlibIdentity(batch_size=3)  # several batches
+    chips = model.chips(ims, lms)
+    ref = dlib.face_recognition_model_v1(str(model.model_path)).compute_face_descriptor(list(chips))
+    ref = np.array([np.array(v) for v in ref])
+    got = model.embed_chips(chips)
+    assert got.shape == (n, 128) and got.dtype == np.float64
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert model.embed_chips(chips[:0]).shape == (0, 128)
+
+
+def test_dlib_file_parser_rejects_other_files(tmp_path):
+    from maskbench.dlib_resnet import DlibFormatError, load_dlib_resnet
+    from maskbench.faces import resolve_dlib_model
+
+    with pytest.raises(DlibFormatError):
+        load_dlib_resnet(resolve_dlib_model("shape_predictor_68_face_landmarks.dat"))
+    bad = tmp_path / "cut.dat"
+    bad.write_bytes(resolve_dlib_model("dlib_face_recognition_resnet_model_v1.dat").read_bytes()[:5000])
+    with pytest.raises(DlibFormatError):
+        load_dlib_resnet(bad)
 
 
 def test_identity_model_switch():
