@@ -6,12 +6,13 @@ the previous file or the complete new one, never half a file.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "write_png",
     "read_png",
     "read_mask",
+    "read_spec_table",
 ]
 
 #: Smallest side, in pixels, an input image must have to be worth a face search.
@@ -188,3 +190,49 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if m is None:
         raise ImageDecodeError(f"{path}: cannot read mask")
     return m > 127
+
+
+def read_spec_table(
+    path: str | os.PathLike, columns: Sequence[str], id_column: str, error: type[Exception], what: str
+) -> list[tuple[str, dict[str, str]]]:
+    """Read a data table (UTF-8 CSV with a header) and check its shape, for the template/texture specs.
+
+    Args:
+        path: the CSV file.
+        columns: the exact set of columns expected (order free).
+        id_column: a column whose values must be unique.
+        error: exception type raised for a malformed table.
+        what: the table's name in messages (``"template table"``).
+
+    Returns:
+        ``(where, record)`` per data row, ``where`` = ``"FILE, row N"`` (1 = first data row) for messages.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        error: a missing or unknown column, a short row, a duplicate id, or no rows.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    reader = csv.DictReader(io.StringIO(src.read_text(encoding="utf-8")))
+    header = reader.fieldnames or []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise error(f"{path}: missing column(s) {', '.join(missing)}")
+    unknown = [c for c in header if c not in columns]
+    if unknown:
+        raise error(f"{path}: unknown column(s) {', '.join(unknown)}")
+    rows: list[tuple[str, dict[str, str]]] = []
+    seen: dict[str, int] = {}
+    for row_no, rec in enumerate(reader, start=1):
+        where = f"{path}, row {row_no}"
+        if None in rec or any(rec[c] is None for c in columns):
+            raise error(f"{where}: expected {len(header)} cells")
+        key = rec[id_column].strip()
+        if key in seen:
+            raise error(f"{where}, column {id_column}: duplicate id {key!r} (first in row {seen[key]})")
+        seen[key] = row_no
+        rows.append((where, rec))
+    if not rows:
+        raise error(f"{path}: no rows")
+    return rows

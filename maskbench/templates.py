@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.resources
-import io
 import math
 import os
 from dataclasses import dataclass
@@ -367,43 +366,17 @@ def load_templates(path: str | os.PathLike | None = None) -> list[TemplateSpec]:
         TemplateSpecError: a missing or unknown column, an unparsable or out-of-range value, an
             inconsistent row or a duplicate id; the message names file, row (1 = first data row) and column.
     """
-    if path is None:
-        src = _data_file("templates.csv")
-        name = str(src)
-    else:
-        src = Path(path)
-        name = str(path)
-        if not src.is_file():
-            raise FileNotFoundError(f"template table {path} does not exist")
-    text = src.read_text(encoding="utf-8")
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    missing = [c for c in _COLUMNS if c not in header]
-    if missing:
-        raise TemplateSpecError(f"{name}: missing column(s) {', '.join(missing)}")
-    unknown = [c for c in header if c not in _COLUMNS]
-    if unknown:
-        raise TemplateSpecError(f"{name}: unknown column(s) {', '.join(unknown)}")
+    from .io import read_spec_table
+
+    src = _data_file("templates.csv") if path is None else path
     specs: list[TemplateSpec] = []
-    seen: dict[str, int] = {}
-    for row_no, rec in enumerate(reader, start=1):
-        if None in rec or any(rec[c] is None for c in _COLUMNS):
-            raise TemplateSpecError(f"{name}, row {row_no}: expected {len(header)} cells")
+    for where, rec in read_spec_table(src, list(_COLUMNS), "template_id", TemplateSpecError, "template table"):
         values = {
-            col: _parse_cell(rec[col], kind, rule, f"{name}, row {row_no}, column {col}")
-            for col, (kind, rule) in _COLUMNS.items()
+            col: _parse_cell(rec[col], kind, rule, f"{where}, column {col}") for col, (kind, rule) in _COLUMNS.items()
         }
         spec = TemplateSpec(**values)
-        if spec.template_id in seen:
-            raise TemplateSpecError(
-                f"{name}, row {row_no}, column template_id: duplicate id {spec.template_id!r} "
-                f"(first in row {seen[spec.template_id]})"
-            )
-        seen[spec.template_id] = row_no
-        _check_consistency(spec, f"{name}, row {row_no}")
+        _check_consistency(spec, where)
         specs.append(spec)
-    if not specs:
-        raise TemplateSpecError(f"{name}: no templates")
     return specs
 
 

@@ -9,8 +9,6 @@ row, never the global RNG). :class:`TextureBank` picks a texture for a mask type
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections import OrderedDict
@@ -113,41 +111,12 @@ def load_textures(path: str | os.PathLike | None = None) -> list[TextureSpec]:
             range, a wrong number of colours for the kind or a duplicate id; the message names file,
             row (1 = first data row) and column.
     """
-    if path is None:
-        from .templates import data_dir
+    from .io import read_spec_table
+    from .templates import data_dir
 
-        src = data_dir() / "textures.csv"
-        name = str(src)
-        if not src.is_file():
-            raise FileNotFoundError(f"texture table {src} does not exist")
-    else:
-        src = Path(path)
-        name = str(path)
-        if not src.is_file():
-            raise FileNotFoundError(f"texture table {path} does not exist")
-    reader = csv.DictReader(io.StringIO(src.read_text(encoding="utf-8")))
-    header = reader.fieldnames or []
-    missing = [c for c in _HEADER if c not in header]
-    if missing:
-        raise TextureSpecError(f"{name}: missing column(s) {', '.join(missing)}")
-    unknown = [c for c in header if c not in _HEADER]
-    if unknown:
-        raise TextureSpecError(f"{name}: unknown column(s) {', '.join(unknown)}")
-    specs: list[TextureSpec] = []
-    seen: dict[str, int] = {}
-    for row_no, rec in enumerate(reader, start=1):
-        if None in rec or any(rec[c] is None for c in _HEADER):
-            raise TextureSpecError(f"{name}, row {row_no}: expected {len(header)} cells")
-        specs.append(_parse_row(rec, f"{name}, row {row_no}"))
-        tid = specs[-1].texture_id
-        if tid in seen:
-            raise TextureSpecError(
-                f"{name}, row {row_no}, column texture_id: duplicate id {tid!r} (first in row {seen[tid]})"
-            )
-        seen[tid] = row_no
-    if not specs:
-        raise TextureSpecError(f"{name}: no textures")
-    return specs
+    src = data_dir() / "textures.csv" if path is None else path
+    rows = read_spec_table(src, list(_HEADER), "texture_id", TextureSpecError, "texture table")
+    return [_parse_row(rec, where) for where, rec in rows]
 
 
 def _parse_row(rec: dict[str, str], where: str) -> TextureSpec:

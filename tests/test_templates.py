@@ -242,7 +242,7 @@ def test_validation_duplicate_missing_and_unknown_columns(tmp_path):
     with pytest.raises(TemplateSpecError, match="unknown column"):
         load_templates(p)
     p = _write(tmp_path, header, [])
-    with pytest.raises(TemplateSpecError, match="no templates"):
+    with pytest.raises(TemplateSpecError, match="no rows"):
         load_templates(p)
     with pytest.raises(FileNotFoundError):
         load_templates(tmp_path / "nope.csv")
