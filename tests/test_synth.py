@@ -336,3 +336,20 @@ def test_demo_source_shows_every_mask_type(tmp_path):
     assert sorted(r["mask_type"] for r in recs) == sorted(MASK_TYPES)
     s = _run_cli("sheet", str(tmp_path / "demo"), "--split", recs[0]["split"], "--out", str(tmp_path / "sheet.png"))
     assert s.returncode == 0 and cv2.imread(str(tmp_path / "sheet.png")) is not None
+
+
+def test_readme_main_job_end_to_end(celeba_dir, tmp_path):
+    """synth a test split -> evaluate telea -> leaderboard, through the command line as the README says."""
+    data, results, board = tmp_path / "data", tmp_path / "results", tmp_path / "leaderboard"
+    r = _run_cli("synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--split", "test", "--limit", "24",
+                 "--out", str(data), "--workers", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert not (data / "train").exists() and len((data / "test" / "metadata.jsonl").read_text().splitlines()) >= 20
+    r = _run_cli("evaluate", "--method", "telea", "--data", str(data), "--out", str(results), "--save-outputs")
+    assert r.returncode == 0, r.stderr
+    assert "psnr_hole" in r.stdout and "fid" in r.stdout
+    r = _run_cli("leaderboard", "--results", str(results), "--out", str(board))
+    assert r.returncode == 0, r.stderr
+    md = (board / "leaderboard.md").read_text()
+    assert "| 1 | telea | given-mask |" in md
+    assert (board / "index.html").is_file() and (board / "samples.png").is_file()
