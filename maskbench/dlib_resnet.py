@@ -4,8 +4,8 @@ The network is ``dlib_face_recognition_resnet_model_v1.dat`` (King, dlib 19.x, 2
 architecture in ``dlib/examples/dnn_face_recognition_ex.cpp``): a 29-conv ResNet on 150 x 150 RGB chips
 with a 128-D output. :func:`parse_dlib_dat` reads dlib's binary serialisation directly (``dlib/serialize.h``,
 ``dlib/dnn/*.h``; no pickle, no dlib import) and :class:`DlibFaceResNet` reproduces
-``dlib.face_recognition_model_v1.compute_face_descriptor`` (``num_jitters=0``) to < 1e-6 on real face
-chips (``tests/test_metrics.py`` checks 1e-4), several times faster than dlib's CPU build without BLAS,
+``dlib.face_recognition_model_v1.compute_face_descriptor`` (``num_jitters=0``) to 6e-7 (max over 200
+CelebA chips; ``tests/test_metrics.py`` checks 1e-5), several times faster than dlib's CPU build without BLAS,
 batched, and on CUDA when there is one.
 
 dlib semantics reproduced: strided 3x3 convolutions and the pools have no padding and use dlib's

@@ -353,3 +353,33 @@ def test_readme_main_job_end_to_end(celeba_dir, tmp_path):
     md = (board / "leaderboard.md").read_text()
     assert "| 1 | telea | given-mask |" in md
     assert (board / "index.html").is_file() and (board / "samples.png").is_file()
+
+
+def test_landmark_yaw_agrees_with_a_3dmm_pose_fit(run200, shared_data):
+    """estimate_yaw's depth ratio was fitted to eos (Surrey Face Model) pose fits; re-check it on real faces."""
+    eos = pytest.importorskip("eos")
+    import re
+
+    from scipy.spatial.transform import Rotation
+
+    from maskbench.faces import estimate_yaw
+
+    sfm = shared_data / "3dmm-sfm"
+    if not (sfm / "sfm_shape_3448.bin").is_file():
+        pytest.skip(f"{sfm}: Surrey Face Model not found")
+    model = eos.morphablemodel.load_model(str(sfm / "sfm_shape_3448.bin"))
+    mapping = {int(a) - 1: int(b) for a, b in re.findall(r"^\s*(\d+)\s*=\s*(\d+)", (sfm / "ibug_to_sfm.txt").read_text(), re.M)}
+    mean = np.array(model.get_shape_model().get_mean()).reshape(-1, 3)
+    idx = sorted(mapping)
+    ours, fitted = [], []
+    for s in list(_all_samples(run200[0]))[:80]:
+        lm = np.array(s.record["landmarks"])
+        p = eos.fitting.estimate_orthographic_projection_linear(
+            [lm[i].tolist() for i in idx], [mean[mapping[i]].tolist() + [1.0] for i in idx], True, s.mask.shape[0])
+        q = eos.fitting.RenderingParameters(p, s.mask.shape[1], s.mask.shape[0]).get_rotation()
+        r = Rotation.from_quat(np.array(q, np.float64)).as_matrix()
+        fitted.append(np.degrees(np.arcsin(np.clip(r[0, 2], -1, 1))))
+        ours.append(estimate_yaw(lm))
+    ours, fitted = np.array(ours), np.array(fitted)
+    assert np.abs(fitted).max() > 20  # the sample has turned heads
+    assert np.sqrt(np.mean((ours - fitted) ** 2)) < 4.0
