@@ -50,8 +50,8 @@ def test_masked_input_is_worse_than_telea_on_every_pixel_metric_and_fid(real_run
 @pytest.mark.xfail(
     strict=True,
     reason="known property of the default identity model, not a pipeline bug: dlib's ResNet embedding (150 px chips, "
-    "padding 0.25) is robust to a drawn-on mask and penalises Telea's smooth fill more (0.9435 vs 0.9392 on 200 "
-    "synthesized CelebA faces; Telea better on 42% of faces). Strict: this fails loudly once a model ranks them right.",
+    "padding 0.25) is robust to a drawn-on mask and penalises Telea's smooth fill more (0.9436 vs 0.9407 on the "
+    "501 faces of celeba-id200's test split, see leaderboard/). Strict: this fails loudly once a model ranks them right.",
 )
 def test_masked_input_is_worse_than_telea_on_identity(real_runs):
     assert _worse(real_runs["masked-input"].summary, real_runs["telea"].summary, "identity_cosine")
