@@ -25,7 +25,6 @@ from unittest import mock
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .faces import ModelNotFoundError, cache_dir
 

@@ -84,7 +84,7 @@ class SourceItem:
             value = _hub_dataset(repo, split)[row][col]
             return _image_value_bytes(value)
         if self.source_id.startswith("demo:"):
-            return _demo_bytes(self.source_id)
+            return _demo_bytes()
         raise OSError(f"{self.source_id}: no way to read this item")
 
 
@@ -314,7 +314,7 @@ def _image_value_bytes(value: Any) -> bytes:
     return buf.getvalue()
 
 
-def _demo_bytes(source_id: str) -> bytes:
+def _demo_bytes() -> bytes:
     from skimage import data
 
     from .io import encode_png

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -283,8 +283,8 @@ class SynthConfig:
         mask_types: mask types to draw from, uniformly.
         variants: samples per face (each with its own seed; ids get ``_k``).
         test_fraction: share of identities (or images) in the test split.
-        textures: folder of the user's texture photos, or None for the procedural library.
-        photo_texture_prob: with ``textures``, probability of a photo (else a library texture).
+        textures: folder of the user's texture photos, or None for the procedural library (with photos,
+            :class:`maskbench.textures.TextureBank` draws a photo for most samples).
     """
 
     size: int = 256
@@ -341,7 +341,6 @@ class MaskSynthesizer:
             photos, _ = load_photo_textures(config.textures)
         self.bank = TextureBank(photos=photos)
         canon = canonical_landmarks(config.size)
-        self._canon = canon
         self._anchors = load_anchor_sets()
         self._warps = {name: PiecewiseAffineWarp(a.points(canon)) for name, a in self._anchors.items()}
 
@@ -639,11 +638,10 @@ def synthesize(
         raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out)
     t0 = time.perf_counter()
+    if source.name == "demo" and config.variants == 1:  # one photo: show it with every mask type
+        config = SynthConfig(**{**asdict(config), "variants": len(config.mask_types)})
     manifest = _manifest(config, source)
     items = source.items
-    if source.name == "demo" and config.variants == 1:
-        config = SynthConfig(**{**asdict(config), "variants": len(config.mask_types)})
-        manifest = _manifest(config, source)
     with _locked(out):
         _check_manifest(out, manifest)
         atomic_write_json(out / MANIFEST_FILE, {**manifest, "counts": _read_counts(out)})
@@ -746,9 +744,3 @@ def _finalize(out: Path, manifest: dict[str, Any], source: Source) -> dict[str, 
     atomic_write_json(out / MANIFEST_FILE, full)
     write_card(out, full)
     return {k: v for k, v in counts.items() if isinstance(v, int)}
-
-
-def iter_records(out: str | os.PathLike) -> Iterable[dict[str, Any]]:
-    """All finished records of a dataset folder (both splits), in id order."""
-    records, _ = _load_state(Path(out))
-    return [records[k] for k in sorted(records)]

@@ -17,13 +17,12 @@ from maskbench.cli import main
 from maskbench.dataset import MaskedFaces
 from maskbench.evaluate import HOLE_BUCKETS, EvalConfig, evaluate, hole_bucket, summarize
 
-from _fakedata import isolated_cache, real_faces, synthetic_faces  # noqa: F401  (fixtures)
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
 
 
 @pytest.fixture(scope="module")
-def real_runs(real_faces, isolated_cache, tmp_path_factory):  # noqa: F811
+def real_runs(real_faces, isolated_cache, tmp_path_factory):
     """masked-input and telea on ~24 synthesized real faces, all metrics (FID + identity)."""
     out = tmp_path_factory.mktemp("results")
     runs = {}
@@ -57,7 +56,7 @@ def test_masked_input_is_worse_than_telea_on_identity(real_runs):
     assert _worse(real_runs["masked-input"].summary, real_runs["telea"].summary, "identity_cosine")
 
 
-def test_results_folder_contents(real_runs, real_faces, isolated_cache):  # noqa: F811
+def test_results_folder_contents(real_runs, real_faces, isolated_cache):
     res = real_runs["telea"]
     n = len(MaskedFaces(real_faces, "test"))
     d = res.run_dir
@@ -89,7 +88,7 @@ def test_results_folder_contents(real_runs, real_faces, isolated_cache):  # noqa
     assert (isolated_cache / "identity" / f"{fp}-dlib-resnet-v1.npy").is_file()
 
 
-def test_rerun_reuses_complete_results(real_runs, real_faces, isolated_cache):  # noqa: F811
+def test_rerun_reuses_complete_results(real_runs, real_faces, isolated_cache):
     res = real_runs["masked-input"]
     before = (res.run_dir / "summary.json").stat().st_mtime_ns
     cfg = EvalConfig(method="masked-input", data=str(real_faces), out=str(res.run_dir.parent.parent), batch_size=7)
@@ -117,7 +116,7 @@ class _Counting(P.Predictor):
         return P.PredictorOutput(images.copy())
 
 
-def test_interrupted_run_resumes_per_batch(synthetic_faces, tmp_path, isolated_cache):  # noqa: F811
+def test_interrupted_run_resumes_per_batch(synthetic_faces, tmp_path, isolated_cache):
     from maskbench.dataset import MaskedFaces
 
     P.register("test-counting", _Counting)
@@ -147,7 +146,7 @@ class _FailsOnOne(P.Predictor):
         return P.PredictorOutput(images.copy())
 
 
-def test_a_failing_image_is_recorded_and_the_run_goes_on(synthetic_faces, tmp_path, isolated_cache):  # noqa: F811
+def test_a_failing_image_is_recorded_and_the_run_goes_on(synthetic_faces, tmp_path, isolated_cache):
     from maskbench.dataset import MaskedFaces
 
     _FailsOnOne.bad_mean = MaskedFaces(synthetic_faces)[3].masked.mean()
@@ -183,7 +182,7 @@ class _BlindPaintsEverything(P.Predictor):
         return P.PredictorOutput(out, pm)
 
 
-def test_blind_track_scores_masks_and_raw_output(synthetic_faces, tmp_path, isolated_cache):  # noqa: F811
+def test_blind_track_scores_masks_and_raw_output(synthetic_faces, tmp_path, isolated_cache):
     P.register("test-blind", _BlindPaintsEverything)
     try:
         res = evaluate(EvalConfig(method="test-blind", data=str(synthetic_faces), out=str(tmp_path), fid=False, identity=False))
@@ -197,7 +196,7 @@ def test_blind_track_scores_masks_and_raw_output(synthetic_faces, tmp_path, isol
         P.unregister("test-blind")
 
 
-def test_entry_point_method_evaluates(synthetic_faces, tmp_path, monkeypatch, isolated_cache):  # noqa: F811
+def test_entry_point_method_evaluates(synthetic_faces, tmp_path, monkeypatch, isolated_cache):
     monkeypatch.syspath_prepend(str(PLUGIN_DIR))
     P.reload_entry_points()
     try:
@@ -224,7 +223,7 @@ def test_entry_point_method_evaluates(synthetic_faces, tmp_path, monkeypatch, is
         (["--method", "telea", "--device", "tpu"], "device"),
     ],
 )
-def test_bad_arguments_give_one_line_and_nonzero_exit(args, message, synthetic_faces, tmp_path):  # noqa: F811
+def test_bad_arguments_give_one_line_and_nonzero_exit(args, message, synthetic_faces, tmp_path):
     full = ["evaluate", "--data", str(synthetic_faces), "--out", str(tmp_path), "--no-fid", "--no-identity"]
     r = CliRunner().invoke(main, full + args)
     assert r.exit_code == 2
@@ -268,7 +267,7 @@ class _Overlap(P.Predictor):
 
 
 @pytest.mark.parametrize("thread_safe", [False, True])
-def test_predict_calls_are_serialised_unless_thread_safe(thread_safe, synthetic_faces, tmp_path):  # noqa: F811
+def test_predict_calls_are_serialised_unless_thread_safe(thread_safe, synthetic_faces, tmp_path):
     import threading
 
     cls = type("OverlapCheck", (_Overlap,), {"thread_safe": thread_safe, "lock": threading.Lock(),

@@ -14,13 +14,12 @@ from maskbench.cli import main
 from maskbench.evaluate import EvalConfig, evaluate
 from maskbench.leaderboard import REPORTED_NOTE, build_leaderboard, collect_results, load_reported
 
-from _fakedata import isolated_cache, synthetic_faces  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def results(synthetic_faces, isolated_cache, tmp_path_factory):  # noqa: F811
+def results(synthetic_faces, isolated_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     for method in ("masked-input", "telea", "navier-stokes"):
         evaluate(EvalConfig(method=method, data=str(synthetic_faces), out=str(out), fid=False, identity=False,

@@ -13,7 +13,6 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from maskbench import metrics as M
 from maskbench.io import read_image
 
-from _fakedata import isolated_cache, real_faces, synthetic_faces  # noqa: F401  (fixtures)
 
 
 def sk_ssim(a, b, full=False, data_range=1.0):
@@ -181,13 +180,13 @@ def test_feature_stats_running_sums(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def inception(isolated_cache):  # noqa: F811
+def inception(isolated_cache):
     from maskbench.fid import InceptionFeatures
 
     return InceptionFeatures()
 
 
-def test_converted_weights_match_torchscript(inception, real_faces):  # noqa: F811
+def test_converted_weights_match_torchscript(inception, real_faces):
     """pytorch-fid's InceptionV3 with weights converted from fid-helper's TorchScript gives the
     TorchScript's features (same TF graph) on real faces."""
     from maskbench.dataset import MaskedFaces
@@ -206,7 +205,7 @@ def test_converted_weights_match_torchscript(inception, real_faces):  # noqa: F8
     assert len(inception.weights_sha256) == 64
 
 
-def test_fid_of_a_set_with_itself_is_zero(inception, real_faces):  # noqa: F811
+def test_fid_of_a_set_with_itself_is_zero(inception, real_faces):
     from maskbench.dataset import MaskedFaces
     from maskbench.fid import FeatureStats, fid_from_stats
 
@@ -221,7 +220,7 @@ def test_fid_of_a_set_with_itself_is_zero(inception, real_faces):  # noqa: F811
     assert fid_from_stats(a, c) > 10.0
 
 
-def test_fid_of_synthetic_set_with_itself_is_zero(inception, synthetic_faces):  # noqa: F811
+def test_fid_of_synthetic_set_with_itself_is_zero(inception, synthetic_faces):
     from maskbench.dataset import MaskedFaces
     from maskbench.fid import FeatureStats, fid_from_stats
 
@@ -244,7 +243,7 @@ def test_explicit_missing_fid_weights_raise():
 # --- identity ----------------------------------------------------------------------------------------
 
 
-def test_identity_cosine_of_image_with_itself_is_one(real_faces):  # noqa: F811
+def test_identity_cosine_of_image_with_itself_is_one(real_faces):
     from maskbench.dataset import MaskedFaces
     from maskbench.identity import DlibIdentity
 
@@ -258,7 +257,7 @@ def test_identity_cosine_of_image_with_itself_is_one(real_faces):  # noqa: F811
     assert model.chips(ims[:1], lms[:1])[0].shape == (150, 150, 3)
 
 
-def test_torch_port_of_dlib_resnet_matches_dlib(real_faces):  # noqa: F811
+def test_torch_port_of_dlib_resnet_matches_dlib(real_faces):
     """The identity network runs in torch; its descriptors must be dlib's own, on real and masked chips."""
     import dlib
 

@@ -383,3 +383,29 @@ def test_landmark_yaw_agrees_with_a_3dmm_pose_fit(run200, shared_data):
     ours, fitted = np.array(ours), np.array(fitted)
     assert np.abs(fitted).max() > 20  # the sample has turned heads
     assert np.sqrt(np.mean((ours - fitted) ** 2)) < 4.0
+
+
+def test_profile_and_folded_landmarks_are_recognised():
+    from maskbench.faces import nose_inside_outline
+    from maskbench.synth import MAX_FOLDED_TRIANGLES, load_anchor_sets
+    from maskbench.templates import canonical_landmarks
+
+    lm = canonical_landmarks(256).astype(np.float64)
+    anchors = load_anchor_sets()["face"]
+    warp = PiecewiseAffineWarp(anchors.points(lm))
+    assert nose_inside_outline(lm) and warp.folded(anchors.points(lm)) == 0
+    profile = lm.copy()
+    profile[27:36, 0] += 100  # nose pushed past the right jaw line, as in a profile
+    assert not nose_inside_outline(profile)
+    assert warp.folded(anchors.points(profile)) > MAX_FOLDED_TRIANGLES
+
+
+def test_a_log_line_cut_by_a_kill_is_dropped_before_appending(tmp_path):
+    from maskbench.synth import _drop_partial_line, _read_log
+
+    log = tmp_path / "shard.jsonl"
+    log.write_text('{"source_id": "a", "skipped": "no face found"}\n{"source_id": "b", "rec')
+    _drop_partial_line(log)
+    with open(log, "a") as f:
+        f.write('{"source_id": "c", "skipped": "no face found"}\n')
+    assert [e["source_id"] for e in _read_log(log)] == ["a", "c"]
