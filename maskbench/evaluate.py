@@ -51,7 +51,7 @@ from .dataset import MaskedFaces
 from .faces import cache_dir
 from .io import atomic_write_bytes, atomic_write_json, write_png
 from .metrics import higher_is_better, image_scores, mask_f1, mask_iou
-from .predictors import Predictor, get_predictor_class, resolve_device, run_predictor
+from .predictors import Predictor, batch_generator, get_predictor_class, resolve_device, run_predictor
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKETS", "hole_bucket"]
 
@@ -85,12 +85,15 @@ class EvalConfig:
         batch_size: images per predict call and per Inception forward.
         save_outputs: also write the raw outputs as PNGs.
         out: results root folder.
-        seed: seeds ``torch``/``numpy`` before predicting and the bootstrap.
+        seed: seeds each batch's noise generator (:func:`maskbench.predictors.batch_generator`, from the
+            seed and the batch's sample ids) and the bootstrap; global RNGs are left alone.
         fid: compute FID.
         identity: compute identity cosine.
         identity_model: ``"auto"``, ``"dlib"`` or ``"arcface"`` (see :mod:`maskbench.identity`).
         fid_weights: explicit Inception weights file (see :func:`maskbench.fid.resolve_fid_weights`).
         workers: threads preparing batches in parallel with the Inception forward.
+        method_args: method options as sorted ``(key, value)`` pairs (``--method-arg key=value``), passed
+            to the method's constructor and part of the results key.
     """
 
     method: str
@@ -107,9 +110,15 @@ class EvalConfig:
     identity_model: str = "auto"
     fid_weights: str | None = None
     workers: int = 2
+    method_args: tuple[tuple[str, Any], ...] = ()
 
-    def args_hash(self) -> str:
-        """10 hex digits over the options that change results (not device, batch size, out, workers)."""
+    def args_hash(self, weights: str | None = None) -> str:
+        """10 hex digits over the options that change results (not device, batch size, out, workers).
+
+        Args:
+            weights: the fingerprint of the method's weights file (learned methods), so new weights give
+                a new results folder.
+        """
         key = {
             "method": self.method,
             "split": self.split,
@@ -121,6 +130,10 @@ class EvalConfig:
             "fid_weights": self.fid_weights,
             "save_outputs": self.save_outputs,
         }
+        if self.method_args:
+            key["method_args"] = {k: v for k, v in self.method_args}
+        if weights:
+            key["weights"] = weights
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -142,8 +155,10 @@ class EvalResult:
 
 
 def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:
-    """``{out}/{method}/{fingerprint}-{args hash}``."""
-    return Path(config.out) / config.method / f"{dataset.fingerprint()}-{config.args_hash()}"
+    """``{out}/{method}/{fingerprint}-{args hash}`` (the hash covers the method's weights file)."""
+    cls = get_predictor_class(config.method)
+    weights = cls.weights_fingerprint(**dict(config.method_args))
+    return Path(config.out) / config.method / f"{dataset.fingerprint()}-{config.args_hash(weights)}"
 
 
 @dataclass
@@ -193,8 +208,10 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
             return EvalResult(run_dir, summary, summary.get("failures", []), reused=True)
 
     started = time.time()
-    _seed_everything(config.seed)
-    predictor = cls(device=device)
+    try:
+        predictor = cls(device=device, **dict(config.method_args))
+    except TypeError as e:
+        raise ValueError(f"method {config.method!r}: {e}") from None
     fingerprint = dataset.fingerprint()
     feats = ref_stats = ref_path = None
     if config.fid:
@@ -343,7 +360,7 @@ def _manifest(config, cls, dataset, device, identity_model, feats, started, n_fa
         "complete": True,
         "maskbench_version": __version__,
         "config": asdict(config),
-        "args_hash": config.args_hash(),
+        "args_hash": config.args_hash(cls.weights_fingerprint(**dict(config.method_args))),
         "method": {
             "name": config.method,
             "class": f"{cls.__module__}:{cls.__qualname__}",
@@ -351,6 +368,8 @@ def _manifest(config, cls, dataset, device, identity_model, feats, started, n_fa
             "input_size": cls.input_size,
             "needs_gpu": cls.needs_gpu,
             "weights": cls.weights_status(),
+            "options": {k: v for k, v in config.method_args},
+            "weights_card": cls.weights_card(**dict(config.method_args)),
         },
         "dataset": {
             "path": str(Path(config.data).resolve()),
@@ -393,9 +412,12 @@ def _prepare_batch(
     pmasks: list[np.ndarray | None] = [None] * len(idx)
     errors: list[str | None] = [None] * len(idx)
     lock = contextlib.nullcontext() if predictor.thread_safe else _PREDICT_LOCK
+    extras = {f: np.array([s.record[f] for s in samples], np.float32) for f in predictor.extra_inputs
+              if all(f in s.record for s in samples)}
     try:
         with lock:
-            res = run_predictor(predictor, masked, None if blind else masks)
+            res = run_predictor(predictor, masked, None if blind else masks,
+                                generator=batch_generator(config.seed, ids), extras=extras)
         outputs = list(res.images)
         if blind:
             pmasks = list(res.masks)
@@ -403,7 +425,9 @@ def _prepare_batch(
         for j in range(len(idx)):
             try:
                 with lock:
-                    r = run_predictor(predictor, masked[j : j + 1], None if blind else masks[j : j + 1])
+                    r = run_predictor(predictor, masked[j : j + 1], None if blind else masks[j : j + 1],
+                                      generator=batch_generator(config.seed, ids[j : j + 1]),
+                                      extras={f: v[j : j + 1] for f, v in extras.items()})
                 outputs[j] = r.images[0]
                 if blind:
                     pmasks[j] = r.masks[0]
@@ -539,16 +563,6 @@ def _is_metric(col: str) -> bool:
         return True
     except KeyError:
         return False
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _iso(t: float) -> str:

@@ -15,14 +15,25 @@ Third-party packages add methods through the ``maskbench.methods`` entry-point g
     [project.entry-points."maskbench.methods"]
     my-method = "my_package.module:MyPredictor"
 
-The entry-point name is the method name; the target is loaded only when the method is used.
+The entry-point name is the method name; the target is loaded only when the method is used. maskbench's
+own methods (``maskbench.baselines``) are registered the same way, by maskbench's own ``pyproject.toml``,
+and listed as ``built-in``; a plug-in cannot take a built-in's name.
+
+A method that samples noise draws it from the ``generator`` that :func:`run_predictor` passes (a
+``torch.Generator`` seeded from the run's seed and the batch's sample ids, :func:`batch_generator`), never
+from global RNGs: the same seed then gives the same outputs whatever the worker count or batch order.
+A method may read more of each sample's record than the image and the mask (e.g. ``landmarks``) by
+listing the fields in :attr:`Predictor.extra_inputs`.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import importlib
 import importlib.metadata
+import inspect
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -51,11 +62,18 @@ __all__ = [
     "method_info",
     "run_predictor",
     "resolve_device",
+    "batch_generator",
+    "parse_method_args",
+    "EXTRA_INPUTS",
 ]
 
 #: ``given-mask``: the method receives the true hole mask; ``blind``: it must find the mask itself.
 TRACKS = ("given-mask", "blind")
 ENTRY_POINT_GROUP = "maskbench.methods"
+#: Record fields a method may ask for through :attr:`Predictor.extra_inputs`, with their array shapes per
+#: sample; point coordinates are in pixels of the image the method receives (rescaled with it).
+EXTRA_INPUTS = {"landmarks": (68, 2), "face_box": (4,)}
+_OWN_DIST = "maskbench"
 
 
 class PredictorInputError(ValueError):
@@ -105,10 +123,15 @@ class Predictor(ABC):
         description: one line for ``maskbench methods``.
         thread_safe: True if :meth:`predict` may run on two batches at once from different threads
             (the evaluator otherwise serialises calls; default False).
+        extra_inputs: record fields :meth:`predict` receives as keyword arguments, from
+            :data:`EXTRA_INPUTS` (e.g. ``("landmarks",)``: ``(N, 68, 2) float32``).
+        trainer: ``"package.module:Class"`` of the method's :class:`maskbench.train.loop.Trainable` if it
+            can be trained with ``maskbench train``, else ``None``.
 
     Args:
         device: ``"cpu"`` or ``"cuda"`` (already resolved, see :func:`resolve_device`).
-        **kwargs: method options (variants); unknown options should raise ``TypeError``.
+        **kwargs: method options (variants; ``--method-arg key=value`` on the command line); unknown
+            options should raise ``TypeError``.
     """
 
     name: ClassVar[str] = ""
@@ -117,6 +140,8 @@ class Predictor(ABC):
     needs_gpu: ClassVar[bool] = False
     description: ClassVar[str] = ""
     thread_safe: ClassVar[bool] = False
+    extra_inputs: ClassVar[tuple[str, ...]] = ()
+    trainer: ClassVar[str | None] = None
 
     def __init__(self, device: str = "cpu", **kwargs: Any):
         if kwargs:
@@ -128,14 +153,28 @@ class Predictor(ABC):
         """``"none needed"``, ``"available"`` or ``"missing: <how to get them>"``; must not download."""
         return "none needed"
 
+    @classmethod
+    def weights_card(cls, **options: Any) -> dict[str, Any] | None:
+        """What the weights the options select are (training budget, data, loss network), or ``None``
+        for a method without weights. Recorded in every results manifest; must not download."""
+        return None
+
+    @classmethod
+    def weights_fingerprint(cls, **options: Any) -> str | None:
+        """A short hash of the weights file the options select (part of the results key), or ``None``."""
+        return None
+
     @abstractmethod
-    def predict(self, images: np.ndarray, masks: np.ndarray | None) -> PredictorOutput:
+    def predict(self, images: np.ndarray, masks: np.ndarray | None, **kwargs: Any) -> PredictorOutput:
         """Restore a batch of masked faces.
 
         Args:
             images: ``(N, H, W, 3) uint8`` RGB masked faces (``H = W = input_size`` when declared).
             masks: ``(N, H, W) bool`` hole masks (True = hole) on the ``given-mask`` track, ``None`` on
                 the ``blind`` track.
+            generator: (keyword, passed when the signature accepts it) a CPU ``torch.Generator`` for any
+                noise the method draws, seeded per batch (:func:`batch_generator`).
+            **extras: the fields of :attr:`extra_inputs`, each an array with a leading ``N`` axis.
 
         Returns:
             :class:`PredictorOutput` with ``N`` images of the input size, in input order.
@@ -149,7 +188,9 @@ class MethodInfo:
     Attributes:
         name, track, input_size, needs_gpu, weights, description: as on the class;
         source: ``"built-in"``, ``"register()"`` or ``"entry point <dist>"``;
-        error: why the class could not be loaded, or ``""``.
+        error: why the class could not be loaded, or ``""``;
+        trainable: the method can be trained with ``maskbench train``;
+        training: the committed weights' training budget in words (``""`` when none).
     """
 
     name: str
@@ -160,6 +201,8 @@ class MethodInfo:
     description: str
     source: str
     error: str = ""
+    trainable: bool = False
+    training: str = ""
 
 
 # name -> class or "module:Class"; source per name
@@ -168,13 +211,6 @@ _SOURCES: dict[str, str] = {}
 _LOCK = threading.RLock()
 _ENTRY_POINTS_LOADED = False
 _SHADOWED: list[str] = []
-
-_BUILTINS = {
-    "masked-input": "baselines.classical:MaskedInput",
-    "telea": "baselines.classical:Telea",
-    "navier-stokes": "baselines.classical:NavierStokes",
-    "biharmonic": "baselines.classical:Biharmonic",
-}
 
 
 def _check_class(name: str, cls: Any) -> type[Predictor]:
@@ -223,17 +259,20 @@ def unregister(name: str) -> None:
 
 
 def _ensure_loaded() -> None:
-    """Register the built-ins and the entry points, once per process."""
+    """Register the entry points (maskbench's own, the built-ins, first), once per process."""
     global _ENTRY_POINTS_LOADED
     with _LOCK:
         if _ENTRY_POINTS_LOADED:
             return
         _ENTRY_POINTS_LOADED = True
-        for name, target in _BUILTINS.items():
-            if name not in _REGISTRY:
-                register(name, target, source="built-in")
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        eps.sort(key=lambda ep: (getattr(ep.dist, "name", None) or "?") != _OWN_DIST)  # stable: built-ins first
+        for ep in eps:
             dist = getattr(ep.dist, "name", None) or "?"
+            if dist == _OWN_DIST:
+                if ep.name not in _REGISTRY:
+                    register(ep.name, ep.value, source="built-in")
+                continue
             if ep.name in _REGISTRY:
                 # a plug-in cannot shadow a built-in or an explicit registration
                 _SHADOWED.append(f"entry point {ep.name!r} from {dist} ignored: name already registered")
@@ -245,7 +284,7 @@ def reload_entry_points() -> None:
     """Forget entry-point registrations and scan the ``maskbench.methods`` group again."""
     global _ENTRY_POINTS_LOADED
     with _LOCK:
-        for name in [n for n, s in _SOURCES.items() if s.startswith("entry point")]:
+        for name in [n for n, s in _SOURCES.items() if s.startswith("entry point") or s == "built-in"]:
             _REGISTRY.pop(name, None)
             _SOURCES.pop(name, None)
         _SHADOWED.clear()
@@ -312,11 +351,13 @@ def method_info(name: str) -> MethodInfo:
     Raises:
         UnknownMethodError: no such name.
     """
+    _ensure_loaded()
     source = _SOURCES.get(name, "?")
     try:
         cls = get_predictor_class(name)
     except RegistryError as e:
         return MethodInfo(name, "?", None, False, "?", "", source, str(e))
+    card = cls.weights_card() if cls.weights_status() == "available" else None
     return MethodInfo(
         name=name,
         track=cls.track,
@@ -325,7 +366,56 @@ def method_info(name: str) -> MethodInfo:
         weights=cls.weights_status(),
         description=cls.description or ((cls.__doc__ or "").strip().splitlines() or [""])[0],
         source=source,
+        trainable=cls.trainer is not None,
+        training=training_budget(card) if card else "",
     )
+
+
+def training_budget(card: dict[str, Any]) -> str:
+    """A weights card's training budget in words: ``"128 px, 1200 steps, 9.6k images, cpu, 0.4 h"``."""
+    n = card.get("images_seen", 0)
+    images = f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+    hours = card.get("wall_time_s", 0) / 3600
+    return f"{card.get('size', '?')} px, {card.get('steps', '?')} steps, {images} images, {card.get('device', '?')}, {hours:.1f} h"
+
+
+def parse_method_args(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["radius=5", "weights=w.safetensors"]`` -> ``{"radius": 5, "weights": "w.safetensors"}``; values
+    are parsed as YAML scalars (numbers, booleans, strings).
+
+    Raises:
+        ValueError: an item without ``=``, or an empty key.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"method options must be key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def batch_generator(seed: int, sample_ids: list[str] | tuple[str, ...]):
+    """The CPU ``torch.Generator`` a batch's ``predict`` draws noise from, seeded by SHA-256 of the run's
+    seed and the batch's sample ids: independent of worker threads, batch order and other batches."""
+    import torch
+
+    h = hashlib.sha256(f"{seed}|{'|'.join(map(str, sample_ids))}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(h[:8], "big") >> 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _accepts_generator(cls: type) -> bool:
+    try:
+        params = inspect.signature(cls.predict).parameters
+    except (TypeError, ValueError):
+        return False
+    return "generator" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def resolve_device(device: str) -> str:
@@ -381,22 +471,33 @@ def _check_outputs(name: str, track: str, out: Any, shape: tuple[int, ...]) -> P
     return out
 
 
-def run_predictor(predictor: Predictor, images: np.ndarray, masks: np.ndarray | None) -> PredictorOutput:
+def run_predictor(
+    predictor: Predictor,
+    images: np.ndarray,
+    masks: np.ndarray | None,
+    *,
+    generator=None,
+    extras: dict[str, np.ndarray] | None = None,
+) -> PredictorOutput:
     """Call ``predictor.predict`` with checked inputs, resizing to its ``input_size`` and back.
 
     Images are resized with area interpolation (down) or bicubic (up), masks with nearest neighbour;
-    outputs are resized back to the input size the same way.
+    outputs are resized back to the input size the same way; point extras (landmarks, boxes) are scaled
+    with the image.
 
     Args:
         predictor: a :class:`Predictor`.
         images: ``(N, H, W, 3) uint8`` RGB masked faces.
         masks: ``(N, H, W) bool`` hole masks, required on the given-mask track (ignored on blind).
+        generator: the batch's ``torch.Generator`` (:func:`batch_generator`), passed on to methods whose
+            ``predict`` accepts ``generator``; a fresh one seeded 0 when ``None``.
+        extras: the record fields the method lists in ``extra_inputs``, each ``(N, ...)``.
 
     Returns:
         :class:`PredictorOutput` at ``(N, H, W, ...)``; ``masks`` is ``None`` on the given-mask track.
 
     Raises:
-        PredictorInputError: inputs of the wrong shape/dtype.
+        PredictorInputError: inputs of the wrong shape/dtype, or a declared extra input missing.
         PredictorOutputError: the method returned the wrong type, shape or dtype.
     """
     name = predictor.name or type(predictor).__name__
@@ -410,7 +511,25 @@ def run_predictor(predictor: Predictor, images: np.ndarray, masks: np.ndarray | 
         x_img = np.stack([_resize(im, s, s) for im in images]) if n else np.zeros((0, s, s, 3), np.uint8)
         if x_mask is not None:
             x_mask = np.stack([_resize_mask(m, s, s) for m in x_mask]) if n else np.zeros((0, s, s), bool)
-    out = _check_outputs(name, track, predictor.predict(x_img, x_mask), x_img.shape)
+    kwargs: dict[str, Any] = {}
+    for field in predictor.extra_inputs:
+        if field not in EXTRA_INPUTS:
+            raise PredictorInputError(f"method {name!r} asks for unknown input {field!r} (known: {', '.join(EXTRA_INPUTS)})")
+        if extras is None or field not in extras:
+            raise PredictorInputError(f"method {name!r} needs the records' {field!r}, which were not given")
+        v = np.asarray(extras[field], np.float32)
+        if v.shape != (n,) + EXTRA_INPUTS[field]:
+            raise PredictorInputError(f"method {name!r}: {field} must be {(n,) + EXTRA_INPUTS[field]}, got {v.shape}")
+        if resize:
+            v = (v.reshape(n, -1, 2) * np.array([s / w, s / h], np.float32)).reshape(v.shape)
+        kwargs[field] = v
+    if _accepts_generator(type(predictor)):
+        if generator is None:
+            import torch
+
+            generator = torch.Generator().manual_seed(0)
+        kwargs["generator"] = generator
+    out = _check_outputs(name, track, predictor.predict(x_img, x_mask, **kwargs), x_img.shape)
     if track == "given-mask":
         out = PredictorOutput(out.images, None)
     if resize:

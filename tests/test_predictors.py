@@ -190,7 +190,7 @@ def test_entry_point_plugin_is_discovered_and_runs(plugin_on_path):
     out = P.run_predictor(pred, images, masks)
     assert out.images.shape == images.shape
     # the plug-in's second entry point tries to take the built-in name and is ignored, with a warning
-    assert P.get_predictor_class("telea").__module__ == "baselines.classical"
+    assert P.get_predictor_class("telea").__module__ == "maskbench.baselines.classical"
     assert any("'telea'" in w for w in P.registry_warnings())
 
 

@@ -1,0 +1,91 @@
+"""How ``region-attentive`` is trained (the paper's losses, read by the shared loop in maskbench.train).
+
+Mask-region-focused supervision (Yang et al. 2024, Sec. 3.3): every loss is taken on the composite
+``C = M * G(x) + (1 - M) * y`` (prediction in the hole, ground truth outside); with
+``loss.full_image_supervision`` (the paper's ablation) on the raw output ``G(x)`` over the whole image.
+
+Generator loss = 250 style + 0.1 (GAN on the image + GAN on features) + 1 L1 + 0.1 perceptual
+(weights in ``loss``); discriminators: a spectral-norm PatchGAN on the image and one on the loss
+network's relu3_3-depth features (:attr:`maskbench.train.losses.LossNetwork.match_index`), both with the
+relativistic-average least-squares loss and the public code's soft targets 0.9 / 0.1. Adam 2e-4,
+betas (0.5, 0.999).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from maskbench.train.data import Batch
+from maskbench.train.loop import Optimizers, Trainable
+from maskbench.train.losses import perceptual_loss, ralsgan_d_loss, ralsgan_g_loss, style_loss
+
+from .model import FeatureDiscriminator, PatchDiscriminator, RegionAttentiveGenerator
+
+__all__ = ["RegionAttentiveTraining"]
+
+#: channels of the loss network's matching stage (dlib-resnet: 64; vgg16 relu3_3: 256)
+_MATCH_CHANNELS = {"dlib-resnet": 64, "vgg16": 256}
+
+
+class RegionAttentiveTraining(Trainable):
+    """Networks: ``generator``, ``disc_image``, ``disc_feature``."""
+
+    method = "region-attentive"
+    uses_loss_network = True
+    defaults: dict[str, Any] = {
+        "model": {"width": 16, "single_scale": False, "disc_width": 32},
+        "loss": {"style": 250.0, "gan": 0.1, "l1": 1.0, "perceptual": 0.1, "full_image_supervision": False,
+                 "target_real": 0.9, "target_fake": 0.1},
+    }
+
+    @classmethod
+    def build(cls, config: dict[str, Any]) -> dict[str, nn.Module]:
+        m = config["model"]
+        nets: dict[str, nn.Module] = {"generator": RegionAttentiveGenerator(m["width"], m["single_scale"])}
+        return nets
+
+    def __init__(self, config: dict[str, Any], device: str = "cpu", loss_net: nn.Module | None = None):
+        super().__init__(config, device, loss_net)
+        m = config["model"]
+        feat_c = loss_net.channels[loss_net.match_index] if loss_net is not None else 64
+        self.nets["disc_image"] = PatchDiscriminator(m["disc_width"])
+        self.nets["disc_feature"] = FeatureDiscriminator(feat_c, m["disc_width"] * 2)
+
+    @classmethod
+    def inpaint(cls, nets, masked, hole, generator=None):
+        return nets["generator"](torch.cat([masked * (1 - hole), hole], dim=1))
+
+    def training_step(self, batch: Batch, opt: Optimizers) -> dict[str, float]:
+        lc = self.config["loss"]
+        G, Di, Df = self.nets["generator"], self.nets["disc_image"], self.nets["disc_feature"]
+        k = self.loss_net.match_index
+        pred = self.inpaint(self.nets, batch.masked, batch.hole)
+        y = batch.original
+        out = pred if lc["full_image_supervision"] else batch.hole * pred + (1 - batch.hole) * y
+        with torch.no_grad():
+            f_real = self.loss_net(y)
+
+        # discriminators
+        f_fake_d = self.loss_net(out.detach())[k]
+        d_loss = ralsgan_d_loss(Di(y), Di(out.detach()), lc["target_real"]) + \
+            ralsgan_d_loss(Df(f_real[k]), Df(f_fake_d), lc["target_real"])
+        opt.update("disc", d_loss)
+
+        # generator
+        f_fake = self.loss_net(out)
+        gan = ralsgan_g_loss(Di(y), Di(out), lc["target_fake"]) + ralsgan_g_loss(Df(f_real[k]), Df(f_fake[k]), lc["target_fake"])
+        l1 = F.l1_loss(out, y)
+        perc = perceptual_loss(f_fake, f_real)
+        style = style_loss(f_fake, f_real)
+        g_loss = lc["style"] * style + lc["gan"] * gan + lc["l1"] * l1 + lc["perceptual"] * perc
+        opt.update("generator", g_loss)
+        return {"g_total": g_loss.item(), "l1": l1.item(), "style": style.item(), "perceptual": perc.item(),
+                "gan_g": gan.item(), "gan_d": d_loss.item()}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"generator": list(self.nets["generator"].parameters()),
+                "disc": list(self.nets["disc_image"].parameters()) + list(self.nets["disc_feature"].parameters())}

@@ -1,0 +1,1 @@
+"""``unet-l1``: the plain learned control (a U-Net on the composite's L1 loss), given-mask track."""

@@ -1,0 +1,364 @@
+"""One training loop for every learned method (read it top to bottom, after nanoGPT's ``train.py``).
+
+A method supplies a :class:`Trainable`: its networks, its losses, and one optimisation step. The loop owns
+everything else: the data and its order, the optimisers, bfloat16 autocast on CUDA, DistributedDataParallel
+under ``torchrun`` (``LOCAL_RANK`` / ``WORLD_SIZE``), logging, sample grids, checkpoints and the exported
+weights. A run folder holds::
+
+    config.yaml               the resolved config (plus what the run was started with)
+    log.csv                   step, each loss term, images/s, learning rate, elapsed seconds
+    samples/step_NNNNNN.png   a fixed grid of faces: masked | output | original, every sample_every steps
+    last.safetensors          the training state (networks, optimisers, RNG, step), written atomically
+    weights.safetensors       the inference weights (float16) with their card, at the end
+    events.out.tfevents.*     TensorBoard scalars when ``tensorboard`` is installed
+
+``resume=True`` continues from ``last.safetensors``: the data order is a function of (seed, step) and the
+RNG state is restored, so on CPU the resumed run reproduces the uninterrupted run's losses exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+
+from ..io import atomic_write_bytes, atomic_write_text, write_png
+from .checkpoint import CheckpointError, export_weights, load_training_state, read_card, save_training_state
+from .config import COMMON_DEFAULTS, ConfigError, merge
+from .data import Batch, batch_indices, to_batch
+
+__all__ = ["Trainable", "Optimizers", "TrainResult", "train", "method_defaults"]
+
+
+class Optimizers:
+    """The optimisers of a run, one per network group, and the single way a method updates weights.
+
+    ``update(name, loss)`` zeroes that group's gradients, back-propagates ``loss`` and steps; a method never
+    calls ``backward`` itself, so the loop can change how the update is done (gradient scaling, clipping)
+    in one place.
+    """
+
+    def __init__(self, groups: dict[str, list[nn.Parameter]], lr: float, betas: tuple[float, float]):
+        self.opts = {k: torch.optim.Adam(p, lr=lr, betas=tuple(betas)) for k, p in groups.items()}
+
+    def update(self, name: str, loss: torch.Tensor) -> None:
+        """Zero the gradients of group ``name``, back-propagate ``loss``, take one Adam step."""
+        opt = self.opts[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @property
+    def lr(self) -> float:
+        return next(iter(self.opts.values())).param_groups[0]["lr"]
+
+
+class Trainable(ABC):
+    """What a learned method gives the loop.
+
+    Class attributes:
+        method: the registry name of the method the weights are for.
+        defaults: the method's config sections (``model``, ``loss``, ...) merged over
+            :data:`maskbench.train.config.COMMON_DEFAULTS`.
+        uses_loss_network: load the perceptual loss network (:func:`maskbench.train.losses.load_loss_network`).
+        inference_nets: the networks exported into ``weights.safetensors``.
+
+    Args:
+        config: the resolved config.
+        device: torch device string.
+        loss_net: the frozen feature network, or None when ``uses_loss_network`` is False.
+    """
+
+    method: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    uses_loss_network: ClassVar[bool] = False
+    inference_nets: ClassVar[tuple[str, ...]] = ("generator",)
+
+    def __init__(self, config: dict[str, Any], device: str = "cpu", loss_net: nn.Module | None = None):
+        self.config = config
+        self.device = device
+        self.loss_net = loss_net
+        self.nets: dict[str, nn.Module] = self.build(config)
+
+    @classmethod
+    @abstractmethod
+    def build(cls, config: dict[str, Any]) -> dict[str, nn.Module]:
+        """The networks of a config, freshly initialised (inference ones included), by name."""
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Optimiser groups: by default one per network."""
+        return {k: [p for p in m.parameters() if p.requires_grad] for k, m in self.nets.items()}
+
+    @abstractmethod
+    def training_step(self, batch: Batch, opt: Optimizers) -> dict[str, float]:
+        """One optimisation step on ``batch`` through ``opt.update``; returns the loss terms to log."""
+
+    @classmethod
+    @abstractmethod
+    def inpaint(cls, nets: dict[str, nn.Module], masked: torch.Tensor, hole: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """The raw output ``(N, 3, S, S)`` in [-1, 1] for masked ``(N, 3, S, S)`` in [-1, 1] and hole
+        ``(N, 1, S, S)`` in {0, 1} (no compositing; the predictor composites)."""
+
+
+def method_defaults(trainable: type[Trainable]) -> dict[str, Any]:
+    """:data:`COMMON_DEFAULTS` with the method's sections merged in (its new sections added)."""
+    base = dict(COMMON_DEFAULTS)
+    for k, v in trainable.defaults.items():
+        base[k] = merge(base[k], v) if isinstance(base.get(k), dict) and isinstance(v, dict) else v
+    return base
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run folder, the steps done, the exported weights and the last losses."""
+
+    run_dir: Path
+    steps: int
+    weights: Path | None
+    last_losses: dict[str, float]
+
+
+def _dist() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, local, world
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                           text=True, timeout=5)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def train(
+    trainable: type[Trainable],
+    config: dict[str, Any],
+    data,
+    out: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    resume: bool = False,
+    samples=None,
+    max_steps: int | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``trainable`` with ``config`` on ``data`` and write the run folder ``out`` (module docstring).
+
+    Args:
+        trainable: the method's :class:`Trainable` subclass.
+        config: the resolved config (:func:`maskbench.train.config.load_config`).
+        data: a :class:`maskbench.train.data.PairedFaces` or ``OnTheFlyFaces``.
+        out: the run folder.
+        device: ``"cpu"``, ``"cuda"`` (under torchrun each process takes ``cuda:LOCAL_RANK``).
+        resume: continue from ``out/last.safetensors``.
+        samples: ``(masked, original, hole)`` arrays at the training size for the sample grids (default:
+            the first 8 training samples).
+        max_steps: stop after this many steps in *this* call (a test's stand-in for a kill).
+        progress: show a tqdm bar (rank 0).
+        on_step: called with ``(step, losses)`` after each step (tests).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        ConfigError: the run folder holds another config or method, or ``resume`` without a checkpoint.
+        CheckpointError: the checkpoint is unreadable or another method's.
+        ValueError: fewer training samples than one batch.
+    """
+    rank, local, world = _dist()
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            device = f"cuda:{local}"
+            torch.cuda.set_device(device)
+    out = Path(out)
+    ckpt = out / "last.safetensors"
+    if ckpt.is_file() and not resume:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not ckpt.is_file():
+        raise ConfigError(f"--resume: {ckpt} not found")
+    if config["batch_size"] % world:
+        raise ConfigError(f"batch_size {config['batch_size']} is not divisible by {world} processes")
+
+    torch.manual_seed(config["seed"])
+    loss_net = None
+    if trainable.uses_loss_network:
+        from .losses import load_loss_network
+
+        loss_net = load_loss_network(config["loss_network"], device)
+    method = trainable(config, device, loss_net)
+    for k, m in method.nets.items():
+        m.to(device).train()
+    opt = Optimizers(method.param_groups(), config["optim"]["lr"], config["optim"]["betas"])
+    step, elapsed, images_seen = 0, 0.0, 0
+    if resume:
+        header = load_training_state(ckpt, trainable.method, method.nets, opt.opts)
+        if _without_steps(header.get("config")) != _without_steps(config):
+            raise ConfigError(f"{out} was started with another config; resume with the same options "
+                              "(only --steps may change)")
+        step, elapsed, images_seen = header["step"], header.get("elapsed_s", 0.0), header.get("images_seen", 0)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [local] if device.startswith("cuda") else None
+        method.nets = {k: (DDP(m, device_ids=ids) if any(p.requires_grad for p in m.parameters()) else m)
+                       for k, m in method.nets.items()}
+
+    main = rank == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "samples").mkdir(exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump({"method": trainable.method, **config}, sort_keys=False))
+    log_path = out / "log.csv"
+    rows = _read_log(log_path, step) if (main and resume) else []
+    writer = _TensorBoard(out) if main else None
+    if samples is None:
+        idx = np.arange(min(8, len(data)))
+        samples = data.get(idx, 0)
+    bs, total = config["batch_size"], config["steps"]
+    stop = total if max_steps is None else min(total, step + max_steps)
+    amp = config.get("amp", True) and device.startswith("cuda")
+    bar = None
+    if progress and main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=trainable.method, unit="step", dynamic_ncols=True)
+    losses: dict[str, float] = {}
+    t_last, n_last = time.perf_counter(), 0
+    while step < stop:
+        t0 = time.perf_counter()
+        index, epoch = batch_indices(len(data), bs, step, config["seed"], rank, world)
+        batch = to_batch(*data.get(index, epoch), index, device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            losses = method.training_step(batch, opt)
+        step += 1
+        images_seen += bs
+        elapsed += time.perf_counter() - t0
+        n_last += bs
+        if on_step:
+            on_step(step, losses)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]})
+        if main and (step % config["log_every"] == 0 or step == stop):
+            now = time.perf_counter()
+            row = {"step": step, **{k: round(float(v), 6) for k, v in losses.items()},
+                   "images_per_s": round(n_last / max(now - t_last, 1e-9), 3), "lr": opt.lr,
+                   "elapsed_s": round(elapsed, 1)}
+            t_last, n_last = now, 0
+            rows.append(row)
+            _write_log(log_path, rows)
+            writer.add(row)
+        if main and (step % config["sample_every"] == 0 or step == stop):
+            _write_samples(out / "samples" / f"step_{step:06d}.png", trainable, method.nets, samples, device)
+        if main and (step % config["checkpoint_every"] == 0 or step == stop):
+            save_training_state(ckpt, trainable.method, method.nets, opt.opts, step,
+                                {"config": config, "elapsed_s": elapsed, "images_seen": images_seen})
+    if bar is not None:
+        bar.close()
+    weights = None
+    if main and step >= total:
+        weights = out / "weights.safetensors"
+        card = {
+            "config": config,
+            "data_fingerprint": getattr(data, "fingerprint", ""),
+            "train_samples": len(data),
+            "size": config["size"],
+            "steps": step,
+            "images_seen": images_seen,
+            "wall_time_s": round(elapsed, 1),
+            "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+            "processes": world,
+            "loss_network": getattr(loss_net, "name", None),
+            "commit": _git_commit(),
+            "parameters": {k: sum(p.numel() for p in getattr(m, "module", m).parameters())
+                           for k, m in method.nets.items() if k in trainable.inference_nets},
+        }
+        export_weights(weights, trainable.method, {k: method.nets[k] for k in trainable.inference_nets}, card)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return TrainResult(out, step, weights, losses)
+
+
+def _without_steps(config: dict[str, Any] | None) -> dict[str, Any]:
+    """A config minus ``steps``: the horizon may be extended on resume (no schedule depends on it)."""
+    return {k: v for k, v in (config or {}).items() if k != "steps"}
+
+
+def _read_log(path: Path, step: int) -> list[dict[str, Any]]:
+    """Log rows up to ``step`` (rows written after the checkpoint a resume starts from are dropped)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+@torch.no_grad()
+def _write_samples(path: Path, trainable: type[Trainable], nets, samples, device: str) -> None:
+    masked, original, hole = samples
+    b = to_batch(masked, original, hole, np.arange(len(masked)), device)
+    inner = {k: getattr(m, "module", m) for k, m in nets.items()}
+    was = {k: m.training for k, m in inner.items()}
+    for m in inner.values():
+        m.eval()
+    pred = trainable.inpaint(inner, b.masked, b.hole, torch.Generator().manual_seed(0))
+    for k, m in inner.items():
+        m.train(was[k])
+    comp = b.hole * pred + (1 - b.hole) * b.original
+    rows = [b.masked, comp, b.original]
+    grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # (3, 3S, N*S)
+    img = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    write_png(path, img)
+
+
+class _TensorBoard:
+    """TensorBoard scalars when the ``tensorboard`` package is installed; otherwise nothing."""
+
+    def __init__(self, out: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.w = SummaryWriter(str(out))
+        except ImportError:
+            self.w = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        if self.w is None:
+            return
+        for k, v in row.items():
+            if k != "step":
+                self.w.add_scalar(k, float(v), int(row["step"]))
+        self.w.flush()
