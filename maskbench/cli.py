@@ -158,14 +158,15 @@ def methods_cmd() -> None:
     from .predictors import list_methods, method_info, registry_warnings
 
     rows = [method_info(n) for n in list_methods()]
-    head = ("name", "track", "input", "device", "weights", "source", "description")
+    head = ("name", "track", "input", "device", "weights", "training", "source", "description")
     table = [
         (
             r.name,
             r.track,
             str(r.input_size or "any"),
             "needs gpu" if r.needs_gpu else "cpu ok",
-            r.weights,
+            r.weights if len(r.weights) < 40 else r.weights.split(":")[0],
+            r.training or ("trainable" if r.trainable else "-"),
             r.source,
             r.error or r.description,
         )
@@ -186,6 +187,55 @@ def _evaluate_errors():
     return (DatasetFormatError, ModelNotFoundError, RegistryError, UnknownMethodError, ValueError, OSError)
 
 
+def _train_errors():
+    from .dataset import DatasetFormatError
+    from .faces import ModelNotFoundError
+    from .predictors import RegistryError, UnknownMethodError
+    from .train.checkpoint import CheckpointError
+    from .train.config import ConfigError
+
+    return (ConfigError, CheckpointError, DatasetFormatError, ModelNotFoundError, RegistryError, UnknownMethodError,
+            SourceError, ValueError, OSError)
+
+
+@main.command("train")
+@click.option("--method", required=True, help="A trainable method (see `maskbench methods`).")
+@click.option("--data", default=None, help="Masked-Faces folder (maskbench synth output) or hf:<repo_id>; its train "
+              "split is used.")
+@click.option("--synth-on-the-fly", "on_the_fly", is_flag=True,
+              help="Draw a fresh mask on every face at every epoch (faces from --data, or from --src).")
+@click.option("--src", default=None, help="With --synth-on-the-fly: a synthesis source (celeba, ffhq, a folder).")
+@click.option("--data-dir", type=click.Path(), default=None, help="With --src: where the source lives.")
+@click.option("--config", "config", default="small", show_default=True,
+              help="A config name of the method (small, paper, ...) or a YAML file.")
+@click.option("--size", type=click.IntRange(16, 1024), default=None, help="Training side in pixels.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimisation steps (may grow on --resume).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate.")
+@click.option("--seed", type=int, default=None)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. model.width=8.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder [default: runs/METHOD-CONFIG].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many training faces.")
+@click.option("--progress/--no-progress", default=True)
+def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batch_size, lr, seed, sets, device, out,
+              resume, limit, progress) -> None:
+    """Train METHOD on a Masked-Faces dataset; writes log, sample grids, checkpoints and weights."""
+    from .train.config import parse_override
+    from .train.launch import launch
+
+    overrides = {k: v for k, v in {"size": size, "steps": steps, "batch_size": batch_size, "seed": seed,
+                                   "optim.lr": lr}.items() if v is not None}
+    try:
+        overrides.update(dict(parse_override(t) for t in sets))
+        res = launch(method, data=data, config=config, overrides=overrides, out=out, resume=resume, device=device,
+                     on_the_fly=on_the_fly, src=src, data_dir=data_dir, limit=limit, progress=progress)
+    except _train_errors() as e:
+        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    click.echo(f"{res.run_dir}: {res.steps} steps" + (f", weights {res.weights}" if res.weights else ""))
+
+
 @main.command("evaluate")
 @click.option("--method", required=True, help="Registered method name (see `maskbench methods`).")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset folder (maskbench synth output).")
@@ -200,15 +250,26 @@ def _evaluate_errors():
 @click.option("--no-identity", is_flag=True, help="Skip identity cosine.")
 @click.option("--identity-model", default="auto", show_default=True, type=click.Choice(["auto", "dlib", "arcface"]))
 @click.option("--fid-weights", default=None, type=click.Path(dir_okay=False), help="Inception state-dict file.")
+@click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
+              help="A method option (repeatable), e.g. radius=5; part of the results key.")
+@click.option("--weights", default=None, type=click.Path(dir_okay=False),
+              help="Weights file of a learned method (same as --method-arg weights=PATH).")
 def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, out, seed, no_fid, no_identity,
-                 identity_model, fid_weights) -> None:
+                 identity_model, fid_weights, method_args, weights) -> None:
     """Run METHOD on a dataset split and write per-image scores, a summary and a manifest."""
     from .evaluate import EvalConfig, evaluate
+    from .predictors import parse_method_args
 
+    try:
+        margs = parse_method_args(method_args)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if weights is not None:
+        margs["weights"] = str(Path(weights).resolve())
     cfg = EvalConfig(
         method=method, data=data, split=split, limit=limit, device=device, batch_size=batch_size,
         save_outputs=save_outputs, out=out, seed=seed, fid=not no_fid, identity=not no_identity,
-        identity_model=identity_model, fid_weights=fid_weights,
+        identity_model=identity_model, fid_weights=fid_weights, method_args=tuple(sorted(margs.items())),
     )
     try:
         res = evaluate(cfg, progress=_progress_printer())

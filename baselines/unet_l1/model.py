@@ -11,6 +11,8 @@ hole; nearest upsampling, skip concatenation and one convolution per level on th
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -20,13 +22,13 @@ __all__ = ["UNet"]
 
 def _conv(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, dilation, dilation=dilation),
-                         nn.GroupNorm(8, c_out), nn.SiLU())
+                         nn.GroupNorm(math.gcd(8, c_out), c_out), nn.SiLU())
 
 
 class _Dilated(nn.Module):
     def __init__(self, c: int, dilation: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c, c, 3, 1, dilation, dilation=dilation), nn.GroupNorm(8, c))
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, 1, dilation, dilation=dilation), nn.GroupNorm(math.gcd(8, c), c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.silu(x + self.body(x))

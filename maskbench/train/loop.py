@@ -158,6 +158,7 @@ def train(
     max_steps: int | None = None,
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    config_name: str = "",
 ) -> TrainResult:
     """Train ``trainable`` with ``config`` on ``data`` and write the run folder ``out`` (module docstring).
 
@@ -173,6 +174,7 @@ def train(
         max_steps: stop after this many steps in *this* call (a test's stand-in for a kill).
         progress: show a tqdm bar (rank 0).
         on_step: called with ``(step, losses)`` after each step (tests).
+        config_name: the config's name, recorded in the weights card.
 
     Returns:
         :class:`TrainResult`.
@@ -280,6 +282,7 @@ def train(
     if main and step >= total:
         weights = out / "weights.safetensors"
         card = {
+            "config_name": config_name,
             "config": config,
             "data_fingerprint": getattr(data, "fingerprint", ""),
             "train_samples": len(data),
