@@ -238,7 +238,8 @@ def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batc
 
 @main.command("evaluate")
 @click.option("--method", required=True, help="Registered method name (see `maskbench methods`).")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset folder (maskbench synth output).")
+@click.option("--data", default=None, type=click.Path(file_okay=False),
+              help="Dataset folder (maskbench synth output) [default: ./masked-faces, else a built-in demo set].")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train"]))
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N samples only.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
@@ -266,6 +267,14 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
         raise UserError(str(e)) from None
     if weights is not None:
         margs["weights"] = str(Path(weights).resolve())
+    if data is None:
+        from .evaluate import default_data
+
+        try:
+            data, said = default_data(split)
+        except _evaluate_errors() as e:
+            raise UserError(f"no --data given and the demo set cannot be made: {str(e).splitlines()[0]}") from None
+        click.echo(f"scoring {said}", err=True)
     cfg = EvalConfig(
         method=method, data=data, split=split, limit=limit, device=device, batch_size=batch_size,
         save_outputs=save_outputs, out=out, seed=seed, fid=not no_fid, identity=not no_identity,

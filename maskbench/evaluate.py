@@ -53,7 +53,11 @@ from .io import atomic_write_bytes, atomic_write_json, write_png
 from .metrics import higher_is_better, image_scores, mask_f1, mask_iou
 from .predictors import Predictor, batch_generator, get_predictor_class, resolve_device, run_predictor
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKETS", "hole_bucket"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKETS", "hole_bucket",
+           "default_data", "DEFAULT_SYNTH_OUT"]
+
+#: Where ``maskbench synth`` writes when no ``--out`` is given (the first place ``evaluate`` looks).
+DEFAULT_SYNTH_OUT = "masked-faces"
 
 #: Hole-area buckets (fraction of image pixels): label, lower bound (inclusive), upper bound (exclusive).
 HOLE_BUCKETS = (("<15%", 0.0, 0.15), ("15-25%", 0.15, 0.25), ("25-35%", 0.25, 0.35), (">35%", 0.35, 1.01))
@@ -152,6 +156,25 @@ class EvalResult:
     summary: dict[str, Any]
     failures: list[dict[str, str]] = field(default_factory=list)
     reused: bool = False
+
+
+def default_data(split: str = "test") -> tuple[str, str]:
+    """The dataset ``maskbench evaluate`` scores when no ``--data`` is given, and a one-line description.
+
+    ``./masked-faces`` (``maskbench synth``'s default output) when it has ``split``; otherwise a small
+    built-in demo set (scikit-image's astronaut photograph with each of the five mask types), made on
+    first use in ``cache_dir()/demo-masked-faces``.
+    """
+    local = Path(DEFAULT_SYNTH_OUT)
+    if (local / split / "metadata.jsonl").is_file():
+        return str(local), f"{local}/ ({split} split; maskbench synth's default output folder)"
+    from .sources import resolve_source
+    from .synth import SynthConfig, synthesize
+
+    demo = cache_dir() / "demo-masked-faces"
+    if not (demo / "test" / "metadata.jsonl").is_file():
+        synthesize(resolve_source(None), demo, SynthConfig(test_fraction=1.0), progress=False)
+    return str(demo), f"the built-in demo set in {demo} (one public-domain photo, five masks; no ./{DEFAULT_SYNTH_OUT} found)"
 
 
 def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:

@@ -121,3 +121,17 @@ def test_builtins_come_from_maskbench_entry_points():
     for name in eps:
         assert P.method_info(name).source == "built-in"
     assert P.method_info("region-attentive").trainable and not P.method_info("telea").trainable
+
+
+def test_evaluate_without_data_scores_the_default_folder_or_the_demo_set(tmp_path, monkeypatch, isolated_cache,
+                                                                       synthetic_faces):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["evaluate", "--method", "masked-input", "--no-fid", "--no-identity"])
+    assert r.exit_code == 0, r.output
+    assert "scoring the built-in demo set" in r.output and "5/5 images" in r.output
+    import shutil
+
+    shutil.copytree(synthetic_faces, tmp_path / "masked-faces")  # maskbench synth's default --out
+    r = CliRunner().invoke(main, ["evaluate", "--method", "masked-input", "--no-fid", "--no-identity"])
+    assert r.exit_code == 0, r.output
+    assert "scoring masked-faces/ (test split" in r.output

@@ -89,7 +89,7 @@ def test_mcsam_works_at_every_supported_size():
     blk = MCSAMBlock(16)
     for side in (2, 8, 16):  # bottlenecks of 32, 128 and 256 px inputs; dilation 8 included
         assert blk(torch.randn(1, 16, side, side)).shape == (1, 16, side, side)
-    assert float(blk.attention.gamma) == 0.0  # starts as the identity on the attention path
+    assert blk.attention.gamma.item() == 0.0  # starts as the identity on the attention path
     g = RegionAttentiveGenerator(4, single_scale=True)
     assert all(b[0].dilation == (1, 1) for blk in g.mid for b in blk.branches)
     assert RegionAttentiveGenerator(4)(torch.randn(1, 4, 128, 128)).shape == (1, 3, 128, 128)
