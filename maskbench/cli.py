@@ -251,9 +251,18 @@ def _progress_printer():
 @user_errors(FileNotFoundError, KeyError, ValueError)
 def leaderboard_cmd(results, out, reported, primary) -> None:
     """Aggregate results folders into leaderboard.csv, leaderboard.md and index.html."""
-    from .leaderboard import build_leaderboard
+    import warnings
 
-    paths = build_leaderboard(results, out, reported=reported, primary=primary)
+    from .leaderboard import DamagedRunWarning, build_leaderboard
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedRunWarning)
+        paths = build_leaderboard(results, out, reported=reported, primary=primary)
+    for w in caught:
+        if issubclass(w.category, DamagedRunWarning):
+            click.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     for p in paths:
         click.echo(f"wrote {p}")
 
