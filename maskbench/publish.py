@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from .dataset import METADATA_FILE, SPLITS, DatasetFormatError, MaskedFaces
 from .io import atomic_write_text
 
-__all__ = ["dataset_card", "write_card", "build_hub_folder", "publish", "PublishError"]
+__all__ = ["dataset_card", "public_text", "write_card", "build_hub_folder", "publish", "PublishError"]
 
 #: Largest parquet shard, in bytes (the hub's own default for ``push_to_hub``).
 MAX_SHARD_BYTES = 500 * 1024 * 1024
@@ -91,6 +92,22 @@ def _yaml(meta: dict[str, Any]) -> str:
     return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
 
 
+_LOCAL_PATH = re.compile(r"(?:(?<=\s)|(?<=^)|(?<=\())(?:~|[A-Za-z]:)?[/\\][^\s,;()'\"]*")
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute local path (``/home/...``, ``~/...``, ``C:\\...``) cut to its last part.
+
+    Cards are published: they name a source, never a folder on the author's machine (manifests written
+    by maskbench before 0.1.1 put the source folder's full path in its description).
+    """
+    def last_part(m: re.Match) -> str:
+        name = re.split(r"[/\\]", m.group().rstrip("/\\"))[-1]
+        return f"'{name}'" if name and name != "~" else "a local folder"
+
+    return _LOCAL_PATH.sub(last_part, text)
+
+
 def dataset_card(manifest: dict[str, Any], hub_layout: bool = False) -> str:
     """The dataset card (README.md with YAML metadata) for a folder made by ``maskbench synth``.
 
@@ -124,7 +141,7 @@ def dataset_card(manifest: dict[str, Any], hub_layout: bool = False) -> str:
         version=manifest.get("maskbench_version", ""),
         split_rows="\n".join(f"| {s} | {counts.get(s, 0)} |" for s in SPLITS),
         type_counts=", ".join(f"{t} {by_type.get(t, 0)}" for t in types) or "none",
-        source_description=src.get("description", src["name"]),
+        source_description=public_text(str(src.get("description") or src["name"])),
         size=cfg["size"],
         align="FFHQ" if cfg["align"] else "none, original frame",
         n_types=len(types),

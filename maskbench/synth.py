@@ -33,7 +33,7 @@ import numpy as np
 from . import __version__
 from .dataset import MASK_TYPES, METADATA_FILE, SPLITS
 from .faces import FaceDetector, FacePoseError, NoFaceError, align_ffhq, estimate_yaw, nose_inside_outline, transform_points
-from .io import ImageDecodeError, atomic_write_json, atomic_write_text, decode_image, write_png
+from .io import ImageDecodeError, atomic_write_json, atomic_write_text, decode_image, stable_message, write_png
 from .sources import Source, SourceItem, assign_split
 
 __all__ = [
@@ -414,11 +414,23 @@ class MaskSynthesizer:
 
 @dataclass
 class SynthReport:
-    """What a :func:`synthesize` call did."""
+    """What a :func:`synthesize` call did.
+
+    Attributes:
+        out: the dataset folder.
+        found: entries the source listed (readable or not).
+        planned: those this call covers (after split, limit and shard).
+        resumed: planned entries already done by an earlier run.
+        faces: entries that gave samples in this call; ``written``: the samples (``faces * variants``).
+        skipped: entries skipped in this call, by reason category.
+        seconds: wall time; ``totals``: the dataset's counts afterwards (train, test, skipped).
+    """
 
     out: Path
+    found: int = 0
     planned: int = 0
     resumed: int = 0
+    faces: int = 0
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -433,12 +445,19 @@ class SynthReport:
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+_MAX_BASE_ID = 190  # ids stay within maskbench.dataset.ID_PATTERN (200 characters) with a variant suffix
+
+
 def _plan_ids(items: list[SourceItem]) -> dict[str, str]:
-    """A file-safe, unique id per source item: the id without extension, hashed on collision."""
+    """A file-safe, unique id per source item: the id without extension (no leading dot, at most 190
+    characters, matching :data:`maskbench.dataset.ID_PATTERN`), hashed on collision."""
     base = {}
     for it in items:
         stem = it.source_id.rsplit(".", 1)[0] if "." in Path(it.source_id).name else it.source_id
-        base[it.source_id] = _ID_UNSAFE.sub("_", stem.replace("/", "__")).strip("_") or "img"
+        b = re.sub(r"^[._]+|_+$", "", _ID_UNSAFE.sub("_", stem.replace("/", "__"))) or "img"
+        if len(b) > _MAX_BASE_ID:
+            b = f"{b[: _MAX_BASE_ID - 9]}-{hashlib.sha1(it.source_id.encode()).hexdigest()[:8]}"
+        base[it.source_id] = b
     counts = Counter(base.values())
     return {
         sid: (b if counts[b] == 1 else f"{b}-{hashlib.sha1(sid.encode()).hexdigest()[:6]}") for sid, b in base.items()
@@ -446,19 +465,31 @@ def _plan_ids(items: list[SourceItem]) -> dict[str, str]:
 
 
 _WORKER: MaskSynthesizer | None = None
+_WORKER_ERROR: BaseException | None = None
 _WORKER_CTX: dict[str, Any] = {}
 
 
 def _init_worker(config: SynthConfig, out: str, source_name: str) -> None:
-    global _WORKER
+    global _WORKER, _WORKER_ERROR
     cv2.setNumThreads(1)
-    _WORKER = MaskSynthesizer(config)
     _WORKER_CTX.update(out=Path(out), source=source_name)
+    try:
+        _WORKER = MaskSynthesizer(config)
+    except Exception as e:  # noqa: BLE001 - raised by _process: a Pool respawns a failing initializer forever
+        _WORKER, _WORKER_ERROR = None, e
 
 
 def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
-    """Make all samples of one source item; never raises (failures become a skip entry)."""
+    """Make all samples of one source item; failures of the item become a skip entry.
+
+    Raises:
+        Exception: only the worker's own set-up error (bad texture folder, missing model), for every job.
+    """
     item, base_id, split = job
+    if _WORKER is None:
+        raise _WORKER_ERROR or RuntimeError("synthesis worker not initialised")
+    if item.problem is not None:  # a folder entry that is not a readable file: accounted for, not read
+        return _skip(item, item.problem)
     worker, cfg, out = _WORKER, _WORKER.config, _WORKER_CTX["out"]
     try:
         face, lm, box, num_faces = worker.prepare(item)
@@ -469,7 +500,7 @@ def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
     except NoFaceError:
         return _skip(item, "no face found")
     except Exception as e:  # a bad input must never stop the run: record it
-        return _skip(item, f"error: {type(e).__name__}: {e}")
+        return _skip(item, f"error: {stable_message(e)}")
     records = []
     try:
         for k in range(cfg.variants):
@@ -506,7 +537,7 @@ def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
             write_png(d / rec["mask_file_name"], res["hole"].astype(np.uint8) * 255)
             records.append(rec)
     except Exception as e:  # a template/texture failure on one face is recorded, the run goes on
-        return _skip(item, f"error: {type(e).__name__}: {e}")
+        return _skip(item, f"error: {stable_message(e)}")
     return {"source_id": item.source_id, "records": records}
 
 
@@ -552,9 +583,23 @@ def _load_state(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     return records, skips
 
 
+class OutputFolderError(ValueError):
+    """The output folder cannot be created (a part of the path is a file, no permission)."""
+
+
+def _make_out(out: Path) -> None:
+    """Create ``out``; raises :class:`OutputFolderError` naming the part of the path that is in the way."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else (e.strerror or str(e))
+        raise OutputFolderError(f"cannot create the output folder {out}: {why}") from None
+
+
 @contextmanager
 def _locked(out: Path):
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out(out)
     with open(out / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -579,11 +624,26 @@ def _manifest(config: SynthConfig, source: Source) -> dict[str, Any]:
 _CONTENT_KEYS = ("config", "template_library")
 
 
-def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
+def _check_manifest(out: Path, manifest: dict[str, Any], has_samples: bool) -> None:
+    """Refuse other settings in a folder that holds samples; a folder with none is taken over.
+
+    A folder whose runs made no sample yet (the first run failed, or every input was skipped) may be
+    restarted with other settings: its skip entries and progress logs are dropped, as they were made with
+    the old settings. Call with the folder locked.
+
+    Raises:
+        DatasetMismatchError: ``out`` holds samples made with other settings, or a damaged manifest.
+    """
     path = out / MANIFEST_FILE
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        if has_samples:
+            raise DatasetMismatchError(f"{path} is damaged (not JSON) and the folder holds samples: use another "
+                                       "--out") from None
+        old = {}
     old_cfg = {k: old.get(k) for k in _CONTENT_KEYS} | {"source": old.get("source", {}).get("name")}
     new_cfg = {k: manifest.get(k) for k in _CONTENT_KEYS} | {"source": manifest["source"]["name"]}
     if json.loads(json.dumps(old_cfg)) != json.loads(json.dumps(new_cfg)):
@@ -592,9 +652,20 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
             oc, nc = old_cfg["config"] or {}, json.loads(json.dumps(new_cfg["config"]))
             diff = [f"{k} {oc.get(k)!r} vs {nc.get(k)!r}" for k in nc if oc.get(k) != nc.get(k)] + [
                 d for d in diff if d != "config"]
+        if not has_samples:
+            _drop_state(out)
+            return
         raise DatasetMismatchError(
             f"{out} holds a dataset made with other settings ({'; '.join(diff)}): use another --out"
         )
+
+
+def _drop_state(out: Path) -> None:
+    """Forget the skip entries and progress logs of a folder that holds no sample."""
+    (out / SKIPPED_FILE).unlink(missing_ok=True)
+    if (out / PROGRESS_DIR).is_dir():
+        for log in (out / PROGRESS_DIR).glob("*.jsonl"):
+            log.unlink()
 
 
 def synthesize(
@@ -628,7 +699,10 @@ def synthesize(
 
     Raises:
         ValueError: bad split/shard arguments.
-        DatasetMismatchError: ``out`` holds a dataset made with other settings.
+        OutputFolderError: ``out`` cannot be created (a part of its path is a file).
+        DatasetMismatchError: ``out`` holds samples made with other settings (a folder without samples,
+            e.g. left by a failed first run, is restarted with the new settings instead).
+        FileNotFoundError: a bad ``config.textures`` folder, or a missing model (from the workers' set-up).
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be train, test or all, got {split!r}")
@@ -643,7 +717,8 @@ def synthesize(
     manifest = _manifest(config, source)
     items = source.items
     with _locked(out):
-        _check_manifest(out, manifest)
+        records, _ = _load_state(out)
+        _check_manifest(out, manifest, has_samples=bool(records))
         atomic_write_json(out / MANIFEST_FILE, {**manifest, "counts": _read_counts(out)})
         records, skips = _load_state(out)
     ids = _plan_ids(items)
@@ -657,7 +732,7 @@ def synthesize(
     jobs = jobs[shard_index::num_shards]
     done_sources = {r["source_id"] for r in records.values()} | set(skips)
     todo = [j for j in jobs if j[0].source_id not in done_sources]
-    report = SynthReport(out=out, planned=len(jobs), resumed=len(jobs) - len(todo))
+    report = SynthReport(out=out, found=len(items), planned=len(jobs), resumed=len(jobs) - len(todo))
     log_path = out / PROGRESS_DIR / f"shard-{shard_index:05d}-of-{num_shards:05d}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if todo:
@@ -683,6 +758,7 @@ def _run_jobs(todo, config, out, source_name, workers, log_path, report, progres
             if "skipped" in res:
                 report.skipped[res["skipped"].split(":")[0]] += 1
             else:
+                report.faces += 1
                 report.written += len(res["records"])
             bar.update(1)
             bar.set_postfix(skipped=sum(report.skipped.values()), refresh=False)
@@ -712,7 +788,10 @@ def _drop_partial_line(path: Path) -> None:
 
 def _read_counts(out: Path) -> dict[str, Any]:
     path = out / MANIFEST_FILE
-    return json.loads(path.read_text()).get("counts", {}) if path.is_file() else {}
+    try:
+        return json.loads(path.read_text()).get("counts", {}) if path.is_file() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return {}
 
 
 def _finalize(out: Path, manifest: dict[str, Any], source: Source) -> dict[str, int]:

@@ -7,15 +7,20 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from maskbench import dataset as D
 from maskbench import predictors as P
 from maskbench.cli import main
 from maskbench.dataset import MaskedFaces, UnsafePathError, check_name, safe_join
 from maskbench.evaluate import EvalConfig, evaluate
+from maskbench.publish import dataset_card, public_text
+from maskbench.sources import resolve_source
+from maskbench.synth import SynthConfig, synthesize
 from maskbench.testing import write_fake_dataset
 
 
@@ -175,3 +180,22 @@ def test_sheet_leaves_refused_samples_off(clean_faces, tmp_path):
     root = _tamper(clean_faces, tmp_path, "masked_file_name", "/etc/hostname", row=0)
     assert D.write_sample_sheet(root, tmp_path / "sheet.png") == 3
     assert os.path.getsize(tmp_path / "sheet.png") > 0
+
+
+def test_the_dataset_card_names_the_source_never_a_local_path(tmp_path):
+    src = tmp_path / "private" / "alice-photos"
+    src.mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(src / "noface.png")
+    source = resolve_source(str(src))
+    assert str(tmp_path) not in source.description and "alice-photos" in source.description
+    out = tmp_path / "o"
+    synthesize(source, out, SynthConfig(), progress=False)
+    card = (out / "README.md").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    hub_card = dataset_card(manifest, hub_layout=True)
+    for text in (card, hub_card):
+        assert str(tmp_path) not in text and "/private/" not in text and "alice-photos" in text
+    # a manifest written by an earlier version carried the full path: the card still leaves it out
+    manifest["source"]["description"] = f"folder images from {src}"
+    assert str(src) not in dataset_card(manifest) and "folder images from 'alice-photos'" in dataset_card(manifest)
+    assert public_text("CelebA crops (C:\\Users\\bob\\celeba)") == "CelebA crops ('celeba')"
