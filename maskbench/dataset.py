@@ -135,17 +135,41 @@ def safe_join(root: str | os.PathLike, relative: object, what: str = "path") -> 
         UnsafePathError: ``relative`` is not a non-empty string, is absolute, has a ``..`` part, a
             backslash or a NUL, or resolves (following links) outside ``root``.
     """
-    if not isinstance(relative, str) or not relative:
-        raise UnsafePathError(f"{what} {relative!r} is not a relative file name")
-    if "\\" in relative or "\0" in relative or relative.startswith("/") or re.match(r"[A-Za-z]:", relative):
-        raise UnsafePathError(f"{what} {relative!r} is absolute or not a plain relative path")
-    if ".." in relative.split("/"):
-        raise UnsafePathError(f"{what} {relative!r} leaves the dataset folder ('..')")
-    path = Path(root) / relative
-    base = Path(root).resolve()
-    if not path.resolve().is_relative_to(base):
-        raise UnsafePathError(f"{what} {relative!r} resolves outside the dataset folder (a link out)")
-    return path
+    return Path(_PathGuard(root).join(relative, what))
+
+
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+class _PathGuard:
+    """:func:`safe_join` for many names under one root: folders are resolved once, files only if links
+    (``os.path`` on strings: pathlib costs ~4x more on 100k-record splits)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = os.fspath(root)
+        self.base = os.path.realpath(self.root)
+        self._dirs: dict[str, bool] = {}
+
+    def _inside(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self.base or real.startswith(self.base.rstrip(os.sep) + os.sep)
+
+    def join(self, relative: object, what: str) -> str:
+        if not isinstance(relative, str) or not relative:
+            raise UnsafePathError(f"{what} {relative!r} is not a relative file name")
+        if "\\" in relative or "\0" in relative or relative.startswith("/") or _DRIVE.match(relative):
+            raise UnsafePathError(f"{what} {relative!r} is absolute or not a plain relative path")
+        if ".." in relative.split("/"):
+            raise UnsafePathError(f"{what} {relative!r} leaves the dataset folder ('..')")
+        path = os.path.join(self.root, relative)
+        parent = os.path.dirname(path)
+        inside = self._dirs.get(parent)
+        if inside is None:
+            inside = self._dirs[parent] = self._inside(parent)
+        # a file that is not a link lies in its (checked) folder; a link is followed to its end
+        if not inside or (os.path.islink(path) and not self._inside(path)):
+            raise UnsafePathError(f"{what} {relative!r} resolves outside the dataset folder (a link out)")
+        return path
 
 
 def record_problem(record: object, split_dir: str | os.PathLike) -> str | None:
@@ -154,6 +178,10 @@ def record_problem(record: object, split_dir: str | os.PathLike) -> str | None:
     Checks that it is an object, that ``id`` matches :data:`ID_PATTERN` and that every field of
     :data:`FILE_FIELDS` is present and resolves inside ``split_dir`` (:func:`safe_join`).
     """
+    return _record_problem(record, _PathGuard(split_dir))
+
+
+def _record_problem(record: object, guard: _PathGuard) -> str | None:
     if not isinstance(record, dict):
         return f"record is a {type(record).__name__}, not an object"
     try:
@@ -161,7 +189,7 @@ def record_problem(record: object, split_dir: str | os.PathLike) -> str | None:
         for f in FILE_FIELDS:
             if f not in record:
                 return f"record lacks {f}"
-            safe_join(split_dir, record[f], f)
+            guard.join(record[f], f)
     except UnsafePathError as e:
         return str(e)
     return None
@@ -230,8 +258,9 @@ class MaskedFaces:
                 raise DatasetFormatError(f"{meta}: records lack {', '.join(missing)}")
         self.records: list[dict[str, Any]] = records[:limit] if limit is not None else records
         self.refused: dict[int, str] = {}
+        guard = _PathGuard(self.split_dir)
         for i, r in enumerate(self.records):
-            problem = record_problem(r, self.split_dir)
+            problem = _record_problem(r, guard)
             if problem is not None:
                 self.refused[i] = problem
 
