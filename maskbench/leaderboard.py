@@ -329,6 +329,10 @@ def _mask_type_chart(measured: pd.DataFrame, primary: str, path: Path) -> Path |
     return path
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def _sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128) -> Path | None:
     """Rows = methods with saved outputs; columns = the first ``k`` sample ids (same ids for all)."""
     import cv2
@@ -346,7 +350,7 @@ def _sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128
         cv2.putText(grid, method[:16], (4, i * cell + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         for j, sid in enumerate(ids):
             p = d / f"{sid}.png"
-            if p.is_file():
+            if p.is_file() and _inside(p, d):  # a copied results folder may hold links to elsewhere
                 im = cv2.resize(read_png(p), (cell, cell), interpolation=cv2.INTER_AREA)
                 grid[i * cell : (i + 1) * cell, label_w + j * cell : label_w + (j + 1) * cell] = im
     from .io import write_png

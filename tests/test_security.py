@@ -199,3 +199,20 @@ def test_the_dataset_card_names_the_source_never_a_local_path(tmp_path):
     manifest["source"]["description"] = f"folder images from {src}"
     assert str(src) not in dataset_card(manifest) and "folder images from 'alice-photos'" in dataset_card(manifest)
     assert public_text("CelebA crops (C:\\Users\\bob\\celeba)") == "CelebA crops ('celeba')"
+
+
+def test_leaderboard_does_not_read_outputs_linked_from_elsewhere(clean_faces, tmp_path):
+    from maskbench.io import read_png
+    from maskbench.leaderboard import build_leaderboard
+
+    out = tmp_path / "results"
+    res = evaluate(EvalConfig(method="masked-input", data=str(clean_faces), out=str(out), fid=False, identity=False,
+                              save_outputs=True))
+    outside = tmp_path / "elsewhere.png"
+    Image.fromarray(np.tile(np.array([255, 0, 0], np.uint8), (64, 64, 1))).save(outside)
+    linked = res.run_dir / "outputs" / "000000.png"
+    linked.unlink()
+    linked.symlink_to(outside)
+    build_leaderboard(out, tmp_path / "lb")
+    grid = read_png(tmp_path / "lb" / "samples.png")
+    assert not (grid == [255, 0, 0]).all(axis=2).any()
