@@ -314,7 +314,9 @@ def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, o
                 from .identity import cosine_similarity
 
                 orig_chips, comp_chips, e_cached = batch.identity
-                e_org = _scatter_rows(ident.embed_chips(orig_chips), batch.loaded, len(batch.ids)) if e_cached is None else e_cached
+                e_org = e_cached
+                if e_cached is None:  # rows of unreadable samples stay NaN
+                    e_org = _scatter_rows(ident.embed_chips(orig_chips), batch.loaded, len(batch.ids))
                 cos = cosine_similarity(e_org[batch.ok], ident.embed_chips(comp_chips)) if batch.ok else []
                 for i, j in enumerate(batch.ok):
                     batch.rows[j]["identity_cosine"] = float(cos[i])
