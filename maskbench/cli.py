@@ -68,7 +68,7 @@ def main() -> None:
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--hub-split", default="train", show_default=True, help="Split to read from an hf: source.")
 @click.option("--progress/--no-progress", default=True)
-@user_errors(SourceError, ValueError, FileNotFoundError)
+@user_errors(SourceError, ValueError, OSError)
 def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, variants, test_fraction, textures,
           workers, num_shards, shard_index, hub_split, progress):
     """Build a Masked-Faces dataset: masked / original / mask PNG triples plus metadata."""
@@ -81,8 +81,9 @@ def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, varia
     report = synthesize(source, out, config, split=split, limit=limit, workers=workers,
                         num_shards=num_shards, shard_index=shard_index, progress=progress)
     skipped = sum(report.skipped.values())
-    click.echo(f"{report.out}: {report.written} samples written, {skipped} inputs skipped, "
-               f"{report.resumed} already done ({report.faces_per_second:.1f} faces/s)")
+    click.echo(f"{report.out}: {report.found} inputs found, {report.planned} in this run: {report.faces} gave "
+               f"{report.written} samples written, {skipped} inputs skipped, {report.resumed} already done "
+               f"({report.faces_per_second:.1f} faces/s)")
     for reason, n in sorted(report.skipped.items()):
         click.echo(f"  skipped {n}: {reason}")
     t = report.totals
@@ -321,9 +322,18 @@ def _progress_printer():
 @user_errors(FileNotFoundError, KeyError, ValueError)
 def leaderboard_cmd(results, out, reported, primary) -> None:
     """Aggregate results folders into leaderboard.csv, leaderboard.md and index.html."""
-    from .leaderboard import build_leaderboard
+    import warnings
 
-    paths = build_leaderboard(results, out, reported=reported, primary=primary)
+    from .leaderboard import DamagedRunWarning, build_leaderboard
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedRunWarning)
+        paths = build_leaderboard(results, out, reported=reported, primary=primary)
+    for w in caught:
+        if issubclass(w.category, DamagedRunWarning):
+            click.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     for p in paths:
         click.echo(f"wrote {p}")
 

@@ -23,7 +23,10 @@ identity chips, a batch or two ahead; the calling thread runs the networks (the 
 the identity embedder, both torch) on the batch in the meantime (OpenCV and torch release the GIL), so
 torch never competes with itself for cores. Each finished batch is written to ``partial/`` atomically,
 so an interrupted run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
-retried image by image; an image that still fails is recorded (``error``) and the run goes on.
+retried image by image; an image that still fails is recorded (``error``) and the run goes on. A sample that
+cannot be read (a record refused for an unsafe id or file name, a missing or damaged PNG) is recorded the
+same way, without reaching the method, FID or the identity model; the cached reference statistics are
+only written when every original was read.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .dataset import MaskedFaces
+from .dataset import MaskedFaces, SampleError, check_name
 from .faces import cache_dir
 from .io import atomic_write_bytes, atomic_write_json, write_png
 from .metrics import higher_is_better, image_scores, mask_f1, mask_iou
@@ -178,10 +181,15 @@ def default_data(split: str = "test") -> tuple[str, str]:
 
 
 def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:
-    """``{out}/{method}/{fingerprint}-{args hash}`` (the hash covers the method's weights file)."""
+    """``{out}/{method}/{fingerprint}-{args hash}`` (the hash covers the method's weights file).
+
+    Raises:
+        maskbench.dataset.UnsafePathError: the method name is not safe as a folder name.
+    """
+    name = check_name(config.method, "method name")
     cls = get_predictor_class(config.method)
     weights = cls.weights_fingerprint(**dict(config.method_args))
-    return Path(config.out) / config.method / f"{dataset.fingerprint()}-{config.args_hash(weights)}"
+    return Path(config.out) / name / f"{dataset.fingerprint()}-{config.args_hash(weights)}"
 
 
 @dataclass
@@ -190,11 +198,12 @@ class _Batch:
     ids: list[str]
     rows: list[dict[str, Any]]
     composites: np.ndarray  # (K, H, W, 3) uint8 of the images that did not fail
-    originals: np.ndarray | None  # (K, H, W, 3) when reference FID features are still needed
+    originals: np.ndarray | None  # (L, H, W, 3) of the samples read, when reference FID features are needed
     ok: list[int]  # positions (in the batch) of the images that did not fail
-    # (chips of all originals, or None when their embeddings are cached; (K, S, S, 3) chips of the
-    # composites; the cached original embeddings or None)
+    # (chips of the L originals read, or None when their embeddings are cached; (K, S, S, 3) chips of the
+    # composites; the cached original embeddings of the whole batch or None)
     identity: tuple[np.ndarray | None, np.ndarray, np.ndarray | None] | None
+    loaded: list[int] = field(default_factory=list)  # positions of the L samples that could be read
 
 
 def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = None) -> EvalResult:
@@ -266,20 +275,22 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
     if config.fid:
         from .fid import FeatureStats, fid_from_stats
 
-        if ref_stats is None and orig_feats and sum(len(f) for f in orig_feats) == n:
+        if ref_stats is None and len(orig_feats) == len(batches):
             ref_stats = FeatureStats()
             for f in orig_feats:
                 ref_stats.update(f)
-            ref_stats.save(ref_path)
+            if ref_stats.n == n:  # only a reference over every original is cached
+                ref_stats.save(ref_path)
         stats = FeatureStats()
         for f in comp_feats:
             stats.update(f)
         fid_n = stats.n
         if ref_stats is not None and stats.n >= 2 and ref_stats.n >= 2:
             fid_value = fid_from_stats(stats, ref_stats)
-    if ident is not None and orig_embed_cache is None and orig_embeds and sum(len(e) for e in orig_embeds) == n:
+    all_embeds = np.concatenate(orig_embeds) if orig_embeds else np.zeros((0, 0))
+    if ident is not None and orig_embed_cache is None and len(all_embeds) == n and not np.isnan(all_embeds).any():
         buf = io.BytesIO()
-        np.save(buf, np.concatenate(orig_embeds))
+        np.save(buf, all_embeds)
         atomic_write_bytes(ident_path, buf.getvalue())
 
     atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
@@ -344,7 +355,9 @@ def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, o
                 from .identity import cosine_similarity
 
                 orig_chips, comp_chips, e_cached = batch.identity
-                e_org = ident.embed_chips(orig_chips) if e_cached is None else e_cached
+                e_org = e_cached
+                if e_cached is None:  # rows of unreadable samples stay NaN
+                    e_org = _scatter_rows(ident.embed_chips(orig_chips), batch.loaded, len(batch.ids))
                 cos = cosine_similarity(e_org[batch.ok], ident.embed_chips(comp_chips)) if batch.ok else []
                 for i, j in enumerate(batch.ok):
                     batch.rows[j]["identity_cosine"] = float(cos[i])
@@ -425,32 +438,37 @@ def _prepare_batch(
     orig_embed_cache: np.ndarray | None,
     need_orig: bool,
 ) -> _Batch:
-    samples = [dataset[i] for i in idx]
-    ids = [str(s.record["id"]) for s in samples]
-    masked = np.stack([s.masked for s in samples])
-    original = np.stack([s.original for s in samples])
-    masks = np.stack([s.mask for s in samples])
+    samples, errors, lms = _load_samples(dataset, idx, need_landmarks=ident is not None)
+    live = [j for j, smp in enumerate(samples) if smp is not None]
+    ids = [_sample_id(dataset.records[i], i) for i in idx]
+    shape = samples[live[0]].masked.shape if live else (1, 1, 3)
+    masked = np.stack([samples[j].masked for j in live]) if live else np.zeros((0,) + shape, np.uint8)
+    original = np.stack([samples[j].original for j in live]) if live else np.zeros((0,) + shape, np.uint8)
+    masks = np.stack([samples[j].mask for j in live]) if live else np.zeros((0,) + shape[:2], bool)
+    pos = {j: i for i, j in enumerate(live)}  # batch position -> row in masked/original/masks
     blind = predictor.track == "blind"
     outputs: list[np.ndarray | None] = [None] * len(idx)
     pmasks: list[np.ndarray | None] = [None] * len(idx)
-    errors: list[str | None] = [None] * len(idx)
     lock = contextlib.nullcontext() if predictor.thread_safe else _PREDICT_LOCK
-    extras = {f: np.array([s.record[f] for s in samples], np.float32) for f in predictor.extra_inputs
-              if all(f in s.record for s in samples)}
+    live_ids = [ids[j] for j in live]
+    extras = {f: np.array([samples[j].record[f] for j in live], np.float32) for f in predictor.extra_inputs
+              if all(f in samples[j].record for j in live)}
     try:
-        with lock:
-            res = run_predictor(predictor, masked, None if blind else masks,
-                                generator=batch_generator(config.seed, ids), extras=extras)
-        outputs = list(res.images)
-        if blind:
-            pmasks = list(res.masks)
+        if live:
+            with lock:
+                res = run_predictor(predictor, masked, None if blind else masks,
+                                    generator=batch_generator(config.seed, live_ids), extras=extras)
+            for i, j in enumerate(live):
+                outputs[j] = res.images[i]
+                if blind:
+                    pmasks[j] = res.masks[i]
     except Exception:  # noqa: BLE001 - a method's failure is data here: retry per image, record the rest
-        for j in range(len(idx)):
+        for i, j in enumerate(live):
             try:
                 with lock:
-                    r = run_predictor(predictor, masked[j : j + 1], None if blind else masks[j : j + 1],
-                                      generator=batch_generator(config.seed, ids[j : j + 1]),
-                                      extras={f: v[j : j + 1] for f, v in extras.items()})
+                    r = run_predictor(predictor, masked[i : i + 1], None if blind else masks[i : i + 1],
+                                      generator=batch_generator(config.seed, live_ids[i : i + 1]),
+                                      extras={f: v[i : i + 1] for f, v in extras.items()})
                 outputs[j] = r.images[0]
                 if blind:
                     pmasks[j] = r.masks[0]
@@ -458,25 +476,29 @@ def _prepare_batch(
                 errors[j] = f"{type(e).__name__}: {e}".splitlines()[0]
     ok = [j for j in range(len(idx)) if errors[j] is None]
     rows: list[dict[str, Any]] = []
-    for j, s in enumerate(samples):
+    for j, i in enumerate(idx):
+        rec = dataset.records[i] if isinstance(dataset.records[i], dict) else {}
+        frac = _hole_fraction(rec, masks[pos[j]] if j in pos else None)
         rows.append(
             {
                 "id": ids[j],
-                "mask_type": s.record.get("mask_type"),
-                "hole_fraction": float(s.record.get("hole_fraction", masks[j].mean())),
-                "hole_bucket": hole_bucket(float(s.record.get("hole_fraction", masks[j].mean()))),
+                "mask_type": rec.get("mask_type") if isinstance(rec.get("mask_type"), str) else None,
+                "hole_fraction": frac,
+                "hole_bucket": hole_bucket(frac) if not np.isnan(frac) else None,
                 "error": errors[j],
             }
         )
-    composites = np.zeros((0,) + masked.shape[1:], np.uint8)
+    composites = np.zeros((0,) + shape, np.uint8)
     identity = None
     if ident is not None:
-        lm_all = np.array([s.record["landmarks"] for s in samples], np.float64)
+        lm_live = np.array([lms[j] for j in live], np.float64).reshape(len(live), 68, 2)
         e_cached = orig_embed_cache[idx] if orig_embed_cache is not None else None
+        orig_chips = None if e_cached is not None else ident.chips(original, lm_live)
     if ok:
         out = np.stack([outputs[j] for j in ok])
-        m = masks[ok]
-        org = original[ok]
+        rows_ok = [pos[j] for j in ok]
+        m = masks[rows_ok]
+        org = original[rows_ok]
         comp = np.where(m[..., None], out, org)
         composites = comp
         scores = {k2: v.numpy() for k2, v in image_scores(comp, org, m).items()}
@@ -487,8 +509,7 @@ def _prepare_batch(
             pm = np.stack([pmasks[j] for j in ok])
             ious, f1s = mask_iou(pm, m), mask_f1(pm, m)
         if ident is not None:
-            identity = (None if e_cached is not None else ident.chips(original, lm_all), ident.chips(comp, lm_all[ok]),
-                        e_cached)
+            identity = (orig_chips, ident.chips(comp, lm_live[rows_ok]), e_cached)
         for i, j in enumerate(ok):
             row = rows[j]
             row.update({k2: float(v[i]) for k2, v in scores.items()})
@@ -500,11 +521,66 @@ def _prepare_batch(
                 row["mask_iou"] = float(ious[i])
                 row["mask_f1"] = float(f1s[i])
             if config.save_outputs:
-                write_png(run_dir / "outputs" / f"{ids[j]}.png", outputs[j])
+                write_png(run_dir / "outputs" / f"{check_name(ids[j], 'id')}.png", outputs[j])
     elif ident is not None:
-        identity = (None if e_cached is not None else ident.chips(original, lm_all), ident.chips(composites, lm_all[:0]),
-                    e_cached)
-    return _Batch(k, ids, rows, composites, original if need_orig else None, ok, identity)
+        identity = (orig_chips, ident.chips(composites, lm_live[:0]), e_cached)
+    return _Batch(k, ids, rows, composites, original if need_orig else None, ok, identity, live)
+
+
+def _load_samples(dataset: MaskedFaces, idx: list[int], need_landmarks: bool):
+    """Read the samples ``idx``; one that cannot be read is ``None`` with its reason in ``errors``.
+
+    Returns:
+        ``(samples, errors, landmarks)``: lists over ``idx`` of :class:`~maskbench.dataset.Sample` or None,
+        the error message or None, and ``(68, 2) float64`` landmarks or None (read when ``need_landmarks``).
+    """
+    samples: list[Any] = []
+    errors: list[str | None] = []
+    lms: list[np.ndarray | None] = []
+    for i in idx:
+        try:
+            smp = dataset[i]
+            lm = _landmarks(smp.record) if need_landmarks else None
+        except SampleError as e:
+            samples.append(None)
+            errors.append(f"{type(e).__name__}: {e}".splitlines()[0])
+            lms.append(None)
+            continue
+        samples.append(smp)
+        errors.append(None)
+        lms.append(lm)
+    return samples, errors, lms
+
+
+def _landmarks(record: dict[str, Any]) -> np.ndarray:
+    """The record's ``(68, 2) float64`` landmarks; raises :class:`SampleError` if they are not 68 x 2 numbers."""
+    try:
+        lm = np.asarray(record.get("landmarks"), np.float64)
+    except (TypeError, ValueError):
+        lm = np.zeros(0)
+    if lm.shape != (68, 2) or not np.isfinite(lm).all():
+        raise SampleError("record has no usable landmarks (68 x 2 numbers), needed for identity")
+    return lm
+
+
+def _sample_id(record: Any, i: int) -> str:
+    """The record's id as text (even a refused one, for the failure list), or ``#index`` without one."""
+    return str(record["id"]) if isinstance(record, dict) and "id" in record else f"#{i}"
+
+
+def _hole_fraction(record: dict[str, Any], mask: np.ndarray | None) -> float:
+    """The record's ``hole_fraction`` if it is a number in [0, 1], else the mask's, else NaN."""
+    v = record.get("hole_fraction")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0:
+        return float(v)
+    return float(mask.mean()) if mask is not None else float("nan")
+
+
+def _scatter_rows(values: np.ndarray, rows: list[int], n: int) -> np.ndarray:
+    """An ``(n, D)`` array holding ``values`` at ``rows`` and NaN elsewhere."""
+    out = np.full((n, values.shape[1] if values.ndim == 2 else 0), np.nan)
+    out[rows] = values
+    return out
 
 
 def _batch_done(partial: Path, k: int) -> bool:

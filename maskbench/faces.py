@@ -2,16 +2,15 @@
 
 Detection is dlib's HOG frontal-face detector; landmarks are dlib's ``shape_predictor_68_face_landmarks``
 (Kazemi & Sullivan, CVPR 2014, trained on iBUG-300W). Model files resolve, in order: an explicit path,
-the ``face-recognition-models`` package, the maskbench cache folder, a download from dlib.net; if none
-is available :class:`ModelNotFoundError` names the file and where to put it.
+the ``face-recognition-models`` package, the maskbench cache folder, a download from dlib.net over https,
+checked against a pinned SHA-256 (:mod:`maskbench.resources`); if none is available
+:class:`ModelNotFoundError` names the file and where to put it.
 """
 
 from __future__ import annotations
 
-import bz2
 import importlib.util
 import os
-import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -45,9 +44,6 @@ MOUTH = tuple(range(48, 68))
 LEFT_EYE = tuple(range(36, 42))  # subject's right eye, image left
 RIGHT_EYE = tuple(range(42, 48))
 
-_DLIB_URL = "http://dlib.net/files/{name}.bz2"
-
-
 class NoFaceError(LookupError):
     """No face was found in an image."""
 
@@ -68,12 +64,16 @@ def cache_dir() -> Path:
 def resolve_dlib_model(name: str, path: str | os.PathLike | None = None) -> Path:
     """Find a dlib model file such as ``shape_predictor_68_face_landmarks.dat``.
 
-    Order: ``path`` -> the ``face-recognition-models`` package -> ``cache_dir()/dlib`` -> download from
-    dlib.net into the cache.
+    Order: ``path`` -> the ``face-recognition-models`` package -> ``cache_dir()/dlib`` (checked against
+    the file's pinned SHA-256 once per process) -> a download from dlib.net into the cache through
+    :func:`maskbench.resources.download`, which checks the pin before the file lands there.
 
     Raises:
-        ModelNotFoundError: ``path`` does not exist, or the file is nowhere and cannot be downloaded.
+        ModelNotFoundError: ``path`` does not exist; the name has no pin; the cached copy does not match its
+            pin; or the file is nowhere and cannot be downloaded (the reason is in the message).
     """
+    from .resources import DLIB_MODELS, DownloadError, download
+
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -85,20 +85,29 @@ def resolve_dlib_model(name: str, path: str | os.PathLike | None = None) -> Path
         if p.is_file():
             return p
     cached = cache_dir() / "dlib" / name
-    if cached.is_file():
-        return cached
+    model = DLIB_MODELS.get(name)
+    if model is None:
+        if cached.is_file():
+            return cached
+        raise ModelNotFoundError(f"dlib model {name} not found, and maskbench knows no checksum to download it "
+                                 f"with: put it in {cached.parent}")
     try:
-        with urllib.request.urlopen(_DLIB_URL.format(name=name), timeout=30) as r:
-            data = bz2.decompress(r.read())
-    except OSError as e:
+        if cached.is_file():
+            _verify_once(name, str(cached), cached.stat().st_mtime_ns)
+            return cached
+        return download(model, cached)
+    except DownloadError as e:
         raise ModelNotFoundError(
             f"dlib model {name} not found: install `face-recognition-models`, or put the file in "
-            f"{cached.parent} (download failed: {e})"
+            f"{cached.parent} ({e})"
         ) from None
-    from .io import atomic_write_bytes
 
-    atomic_write_bytes(cached, data)
-    return cached
+
+@lru_cache(maxsize=8)
+def _verify_once(name: str, path: str, mtime_ns: int) -> None:
+    from .resources import DLIB_MODELS, verify_file
+
+    verify_file(DLIB_MODELS[name], path)
 
 
 @dataclass(frozen=True)

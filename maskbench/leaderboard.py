@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,27 @@ import pandas as pd
 from .io import atomic_write_bytes, atomic_write_text
 from .metrics import higher_is_better
 
-__all__ = ["REPORTED_COLUMNS", "REPORTED_NOTE", "collect_results", "load_reported", "build_leaderboard"]
+__all__ = ["REPORTED_COLUMNS", "REPORTED_NOTE", "DamagedRunWarning", "collect_results", "load_reported",
+           "build_leaderboard"]
 
 REPORTED_COLUMNS = ("method", "paper", "protocol")
 REPORTED_NOTE = "reported in paper, other protocol"
 _SHOWN = ("l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole", "fid", "identity_cosine", "mask_iou", "mask_f1")
+
+
+class DamagedRunWarning(UserWarning):
+    """A run under the results folder was skipped: its summary or manifest cannot be read."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; raises ValueError (with the reason) for anything else."""
+    try:
+        obj = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not readable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+    return obj
 
 
 def _dataset_label(info: dict[str, Any], fingerprint: str | None) -> str:
@@ -51,6 +68,10 @@ def collect_results(results: str | os.PathLike) -> pd.DataFrame:
         Columns ``method, track, dataset, split, n, n_failed, identity_model, run_dir, source`` and one
         column per metric mean (``fid`` included); ``source`` is ``"measured"``. Empty frame if none.
 
+    Warns:
+        DamagedRunWarning: naming the file, for each run skipped because its ``summary.json`` or
+            ``manifest.json`` is not readable JSON or lacks what a row needs.
+
     Raises:
         FileNotFoundError: ``results`` is not a folder.
     """
@@ -63,14 +84,32 @@ def collect_results(results: str | os.PathLike) -> pd.DataFrame:
         manifest_path = run / "manifest.json"
         if not manifest_path.is_file():
             continue
-        manifest = json.loads(manifest_path.read_text())
-        if not manifest.get("complete"):
+        try:
+            row = _run_row(run, summary_path, manifest_path)
+        except ValueError as e:
+            warnings.warn(f"skipped run {run}: {e}", DamagedRunWarning, stacklevel=2)
             continue
-        s = json.loads(summary_path.read_text())
+        if row is not None:
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _run_row(run: Path, summary_path: Path, manifest_path: Path) -> dict[str, Any] | None:
+    """One leaderboard row, ``None`` for an incomplete run; raises ValueError naming the damaged file."""
+    try:
+        manifest = _read_json(manifest_path)
+    except ValueError as e:
+        raise ValueError(f"{manifest_path}: {e}") from None
+    if not manifest.get("complete"):
+        return None
+    try:
+        s = _read_json(summary_path)
+        if not isinstance(s.get("method"), str) or not isinstance(s.get("metrics", {}), dict):
+            raise ValueError("no method name or metrics")
         row: dict[str, Any] = {
             "method": s["method"],
             "track": s.get("track"),
-            "dataset": _dataset_label(manifest.get("dataset", {}), s.get("dataset_fingerprint")),
+            "dataset": _dataset_label(manifest.get("dataset") or {}, s.get("dataset_fingerprint")),
             "split": s.get("split"),
             "n": s.get("n"),
             "n_failed": s.get("n_failed", 0),
@@ -81,10 +120,11 @@ def collect_results(results: str | os.PathLike) -> pd.DataFrame:
             "protocol": "",
         }
         for name, m in s.get("metrics", {}).items():
-            row[name] = m.get("mean")
-        row["fid"] = s.get("fid")
-        rows.append(row)
-    return pd.DataFrame(rows)
+            row[name] = m.get("mean") if isinstance(m, dict) else None
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{summary_path}: {e}") from None
+    row["fid"] = s.get("fid")
+    return row
 
 
 def load_reported(path: str | os.PathLike) -> pd.DataFrame:
@@ -289,6 +329,10 @@ def _mask_type_chart(measured: pd.DataFrame, primary: str, path: Path) -> Path |
     return path
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def _sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128) -> Path | None:
     """Rows = methods with saved outputs; columns = the first ``k`` sample ids (same ids for all)."""
     import cv2
@@ -306,7 +350,7 @@ def _sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128
         cv2.putText(grid, method[:16], (4, i * cell + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         for j, sid in enumerate(ids):
             p = d / f"{sid}.png"
-            if p.is_file():
+            if p.is_file() and _inside(p, d):  # a copied results folder may hold links to elsewhere
                 im = cv2.resize(read_png(p), (cell, cell), interpolation=cv2.INTER_AREA)
                 grid[i * cell : (i + 1) * cell, label_w + j * cell : label_w + (j + 1) * cell] = im
     from .io import write_png

