@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .dataset import MASK_TYPES, DatasetFormatError, write_sample_sheet
+from .identity import IDENTITY_MODELS
 from .publish import PublishError
 from .sources import SourceError, resolve_source
 from .synth import SynthConfig, synthesize
@@ -197,18 +198,22 @@ def _evaluate_errors():
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False), help="Results root.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-fid", is_flag=True, help="Skip FID.")
-@click.option("--no-identity", is_flag=True, help="Skip identity cosine.")
-@click.option("--identity-model", default="auto", show_default=True, type=click.Choice(["auto", "dlib", "arcface"]))
+@click.option("--no-identity", is_flag=True, help="Skip the identity metrics.")
+@click.option("--identity-model", default="sface", show_default=True, type=click.Choice(IDENTITY_MODELS),
+              help="Face recognizer for the identity metrics.")
 @click.option("--fid-weights", default=None, type=click.Path(dir_okay=False), help="Inception state-dict file.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Threads preparing batches (decode, predict, pixel metrics).")
 def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, out, seed, no_fid, no_identity,
-                 identity_model, fid_weights) -> None:
+                 identity_model, fid_weights, workers) -> None:
     """Run METHOD on a dataset split and write per-image scores, a summary and a manifest."""
     from .evaluate import EvalConfig, evaluate
+    from .stats import summary_lines
 
     cfg = EvalConfig(
         method=method, data=data, split=split, limit=limit, device=device, batch_size=batch_size,
         save_outputs=save_outputs, out=out, seed=seed, fid=not no_fid, identity=not no_identity,
-        identity_model=identity_model, fid_weights=fid_weights,
+        identity_model=identity_model, fid_weights=fid_weights, workers=workers,
     )
     try:
         res = evaluate(cfg, progress=_progress_printer())
@@ -216,14 +221,11 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
         raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     s = res.summary
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
-    for name in ("l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole", "identity_cosine", "mask_iou", "mask_f1"):
-        m = s["metrics"].get(name)
-        if m and m["mean"] is not None:
-            click.echo(f"  {name:16s} {m['mean']:.4f}  [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]  n={m['n']}")
-    if s.get("fid") is not None:
-        click.echo(f"  {'fid':16s} {s['fid']:.3f}  n={s['fid_n']}")
+    for line in summary_lines(s):
+        click.echo("  " + line)
     if res.failures:
-        click.echo(f"{len(res.failures)} of {s['n']} images failed, e.g. {res.failures[0]['id']}: {res.failures[0]['error']}", err=True)
+        click.echo(f"{len(res.failures)} of {s['n']} images failed (scored as the masked input), "
+                   f"e.g. {res.failures[0]['id']}: {res.failures[0]['error']}", err=True)
         if len(res.failures) == s["n"]:
             sys.exit(1)
 
