@@ -244,20 +244,57 @@ def _progress_printer():
     return progress
 
 
+#: Where ``maskbench leaderboard`` reads runs by default: your results, then the runs behind the committed
+#: leaderboard (a default root that does not exist is skipped).
+DEFAULT_RESULTS = ("results", "leaderboard/runs")
+
+
+def _results_roots(results: tuple[str, ...]) -> list[str]:
+    if results:
+        return list(results)
+    roots = [r for r in DEFAULT_RESULTS if Path(r).is_dir()]
+    if not roots:
+        raise UserError(f"no results found: none of {', '.join(DEFAULT_RESULTS)} exists (run maskbench evaluate first)")
+    return roots
+
+
 @main.command("leaderboard")
-@click.option("--results", default="results", show_default=True, type=click.Path(file_okay=False), help="Results root.")
-@click.option("--out", default="leaderboard", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--results", multiple=True, type=click.Path(file_okay=False),
+              help="Results root; repeat to merge several [default: results/ and leaderboard/runs/ where present].")
+@click.option("--out", default="results/leaderboard", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder (the committed leaderboard/ is regenerated with --results leaderboard/runs "
+                   "--out leaderboard).")
 @click.option("--reported", default=None, type=click.Path(dir_okay=False),
               help="Paper-reported numbers CSV [default: OUT/reported.csv when present].")
-@click.option("--primary", default="ssim_hole", show_default=True, help="Metric to sort by.")
+@click.option("--primary", default="ssim_hole", show_default=True, help="Metric to rank by.")
 @user_errors(FileNotFoundError, KeyError, ValueError)
 def leaderboard_cmd(results, out, reported, primary) -> None:
-    """Aggregate results folders into leaderboard.csv, leaderboard.md and index.html."""
+    """Merge results into one row per method, options, weights and dataset: CSV, Markdown, HTML, charts."""
     from .leaderboard import build_leaderboard
 
-    paths = build_leaderboard(results, out, reported=reported, primary=primary)
+    paths = build_leaderboard(_results_roots(results), out, reported=reported, primary=primary)
     for p in paths:
         click.echo(f"wrote {p}")
+
+
+@main.command("compare")
+@click.argument("a")
+@click.argument("b")
+@click.option("--results", multiple=True, type=click.Path(file_okay=False),
+              help="Results root; repeat to merge [default: results/ and leaderboard/runs/ where present].")
+@click.option("--dataset", default=None, help="Dataset label or fingerprint prefix, when A and B share several.")
+@click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable).")
+@user_errors(FileNotFoundError, KeyError, ValueError)
+def compare_cmd(a, b, results, dataset, metrics) -> None:
+    """Paired comparison of methods (or run folders) A and B on the images both scored: per metric the mean
+    difference A - B, its 95% bootstrap interval and a Wilcoxon signed-rank p-value."""
+    from .leaderboard import compare_methods, format_comparison
+    from .metrics import get_metric
+
+    for m in metrics:
+        get_metric(m)
+    table, info = compare_methods(a, b, _results_roots(results), dataset=dataset, metrics=list(metrics) or None)
+    click.echo(format_comparison(table, info))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -307,7 +307,11 @@ def _ort_session(path: Path, device: str):
         raise ModelNotFoundError("onnxruntime is not installed: pip install onnxruntime") from None
     so = ort.SessionOptions()
     so.log_severity_level = 3  # the zoo files declare initializers as inputs: ORT warns once per tensor
-    so.intra_op_num_threads = min(4, os.cpu_count() or 1)
+    # one thread, no spin-waiting: the evaluator runs it beside its own worker threads, and a spinning
+    # pool on a busy machine costs far more than it saves on a 112 px network
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")

@@ -155,7 +155,7 @@ def paired_comparison(a: pd.DataFrame, b: pd.DataFrame, metrics=None, seed: int 
     """
     if "id" not in a.columns or "id" not in b.columns:
         raise ValueError("per-image tables need an 'id' column")
-    j = a.set_index("id").join(b.set_index("id"), how="inner", lsuffix="_a", rsuffix="_b")
+    j = a.merge(b, on="id", how="inner", suffixes=("_a", "_b"))
     if j.empty:
         raise ValueError("the two runs have no image in common (different datasets?)")
     if metrics is None:
