@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .dataset import MASK_TYPES, DatasetFormatError, write_sample_sheet
+from .identity import IDENTITY_MODELS
 from .publish import PublishError
 from .sources import SourceError, resolve_source
 from .synth import SynthConfig, synthesize
@@ -249,18 +250,22 @@ def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batc
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False), help="Results root.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-fid", is_flag=True, help="Skip FID.")
-@click.option("--no-identity", is_flag=True, help="Skip identity cosine.")
-@click.option("--identity-model", default="auto", show_default=True, type=click.Choice(["auto", "dlib", "arcface"]))
+@click.option("--no-identity", is_flag=True, help="Skip the identity metrics.")
+@click.option("--identity-model", default="sface", show_default=True, type=click.Choice(IDENTITY_MODELS),
+              help="Face recognizer for the identity metrics.")
 @click.option("--fid-weights", default=None, type=click.Path(dir_okay=False), help="Inception state-dict file.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Threads preparing batches (decode, predict, pixel metrics).")
 @click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
               help="A method option (repeatable), e.g. radius=5; part of the results key.")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="Weights file of a learned method (same as --method-arg weights=PATH).")
 def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, out, seed, no_fid, no_identity,
-                 identity_model, fid_weights, method_args, weights) -> None:
+                 identity_model, fid_weights, workers, method_args, weights) -> None:
     """Run METHOD on a dataset split and write per-image scores, a summary and a manifest."""
     from .evaluate import EvalConfig, evaluate
     from .predictors import parse_method_args
+    from .stats import summary_lines
 
     try:
         margs = parse_method_args(method_args)
@@ -279,7 +284,8 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
     cfg = EvalConfig(
         method=method, data=data, split=split, limit=limit, device=device, batch_size=batch_size,
         save_outputs=save_outputs, out=out, seed=seed, fid=not no_fid, identity=not no_identity,
-        identity_model=identity_model, fid_weights=fid_weights, method_args=tuple(sorted(margs.items())),
+        identity_model=identity_model, fid_weights=fid_weights, workers=workers,
+        method_args=tuple(sorted(margs.items())),
     )
     try:
         res = evaluate(cfg, progress=_progress_printer())
@@ -287,14 +293,11 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
         raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     s = res.summary
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
-    for name in ("l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole", "identity_cosine", "mask_iou", "mask_f1"):
-        m = s["metrics"].get(name)
-        if m and m["mean"] is not None:
-            click.echo(f"  {name:16s} {m['mean']:.4f}  [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]  n={m['n']}")
-    if s.get("fid") is not None:
-        click.echo(f"  {'fid':16s} {s['fid']:.3f}  n={s['fid_n']}")
+    for line in summary_lines(s):
+        click.echo("  " + line)
     if res.failures:
-        click.echo(f"{len(res.failures)} of {s['n']} images failed, e.g. {res.failures[0]['id']}: {res.failures[0]['error']}", err=True)
+        click.echo(f"{len(res.failures)} of {s['n']} images failed (scored as the masked input), "
+                   f"e.g. {res.failures[0]['id']}: {res.failures[0]['error']}", err=True)
         if len(res.failures) == s["n"]:
             sys.exit(1)
 
@@ -313,22 +316,39 @@ def _progress_printer():
     return progress
 
 
+#: Where ``maskbench leaderboard`` reads runs by default: your results, then the runs behind the committed
+#: leaderboard (a default root that does not exist is skipped).
+DEFAULT_RESULTS = ("results", "leaderboard/runs")
+
+
+def _results_roots(results: tuple[str, ...]) -> list[str]:
+    if results:
+        return list(results)
+    roots = [r for r in DEFAULT_RESULTS if Path(r).is_dir()]
+    if not roots:
+        raise UserError(f"no results found: none of {', '.join(DEFAULT_RESULTS)} exists (run maskbench evaluate first)")
+    return roots
+
+
 @main.command("leaderboard")
-@click.option("--results", default="results", show_default=True, type=click.Path(file_okay=False), help="Results root.")
-@click.option("--out", default="leaderboard", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--results", multiple=True, type=click.Path(file_okay=False),
+              help="Results root; repeat to merge several [default: results/ and leaderboard/runs/ where present].")
+@click.option("--out", default="results/leaderboard", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder (the committed leaderboard/ is regenerated with --results leaderboard/runs "
+                   "--out leaderboard).")
 @click.option("--reported", default=None, type=click.Path(dir_okay=False),
               help="Paper-reported numbers CSV [default: OUT/reported.csv when present].")
-@click.option("--primary", default="ssim_hole", show_default=True, help="Metric to sort by.")
+@click.option("--primary", default="ssim_hole", show_default=True, help="Metric to rank by.")
 @user_errors(FileNotFoundError, KeyError, ValueError)
 def leaderboard_cmd(results, out, reported, primary) -> None:
-    """Aggregate results folders into leaderboard.csv, leaderboard.md and index.html."""
+    """Merge results into one row per method, options, weights and dataset: CSV, Markdown, HTML, charts."""
     import warnings
 
     from .leaderboard import DamagedRunWarning, build_leaderboard
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DamagedRunWarning)
-        paths = build_leaderboard(results, out, reported=reported, primary=primary)
+        paths = build_leaderboard(_results_roots(results), out, reported=reported, primary=primary)
     for w in caught:
         if issubclass(w.category, DamagedRunWarning):
             click.echo(f"warning: {w.message}", err=True)
@@ -336,6 +356,26 @@ def leaderboard_cmd(results, out, reported, primary) -> None:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     for p in paths:
         click.echo(f"wrote {p}")
+
+
+@main.command("compare")
+@click.argument("a")
+@click.argument("b")
+@click.option("--results", multiple=True, type=click.Path(file_okay=False),
+              help="Results root; repeat to merge [default: results/ and leaderboard/runs/ where present].")
+@click.option("--dataset", default=None, help="Dataset label or fingerprint prefix, when A and B share several.")
+@click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable).")
+@user_errors(FileNotFoundError, KeyError, ValueError)
+def compare_cmd(a, b, results, dataset, metrics) -> None:
+    """Paired comparison of methods (or run folders) A and B on the images both scored: per metric the mean
+    difference A - B, its 95% bootstrap interval and a Wilcoxon signed-rank p-value."""
+    from .leaderboard import compare_methods, format_comparison
+    from .metrics import get_metric
+
+    for m in metrics:
+        get_metric(m)
+    table, info = compare_methods(a, b, _results_roots(results), dataset=dataset, metrics=list(metrics) or None)
+    click.echo(format_comparison(table, info))
 
 
 if __name__ == "__main__":  # pragma: no cover

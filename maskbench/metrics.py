@@ -1,11 +1,13 @@
-"""Pixel metrics (L1, PSNR, SSIM, whole image or hole only) and mask metrics (IoU, F1).
+"""The metric registry, pixel metrics (L1, PSNR, SSIM, whole image or hole only) and mask metrics.
+
+:data:`METRICS` is the one list of metrics (name, direction, format, unit, group, function): the
+evaluator, the leaderboard, ``maskbench compare`` and the CLI read it, so a new metric is one entry.
 
 One implementation, two faces (after torchmetrics' ``functional/image/ssim.py`` + ``image/ssim.py``):
 :func:`l1`, :func:`psnr`, :func:`ssim`, :func:`mask_iou`, :func:`mask_f1` are pure functions on NumPy
-arrays, and :func:`image_scores` is the batched path the evaluator uses (OpenCV on CPU, torch on CUDA;
-the two backends are tested to agree) — the pure functions call it, so each formula is written once
-per backend. :class:`ImageMetrics` accumulates
-per-image scores over batches.
+arrays, and :func:`image_scores` is the batched path the evaluator uses (OpenCV, image by image) — the
+pure functions call it, so each formula is written once. :class:`ImageMetrics` accumulates per-image
+scores over batches.
 
 Conventions: ``uint8`` images are divided by 255; float images are taken as already in
 ``[0, data_range]``. Every score is per image; channel results are averaged.
@@ -30,14 +32,18 @@ Conventions: ``uint8`` images are divided by 255; float images are taken as alre
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 __all__ = [
+    "Metric",
+    "METRICS",
+    "metric_names",
+    "get_metric",
+    "format_value",
     "HIGHER_IS_BETTER",
     "higher_is_better",
     "UnknownMetricError",
@@ -50,16 +56,76 @@ __all__ = [
     "ImageMetrics",
 ]
 
-#: Direction of every metric the evaluator reports (used by the leaderboard to sort).
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "l1": False,
-    "psnr": True,
-    "ssim": True,
-    "fid": False,
-    "identity_cosine": True,
-    "mask_iou": True,
-    "mask_f1": True,
-}
+@dataclass(frozen=True)
+class Metric:
+    """One reported metric: the single place its name, direction, format and unit are written.
+
+    Attributes:
+        name: column name in ``per_image.parquet``, ``summary.json`` and the leaderboard.
+        higher_is_better: sort direction (the leaderboard ranks by it).
+        fmt: Python format spec for tables (``".4f"``).
+        unit: shown in table headers where not empty (``"dB"``, ``"%"``).
+        group: ``"pixel"`` (scored on composite and raw output), ``"set"`` (one value per image set:
+            FID), ``"identity"``, or ``"mask"`` (blind track).
+        description: one line for ``--help`` and tables.
+        fn: the pure per-image function where one exists (``None`` for set and identity metrics, which
+            the evaluator computes with networks).
+        per_image: True when ``per_image.parquet`` holds a value per image (paired tests need it).
+    """
+
+    name: str
+    higher_is_better: bool
+    fmt: str
+    unit: str
+    group: str
+    description: str
+    fn: Callable[..., Any] | None = None
+    per_image: bool = True
+
+
+def _registry() -> dict[str, Metric]:
+    ms = [
+        Metric("l1", False, ".4f", "", "pixel", "mean absolute error, image in [0, 1]", l1),
+        Metric("psnr", True, ".2f", "dB", "pixel", "peak signal-to-noise ratio", psnr),
+        Metric("ssim", True, ".4f", "", "pixel", "structural similarity (Wang et al. 2004)", ssim),
+        Metric("l1_hole", False, ".4f", "", "pixel", "L1 over hole pixels", l1),
+        Metric("psnr_hole", True, ".2f", "dB", "pixel", "PSNR over hole pixels", psnr),
+        Metric("ssim_hole", True, ".4f", "", "pixel", "SSIM map averaged over the hole", ssim),
+        Metric("fid", False, ".2f", "", "set", "Frechet Inception distance to the split's originals", per_image=False),
+        Metric("identity_cosine", True, ".3f", "", "identity", "cosine of output and original face embeddings"),
+        Metric("identity_match", True, ".3f", "", "identity",
+               "share verified as the same person as the original at the recognizer's threshold"),
+        Metric("identity_rank1", True, ".3f", "", "identity",
+               "rank-1 identification against the other photos of the split's identities"),
+        Metric("mask_iou", True, ".4f", "", "mask", "blind track: IoU of predicted and true hole", mask_iou),
+        Metric("mask_f1", True, ".4f", "", "mask", "blind track: F1 of predicted and true hole", mask_f1),
+    ]
+    return {m.name: m for m in ms}
+
+
+def metric_names(group: str | None = None) -> tuple[str, ...]:
+    """Registered metric names in display order, optionally only one ``group``."""
+    return tuple(n for n, m in METRICS.items() if group is None or m.group == group)
+
+
+def get_metric(name: str) -> Metric:
+    """The :class:`Metric` of a column name; ``raw_`` prefixes resolve to the base metric.
+
+    Raises:
+        UnknownMetricError: (a ``KeyError``) not a known metric.
+    """
+    base = name.removeprefix("raw_")
+    if base not in METRICS:
+        raise UnknownMetricError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    return METRICS[base]
+
+
+def format_value(name: str, value: Any) -> str:
+    """A metric value as the tables show it (``""`` for None/NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return format(float(value), get_metric(name).fmt)
+
 
 _SSIM_SIGMA = 1.5
 _SSIM_TRUNCATE = 3.5
@@ -79,113 +145,30 @@ def higher_is_better(metric: str) -> bool:
     Raises:
         UnknownMetricError: (a ``KeyError``) not a known metric.
     """
-    base = metric.removeprefix("raw_").removesuffix("_hole")
-    if base not in HIGHER_IS_BETTER:
-        raise UnknownMetricError(f"unknown metric {metric!r}; known: {', '.join(HIGHER_IS_BETTER)}")
-    return HIGHER_IS_BETTER[base]
+    return get_metric(metric).higher_is_better
 
 
-def _as_batch(x, data_range: float, device: str | torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
-    """(H, W, C) or (N, H, W, C) uint8/float array or tensor -> (N, C, H, W) float tensor in [0, data_range]."""
-    t = torch.as_tensor(x)
-    single = t.ndim == 3
-    if single:
-        t = t[None]
-    if t.ndim != 4:
-        raise ValueError(f"expected (H, W, C) or (N, H, W, C) images, got shape {tuple(t.shape)}")
-    t = t.to(device)
-    if t.dtype == torch.uint8:
-        t = t.to(dtype) * (data_range / 255.0)
-    else:
-        t = t.to(dtype)
-    return t.permute(0, 3, 1, 2), single
-
-
-def _as_masks(m, n: int, hw: tuple[int, int], device) -> torch.Tensor:
-    t = torch.as_tensor(m).to(device)
-    if t.ndim == 2:
-        t = t[None]
-    if t.dtype != torch.bool or tuple(t.shape) != (n, *hw):
-        raise ValueError(f"mask must be ({n}, {hw[0]}, {hw[1]}) or {hw} bool, got {tuple(t.shape)} {t.dtype}")
-    return t
-
-
-@lru_cache(maxsize=8)
-def _gauss_1d(dtype: torch.dtype, device: str) -> torch.Tensor:
-    # scipy.ndimage.gaussian_filter's kernel: radius int(truncate * sigma + 0.5), normalised to sum 1
-    r = int(_SSIM_TRUNCATE * _SSIM_SIGMA + 0.5)
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (x / _SSIM_SIGMA) ** 2)
-    return (k / k.sum()).to(dtype=dtype, device=device)
-
-
-def _symmetric_pad(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Pad the last two dims by ``r`` with half-sample symmetric reflection (SciPy ``mode='reflect'``)."""
-    h, w = x.shape[-2:]
-    iw = torch.cat([torch.arange(r - 1, -1, -1), torch.arange(w), torch.arange(w - 1, w - 1 - r, -1)]).to(x.device)
-    ih = torch.cat([torch.arange(r - 1, -1, -1), torch.arange(h), torch.arange(h - 1, h - 1 - r, -1)]).to(x.device)
-    return x.index_select(-1, iw).index_select(-2, ih)
-
-
-def _ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
-    """SSIM map ``(N, C, H, W)`` of two ``(N, C, H, W)`` float tensors (formula in the module docstring)."""
-    n, c, h, w = x.shape
-    k = _gauss_1d(x.dtype, str(x.device))
-    r = (k.numel() - 1) // 2
-    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (N, 5C, H, W)
-    stack = _symmetric_pad(stack, r)
-    g = 5 * c
-    stack = F.conv2d(stack, k.view(1, 1, 1, -1).expand(g, 1, 1, -1), groups=g)
-    stack = F.conv2d(stack, k.view(1, 1, -1, 1).expand(g, 1, -1, 1), groups=g)
-    ux, uy, uxx, uyy, uxy = stack.split(c, dim=1)
-    vx = uxx - ux * ux
-    vy = uyy - uy * uy
-    vxy = uxy - ux * uy
-    c1 = (_K1 * data_range) ** 2
-    c2 = (_K2 * data_range) ** 2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-
-
-def image_scores(
-    preds,
-    target,
-    mask=None,
-    *,
-    data_range: float = 1.0,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    backend: str = "auto",
-) -> dict[str, torch.Tensor]:
+def image_scores(preds, target, mask=None, *, data_range: float = 1.0, dtype=np.float32) -> dict[str, np.ndarray]:
     """L1, PSNR and SSIM of a batch, whole image and (with ``mask``) hole only.
 
-    Two backends compute the same formulas (module docstring): ``"opencv"``, image by image with
-    ``cv2.GaussianBlur`` (fast on CPU, releases the GIL so batches can be scored in threads), and
-    ``"torch"``, batched on ``device`` (for CUDA). ``"auto"`` picks OpenCV on CPU, torch otherwise.
+    Image by image with OpenCV (``cv2.GaussianBlur`` for the SSIM window), which releases the GIL, so
+    the evaluator scores batches in threads.
 
     Args:
         preds: ``(N, H, W, C)`` or ``(H, W, C)``, ``uint8`` (divided by 255) or float in
-            ``[0, data_range]``; NumPy array or tensor.
+            ``[0, data_range]``.
         target: same shape as ``preds``.
         mask: ``(N, H, W)`` or ``(H, W)`` bool, True on the hole; ``None`` skips the hole metrics.
         data_range: the value range of float inputs (and the scale uint8 inputs are mapped to).
-        device: where the torch backend computes.
-        dtype: ``torch.float32`` (default; matches scikit-image to ~1e-5) or ``torch.float64`` (~1e-12).
-        backend: ``"auto"``, ``"opencv"`` or ``"torch"``.
+        dtype: ``np.float32`` (default; matches scikit-image to ~1e-5) or ``np.float64`` (~1e-12).
 
     Returns:
         ``{"l1", "psnr", "ssim"}`` and, with a mask, ``{"l1_hole", "psnr_hole", "ssim_hole"}``: ``(N,)``
-        float64 CPU tensors. Sums and means are accumulated in float64.
+        float64 arrays. Sums and means are accumulated in float64.
 
     Raises:
-        ValueError: shapes differ or are not image batches; mask of the wrong shape or dtype; unknown
-            backend.
+        ValueError: shapes differ or are not image batches; mask of the wrong shape or dtype.
     """
-    if backend == "auto":
-        backend = "opencv" if str(device) == "cpu" else "torch"
-    if backend == "torch":
-        return _image_scores_torch(preds, target, mask, data_range, device, dtype)
-    if backend != "opencv":
-        raise ValueError(f"backend must be auto, opencv or torch, got {backend!r}")
     p = _np_batch(preds)
     t = _np_batch(target)
     if p.shape != t.shape:
@@ -193,18 +176,18 @@ def image_scores(
     n, h, w, _ = p.shape
     m = None
     if mask is not None:
-        m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask)
+        m = np.asarray(mask)
         m = m[None] if m.ndim == 2 else m
         if m.dtype != np.bool_ or m.shape != (n, h, w):
             raise ValueError(f"mask must be ({n}, {h}, {w}) or ({h}, {w}) bool, got {m.shape} {m.dtype}")
-    npdt = np.float64 if dtype == torch.float64 else np.float32
+    npdt = np.float64 if np.dtype(dtype) == np.float64 else np.float32
     rows = [_scores_one(p[i], t[i], None if m is None else m[i], data_range, npdt) for i in range(n)]
     keys = ("l1", "psnr", "ssim") + (("l1_hole", "psnr_hole", "ssim_hole") if m is not None else ())
-    return {k: torch.tensor([r[j] for r in rows], dtype=torch.float64) for j, k in enumerate(keys)}
+    return {k: np.array([r[j] for r in rows], np.float64) for j, k in enumerate(keys)}
 
 
 def _np_batch(x) -> np.ndarray:
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    a = np.asarray(x)
     if a.ndim == 3:
         a = a[None]
     if a.ndim != 4:
@@ -256,44 +239,10 @@ def _psnr(mse: float, data_range: float) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
-def _image_scores_torch(preds, target, mask, data_range, device, dtype) -> dict[str, torch.Tensor]:
-    """Torch backend of :func:`image_scores` (batched, any device)."""
-    x, _ = _as_batch(preds, data_range, device, dtype)
-    y, _ = _as_batch(target, data_range, device, dtype)
-    if x.shape != y.shape:
-        raise ValueError(f"preds and target differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
-    n, c, h, w = x.shape
-    diff = x - y
-    ad = diff.abs()
-    sq = diff * diff
-    s_map = _ssim_map(x, y, data_range)
-    r = (_gauss_1d(x.dtype, str(x.device)).numel() - 1) // 2
-    out = {
-        "l1": ad.double().mean(dim=(1, 2, 3)),
-        "psnr": _psnr_from_mse(sq.double().mean(dim=(1, 2, 3)), data_range),
-        "ssim": s_map[..., r : h - r, r : w - r].double().mean(dim=(2, 3)).mean(dim=1),
-    }
-    if mask is not None:
-        m = _as_masks(mask, n, (h, w), x.device).unsqueeze(1).double()  # (N, 1, H, W)
-        cnt = m.sum(dim=(1, 2, 3)) * c
-        cnt_safe = cnt.clamp_min(1)
-        nan = torch.full_like(cnt, float("nan"))
-        out["l1_hole"] = torch.where(cnt > 0, (ad * m).sum(dim=(1, 2, 3)) / cnt_safe, nan)
-        out["psnr_hole"] = torch.where(
-            cnt > 0, _psnr_from_mse((sq * m).sum(dim=(1, 2, 3)) / cnt_safe, data_range), nan
-        )
-        out["ssim_hole"] = torch.where(cnt > 0, (s_map * m).sum(dim=(1, 2, 3)) / cnt_safe, nan)
-    return {k: v.detach().to("cpu", torch.float64) for k, v in out.items()}
-
-
-def _psnr_from_mse(mse: torch.Tensor, data_range: float) -> torch.Tensor:
-    return 10.0 * torch.log10(data_range**2 / mse)  # mse == 0 -> +inf
-
-
 def _single(preds, target, mask, data_range: float, key: str) -> float | np.ndarray:
     single = np.ndim(preds) == 3
     scores = image_scores(preds, target, mask, data_range=data_range)
-    v = scores[key + ("_hole" if mask is not None else "")].numpy()
+    v = scores[key + ("_hole" if mask is not None else "")]
     return float(v[0]) if single else v
 
 
@@ -376,24 +325,18 @@ def mask_f1(pred, true) -> float | np.ndarray:
 class ImageMetrics:
     """Accumulate per-image L1/PSNR/SSIM (whole and hole) over batches; :meth:`compute` gives means.
 
-    Args:
-        device: where :func:`image_scores` runs.
-        dtype: its precision.
-
     Example:
         >>> m = ImageMetrics()
         >>> m.update(pred_batch, target_batch, mask_batch)   # (N, H, W, 3) uint8, (N, H, W) bool
         >>> m.compute()["ssim_hole"]
     """
 
-    def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        self.device = device
-        self.dtype = dtype
+    def __init__(self):
         self.values: dict[str, list[np.ndarray]] = {}
 
     def update(self, preds, target, mask=None) -> dict[str, np.ndarray]:
         """Score one batch (see :func:`image_scores`) and keep the per-image values; returns them."""
-        scores = {k: v.numpy() for k, v in image_scores(preds, target, mask, device=self.device, dtype=self.dtype).items()}
+        scores = image_scores(preds, target, mask)
         for k, v in scores.items():
             self.values.setdefault(k, []).append(v)
         return scores
@@ -406,3 +349,9 @@ class ImageMetrics:
             a = a[~np.isnan(a)]
             out[k] = float(a.mean()) if a.size else math.nan
         return out
+
+
+#: The metric registry: every metric the evaluator computes, the leaderboard shows and the CLI prints.
+METRICS: dict[str, Metric] = _registry()
+#: Direction of every registered metric (derived from :data:`METRICS`).
+HIGHER_IS_BETTER: dict[str, bool] = {n: m.higher_is_better for n, m in METRICS.items()}

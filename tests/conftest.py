@@ -71,3 +71,36 @@ def real_faces(tmp_path_factory, celeba_dir) -> Path:
 def synthetic_faces(tmp_path_factory) -> Path:
     """6 synthetic 64 px faces (no data needed)."""
     return write_fake_dataset(tmp_path_factory.mktemp("syn"), 6, size=64, seed=2)
+
+
+@pytest.fixture(scope="session")
+def celeba_faces_two_splits(celeba_dir):
+    """Real faces of several people, several photos each: ``(ims (N, H, W, 3) uint8, lms (N, 68, 2),
+    ids (N,) str)``: the first 6 detectable photos of each of the first 6 identities in
+    ``identity_CelebA.txt`` (CelebA aligned crops, landmarks from dlib)."""
+    import numpy as np
+
+    from maskbench.faces import FaceDetector, NoFaceError
+    from maskbench.io import read_image
+
+    by_id: dict[str, list[str]] = {}
+    for line in (celeba_dir / "identity_CelebA.txt").read_text().splitlines():
+        name, ident = line.split()
+        by_id.setdefault(ident, []).append(name)
+    detect = FaceDetector()
+    ims, lms, ids = [], [], []
+    for ident in sorted(by_id)[:6]:
+        k = 0
+        for name in by_id[ident]:
+            im = read_image(celeba_dir / "img_align_celeba" / name)
+            try:
+                face = detect(im)
+            except NoFaceError:
+                continue
+            ims.append(im)
+            lms.append(face.landmarks)
+            ids.append(ident)
+            k += 1
+            if k == 6:
+                break
+    return np.stack(ims), np.array(lms, np.float64), np.array(ids)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -31,8 +32,9 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def _run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskbench", *args], capture_output=True, text=True, timeout=timeout)
+def _run_cli(*args: str, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "maskbench", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
 
 
 # --------------------------------------------------------------------------- unit: composite and warp
@@ -338,21 +340,28 @@ def test_demo_source_shows_every_mask_type(tmp_path):
     assert s.returncode == 0 and cv2.imread(str(tmp_path / "sheet.png")) is not None
 
 
+@pytest.mark.slow
 def test_readme_main_job_end_to_end(celeba_dir, tmp_path):
     """synth a test split -> evaluate telea -> leaderboard, through the command line as the README says."""
-    data, results, board = tmp_path / "data", tmp_path / "results", tmp_path / "leaderboard"
+    data, results = tmp_path / "data", tmp_path / "results"
     r = _run_cli("synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--split", "test", "--limit", "24",
                  "--out", str(data), "--workers", "2", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert not (data / "train").exists() and len((data / "test" / "metadata.jsonl").read_text().splitlines()) >= 20
-    r = _run_cli("evaluate", "--method", "telea", "--data", str(data), "--out", str(results), "--save-outputs")
+    r = _run_cli("evaluate", "--method", "telea", "--data", str(data), "--save-outputs", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "psnr_hole" in r.stdout and "fid" in r.stdout
-    r = _run_cli("leaderboard", "--results", str(results), "--out", str(board))
+    assert "psnr_hole" in r.stdout and "fid" in r.stdout and "identity_rank1" in r.stdout
+    assert "FutureWarning" not in r.stderr and "DeprecationWarning" not in r.stderr
+    r = _run_cli("leaderboard", cwd=tmp_path)  # README: no options -> results/leaderboard/
     assert r.returncode == 0, r.stderr
-    md = (board / "leaderboard.md").read_text()
-    assert "| 1 | telea | given-mask |" in md
+    board = results / "leaderboard"
+    lb = pd.read_csv(board / "leaderboard.csv")
+    assert lb.loc[lb["rank"] == 1, "method"].tolist() == ["telea"]
+    assert {"identity_cosine", "identity_match", "identity_rank1"} <= set(lb.columns)
+    assert "ceiling (original photos)" in lb["method"].tolist()
     assert (board / "index.html").is_file() and (board / "samples.png").is_file()
+    r = _run_cli("compare", "telea", "telea", cwd=tmp_path)
+    assert r.returncode == 0 and "no significant difference" in r.stdout
 
 
 def test_landmark_yaw_agrees_with_a_3dmm_pose_fit(run200, shared_data):

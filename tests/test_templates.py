@@ -277,7 +277,24 @@ def test_data_dir_and_library_hash():
         assert (d / name).is_file(), name
     h = library_hash()
     assert h.startswith("sha256:") and len(h) == 7 + 64
-    assert library_hash() == h
+
+
+def test_library_hash_changes_with_any_data_file(tmp_path, monkeypatch):
+    import shutil
+
+    from maskbench import templates as T
+
+    h = library_hash()
+    copy = tmp_path / "lib"
+    shutil.copytree(data_dir(), copy)
+    monkeypatch.setattr(T, "data_dir", lambda: copy)
+    assert library_hash() == h  # same bytes elsewhere: same hash
+    anchors = copy / "anchors.json"
+    anchors.write_bytes(anchors.read_bytes() + b" ")
+    assert library_hash() != h
+    monkeypatch.setattr(T, "RENDERER_VERSION", "other")
+    anchors.write_bytes(anchors.read_bytes()[:-1])
+    assert library_hash() != h  # the renderer version is part of it too
 
 
 def _anchor_hull_mask(name: str, lm: np.ndarray) -> np.ndarray:
