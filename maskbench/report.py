@@ -252,7 +252,9 @@ def sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128)
         runs = [x for x in runs if x[1].is_dir() and any(x[1].glob("*.png"))]
         if not runs or not runs[0][2] or not Path(runs[0][2]).is_dir():
             continue
-        ids = sorted(set.intersection(*[{p.stem for p in d.glob("*.png")} for _, d, _, _ in runs]))[:k]
+        # only files inside their run folder: a copied results folder may hold links to elsewhere
+        ids = sorted(set.intersection(*[{p.stem for p in d.glob("*.png") if p.is_file()
+                                          and p.resolve().is_relative_to(d.resolve())} for _, d, _, _ in runs]))[:k]
         try:
             ds = MaskedFaces(runs[0][2], runs[0][3] or "test")
         except ValueError:

@@ -66,8 +66,8 @@ def test_every_registered_method_meets_the_contract(name):
 def test_builtins_are_listed_and_lazy():
     """Listing methods imports none of them; asking for one imports only its module."""
     code = ("import sys, maskbench.predictors as P; names = P.list_methods(); "
-            "print('baselines.classical' in sys.modules, 'telea' in names); "
-            "P.get_predictor_class('telea'); print('baselines.classical' in sys.modules)")
+            "print('maskbench.baselines.classical' in sys.modules, 'telea' in names); "
+            "P.get_predictor_class('telea'); print('maskbench.baselines.classical' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "True", "True"]
