@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,6 +60,7 @@ from . import __version__
 from .dataset import MaskedFaces, SampleError, check_name
 from .faces import cache_dir
 from .io import atomic_write_bytes, atomic_write_json, write_png
+from .resources import git_commit
 from .metrics import image_scores, mask_f1, mask_iou, metric_names
 from .predictors import Predictor, batch_generator, get_predictor_class, resolve_device, run_predictor
 from .stats import HOLE_BUCKET_LABELS, PSNR_CAP_DB, describe, hole_buckets, hole_face_fraction, summarize
@@ -430,7 +430,7 @@ def _manifest(config, cls, dataset, device, identity_model, feats, started, n_fa
         "device": device,
         "hardware": _hardware(device),
         "versions": _versions(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "identity_model": identity_model,
         "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
         "started": _iso(started),
@@ -699,11 +699,4 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _git_commit() -> str | None:
-    try:
-        r = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip() or None if r.returncode == 0 else None
+

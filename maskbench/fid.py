@@ -16,7 +16,6 @@ statistics -> distance, each usable alone.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import warnings
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from .faces import ModelNotFoundError, cache_dir
+from .resources import sha256_file
 
 __all__ = [
     "FID_HUB_FILE",
@@ -47,14 +47,6 @@ CONVERTED_FILE = "pt_inception-2015-12-05-from-fid-helper-default_1.pth"
 FEATURE_DIM = 2048
 _BUILD_LOCK = threading.Lock()
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _hub_file() -> Path:

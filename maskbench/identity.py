@@ -30,7 +30,6 @@ the output against a gallery of the OTHER photos of the split's identities (near
 
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -250,14 +249,6 @@ def find_arcface_model() -> Path | None:
             if p.is_file():
                 return p
     return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_sface_model(path: str | os.PathLike | None = None, *, allow_download: bool = True) -> Path:

@@ -402,10 +402,10 @@ def build_leaderboard(
 
 
 def _provenance() -> dict[str, str]:
-    from .evaluate import _git_commit
+    from .resources import git_commit
 
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "version": __version__,
-            "commit": (_git_commit() or "unknown")[:12]}
+            "commit": (git_commit() or "unknown")[:12]}
 
 
 def compare_methods(a: str, b: str, results, *, dataset: str | None = None, metrics=None) -> tuple[pd.DataFrame, dict]:

@@ -13,7 +13,6 @@ input size and composited into the input, so pixels outside the true hole always
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from .predictors import Predictor, PredictorOutput, RegistryError
+from .resources import sha256_file
 
 __all__ = ["LearnedInpainter", "trainer_class", "config_dir", "default_weights"]
 
@@ -59,11 +59,7 @@ def default_weights(predictor_cls: type[Predictor]) -> Path:
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)  # cached per (path, mtime): called for every results key
 
 
 class LearnedInpainter(Predictor):

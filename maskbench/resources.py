@@ -197,3 +197,25 @@ def verify_file(model: ModelFile, path: str | os.PathLike) -> None:
         if h.hexdigest() == model.sha256:
             return
     raise ChecksumError(f"{p}: does not match the pinned sha256 of {model.name}; delete it to download it again")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The commit of the maskbench checkout in use (recorded in manifests and weights cards), or ``None``
+    for an installed copy without git."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                           text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None

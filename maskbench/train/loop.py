@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import subprocess
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -33,8 +32,9 @@ import torch
 import torch.nn as nn
 import yaml
 
-from ..io import atomic_write_bytes, atomic_write_text, write_png
-from .checkpoint import CheckpointError, export_weights, load_training_state, read_card, save_training_state
+from ..io import atomic_write_text, write_png
+from ..resources import git_commit
+from .checkpoint import export_weights, load_training_state, save_training_state
 from .config import COMMON_DEFAULTS, ConfigError, merge
 from .data import Batch, batch_indices, to_batch
 
@@ -135,15 +135,6 @@ def _dist() -> tuple[int, int, int]:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     return rank, local, world
-
-
-def _git_commit() -> str | None:
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                           text=True, timeout=5)
-        return r.stdout.strip() or None if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def train(
@@ -293,7 +284,7 @@ def train(
             "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
             "processes": world,
             "loss_network": getattr(loss_net, "name", None),
-            "commit": _git_commit(),
+            "commit": git_commit(),
             "parameters": {k: sum(p.numel() for p in getattr(m, "module", m).parameters())
                            for k, m in method.nets.items() if k in trainable.inference_nets},
         }
