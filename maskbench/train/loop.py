@@ -89,6 +89,7 @@ class Trainable(ABC):
         self.config = config
         self.device = device
         self.loss_net = loss_net
+        self.step = 0  # steps done before the current one; set by the loop (for loss schedules)
         self.nets: dict[str, nn.Module] = self.build(config)
 
     @classmethod
@@ -242,6 +243,7 @@ def train(
         t0 = time.perf_counter()
         index, epoch = batch_indices(len(data), bs, step, config["seed"], rank, world)
         batch = to_batch(*data.get(index, epoch), index, device)
+        method.step = step
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             losses = method.training_step(batch, opt)
         step += 1
