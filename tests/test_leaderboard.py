@@ -273,3 +273,15 @@ def test_weights_card_becomes_a_training_column(results, tmp_path):
     md = (tmp_path / "lb" / "leaderboard.md").read_text()
     assert "training" in md and "256 px, 1200 steps, 38400 images, cpu, 3600 s" in md
     assert np.isfinite(pd.read_csv(tmp_path / "lb" / "leaderboard.csv")["ssim_hole"]).all()
+
+
+def test_rows_of_one_method_with_other_options_keep_their_own_label(results, synthetic_faces, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(results / "telea", root / "telea")
+    _eval(synthetic_faces, root, "telea", method_args=(("radius", 9),))
+    build_leaderboard(root, tmp_path / "lb")
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    by_type = md[md.index("by mask type"):]
+    assert "telea [radius=9]" in by_type  # its own row in the breakdown, not merged into plain telea
+    assert sum(line.startswith("| telea ") for line in by_type.splitlines()) >= 1
+    assert "nan" not in md.lower().replace("nan_", "")
