@@ -249,3 +249,17 @@ def test_on_the_fly_masks_change_every_epoch(train_data):
     m0b, _, h0b = otf.get(np.array([0, 1]), epoch=0)
     np.testing.assert_array_equal(m0, m0b)
     assert h0.any() and not h0.all()
+
+
+def test_reconstruction_warmup_switches_the_adversarial_terms_on(train_data, tmp_path):
+    """region-attentive's ``loss.adversarial_from_step``: L1 + perceptual only before it (no GAN term, the
+    discriminators untouched), every term after."""
+    r = subprocess.run(_cli_train("region-attentive", train_data, tmp_path / "run"), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = _log(tmp_path / "run")
+    assert [int(x["step"]) for x in rows] == [1, 2, 3, 4]
+    before, after = rows[:2], rows[2:]
+    assert all(float(x["gan_g"]) == 0 and float(x["gan_d"]) == 0 for x in before)
+    assert all(float(x["gan_g"]) > 0 and float(x["gan_d"]) > 0 for x in after)
+    assert all(float(x["l1"]) > 0 for x in rows)
