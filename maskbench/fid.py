@@ -26,7 +26,7 @@ from unittest import mock
 import numpy as np
 import torch
 
-from .faces import ModelNotFoundError, cache_dir
+from .resources import ModelNotFoundError, cache_dir
 from .resources import sha256_file
 
 __all__ = [

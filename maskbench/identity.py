@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .faces import ModelNotFoundError, cache_dir, resolve_dlib_model
+from .resources import ModelNotFoundError, cache_dir, resolve_dlib_model
 
 __all__ = [
     "IDENTITY_MODELS",
@@ -147,7 +147,7 @@ class DlibIdentity(IdentityModel):
     descriptors to 1e-5 (tested), batched, on ``device``, and releases the GIL while it runs.
 
     Args:
-        model_path: the ``.dat`` file, or ``None`` for :func:`maskbench.faces.resolve_dlib_model`.
+        model_path: the ``.dat`` file, or ``None`` for :func:`maskbench.resources.resolve_dlib_model`.
         device: torch device for the network.
         batch_size: chips per forward pass.
 

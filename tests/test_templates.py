@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from maskbench.format import MASK_TYPES
 from maskbench.io import read_png
-from maskbench.templates import (
-    MASK_TYPES,
+from maskbench.masks import (
     TemplateSpec,
     TemplateSpecError,
     canonical_landmarks,
@@ -273,7 +273,7 @@ def test_cli_lists_templates_and_writes_a_sheet(tmp_path):
 
 def test_data_dir_and_library_hash():
     d = data_dir()
-    for name in ("mean_face_68.csv", "anchors.json", "templates.csv", "textures.csv", "README.md"):
+    for name in ("mean_face_68.csv", "anchors.json", "templates.csv", "textures.csv", "mask_types.yaml", "README.md"):
         assert (d / name).is_file(), name
     h = library_hash()
     assert h.startswith("sha256:") and len(h) == 7 + 64
@@ -282,17 +282,18 @@ def test_data_dir_and_library_hash():
 def test_library_hash_changes_with_any_data_file(tmp_path, monkeypatch):
     import shutil
 
-    from maskbench import templates as T
+    from maskbench.masks import frame as F
+    from maskbench.masks import render as R
 
     h = library_hash()
     copy = tmp_path / "lib"
     shutil.copytree(data_dir(), copy)
-    monkeypatch.setattr(T, "data_dir", lambda: copy)
+    monkeypatch.setattr(F, "data_dir", lambda: copy)
     assert library_hash() == h  # same bytes elsewhere: same hash
     anchors = copy / "anchors.json"
     anchors.write_bytes(anchors.read_bytes() + b" ")
     assert library_hash() != h
-    monkeypatch.setattr(T, "RENDERER_VERSION", "other")
+    monkeypatch.setattr(R, "RENDERER_VERSION", "other")
     anchors.write_bytes(anchors.read_bytes()[:-1])
     assert library_hash() != h  # the renderer version is part of it too
 

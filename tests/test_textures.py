@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskbench.templates import MASK_TYPES, data_dir
-from maskbench.textures import (
+from maskbench.format import MASK_TYPES
+from maskbench.masks import data_dir
+from maskbench.masks.textures import (
     TEXTURE_KINDS,
     TextureBank,
     TextureSpecError,
