@@ -271,12 +271,12 @@ class SynthReport:
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-_MAX_BASE_ID = 190  # ids stay within maskbench.dataset.ID_PATTERN (200 characters) with a variant suffix
+_MAX_BASE_ID = 190  # ids stay within maskbench.format.ID_PATTERN (200 characters) with a variant suffix
 
 
 def _plan_ids(items: list[SourceItem]) -> dict[str, str]:
     """A file-safe, unique id per source item: the id without extension (no leading dot, at most 190
-    characters, matching :data:`maskbench.dataset.ID_PATTERN`), hashed on collision."""
+    characters, matching :data:`maskbench.format.ID_PATTERN`), hashed on collision."""
     base = {}
     for it in items:
         stem = it.source_id.rsplit(".", 1)[0] if "." in Path(it.source_id).name else it.source_id
