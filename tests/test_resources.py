@@ -65,7 +65,7 @@ def test_plain_http_is_refused(tmp_path):
 
 
 def test_every_pin_is_https_and_well_formed():
-    for m in [*resources.DLIB_MODELS.values(), resources.FID_INCEPTION]:
+    for m in [*resources.DLIB_MODELS.values(), resources.FID_INCEPTION, resources.SFACE_MODEL]:
         assert m.url.startswith("https://") and re.fullmatch(r"[0-9a-f]{64}", m.sha256) and m.size > 0
     # torch-hub file names carry the first 8 hex digits of the file's sha256
     assert resources.FID_INCEPTION.sha256.startswith(resources.FID_INCEPTION.name.rsplit("-", 1)[1][:8])

@@ -14,7 +14,7 @@ Everything that makes a mask type lives here and in ``mask_templates/``:
   mask on a face.
 """
 
-from .composite import composite, face_shading
+from .composite import composite, face_shading, put_mask
 from .frame import CANONICAL_SIZE, AnchorSet, canonical_landmarks, data_dir, face_hull, load_anchor_sets
 from .render import RENDERER_VERSION, library_hash, render_template, write_contact_sheet
 from .spec import MaskTypeRules, MaskTypesError, TemplateSpec, TemplateSpecError, load_mask_types, load_templates
@@ -44,6 +44,7 @@ __all__ = [
     "load_photo_textures",
     "load_templates",
     "load_textures",
+    "put_mask",
     "render_template",
     "render_texture",
     "write_contact_sheet",

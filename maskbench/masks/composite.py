@@ -1,11 +1,38 @@
-"""Put a warped mask on a face: light it with the face's own shading and alpha-composite it."""
+"""Put a rendered mask on a face: warp it onto the face's anchor points, light it with the face's own
+shading and alpha-composite it (:func:`put_mask`, built from :func:`face_shading` and :func:`composite`)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-__all__ = ["composite", "face_shading"]
+from .warp import PiecewiseAffineWarp
+
+__all__ = ["composite", "face_shading", "put_mask"]
+
+
+def put_mask(
+    face: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, warp: PiecewiseAffineWarp, dst_points: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp a mask rendered in the canonical frame onto a face, light it and composite it.
+
+    Args:
+        face: ``(H, W, 3) uint8`` RGB.
+        rgb: ``(S, S, 3) float32`` mask colour in [0, 1] (:func:`maskbench.masks.render_template`).
+        alpha: ``(S, S) float32`` coverage in [0, 1].
+        warp: the warp of the template's anchor set, built on its canonical points at size ``S``.
+        dst_points: ``(K, 2)`` the anchor set evaluated on the face's landmarks, ``face`` pixels.
+
+    Returns:
+        ``(masked, hole)``: ``(H, W, 3) uint8`` and ``(H, W) bool``, as :func:`composite`.
+    """
+    premult = np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=2).astype(np.float32)
+    ys, xs = np.nonzero(alpha > 0)
+    support = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
+    warped = warp(premult, dst_points, face.shape[:2], support)
+    w_alpha = np.clip(warped[..., 3], 0.0, 1.0)
+    shading = face_shading(face, w_alpha > 0.5)
+    return composite(face, warped[..., :3], w_alpha, shading)
 
 
 def face_shading(face: np.ndarray, region: np.ndarray, strength: float = 0.8) -> np.ndarray:

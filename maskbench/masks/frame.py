@@ -117,7 +117,6 @@ def face_hull(size: int = CANONICAL_SIZE) -> np.ndarray:
     return cv2.convexHull(pts, clockwise=False)[:, 0, :].astype(np.float32)
 
 
-
 @dataclass(frozen=True)
 class Frame:
     """Per-size constants: pixel-centre coordinates in canonical units and the face-hull clip (:func:`get_frame`)."""

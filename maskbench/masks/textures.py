@@ -528,6 +528,17 @@ class TextureBank:
         self._mix = {t: r.texture_mix for t, r in mask_type_rules().items()}
         self.image = lru_cache(maxsize=cache_size)(self._image)
 
+    def __getstate__(self) -> dict:  # the cache does not travel to another process
+        state = dict(self.__dict__)
+        state["_cache_size"] = self.image.cache_info().maxsize
+        del state["image"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        cache_size = state.pop("_cache_size")
+        self.__dict__.update(state)
+        self.image = lru_cache(maxsize=cache_size)(self._image)
+
     @property
     def ids(self) -> list[str]:
         """All texture ids: procedural (sorted), then photos (sorted)."""
