@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .dataset import MASK_TYPES, DatasetFormatError, write_sample_sheet
+from .dataset import DatasetFormatError, write_sample_sheet
+from .format import MASK_TYPES
 from .identity import IDENTITY_MODELS
 from .publish import PublishError
 from .sources import SourceError, resolve_source
@@ -136,7 +137,7 @@ def templates_cmd(mask_type: str | None, sheet: str | None, limit: int | None, s
     """List the mask templates (counts per type, then one line each); optionally draw a contact sheet."""
     from collections import Counter
 
-    from .templates import load_templates, write_contact_sheet
+    from .masks import load_templates, write_contact_sheet
 
     specs = load_templates()
     counts = Counter(t.mask_type for t in specs)
@@ -183,7 +184,7 @@ def methods_cmd() -> None:
 
 def _evaluate_errors():
     from .dataset import DatasetFormatError
-    from .faces import ModelNotFoundError
+    from .resources import ModelNotFoundError
     from .predictors import RegistryError, UnknownMethodError
 
     return (DatasetFormatError, ModelNotFoundError, RegistryError, UnknownMethodError, ValueError, OSError)
@@ -191,7 +192,7 @@ def _evaluate_errors():
 
 def _train_errors():
     from .dataset import DatasetFormatError
-    from .faces import ModelNotFoundError
+    from .resources import ModelNotFoundError
     from .predictors import RegistryError, UnknownMethodError
     from .train.checkpoint import CheckpointError
     from .train.config import ConfigError

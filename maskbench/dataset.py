@@ -1,4 +1,4 @@
-"""The Masked-Faces dataset format on disk, and its reader.
+"""The Masked-Faces dataset reader (the format itself, names and record, is :mod:`maskbench.format`).
 
 A dataset folder written by ``maskbench synth`` is a Hugging Face *imagefolder* with three image columns,
 so ``datasets.load_dataset(DIR)`` loads it without custom code::
@@ -14,7 +14,7 @@ so ``datasets.load_dataset(DIR)`` loads it without custom code::
 
 ``split`` is ``train`` or ``test``; where identities are known no identity is in both.
 
-Record fields (:data:`RECORD_FIELDS`): ``id``, ``masked_file_name``, ``original_file_name``,
+Record fields (:data:`maskbench.format.RECORD_FIELDS`): ``id``, ``masked_file_name``, ``original_file_name``,
 ``mask_file_name`` (relative to the split folder), ``source``, ``source_id``, ``identity`` (int or str, or
 null), ``split``, ``mask_type``, ``template_id``, ``texture_id``, ``seed``, ``landmarks`` (68 x 2 floats,
 output pixels, iBUG-68 order), ``face_box`` (x0, y0, x1, y1, output pixels), ``hole_fraction`` (mask
@@ -22,7 +22,7 @@ pixels / image pixels, in [0, 1]), ``yaw`` (degrees, landmark estimate), ``num_f
 ``height``.
 
 Datasets come from strangers, so every name taken from a record is checked before it touches the disk:
-an ``id`` must match :data:`ID_PATTERN` (it names output files), and each ``*_file_name`` must resolve
+an ``id`` must match :data:`maskbench.format.ID_PATTERN` (it names output files), and each ``*_file_name`` must resolve
 inside the split folder (:func:`safe_join`: no absolute path, no ``..``, no link out). A record that
 fails is refused with the reason (:attr:`MaskedFaces.refused`); the other records stay usable.
 """
@@ -39,55 +39,19 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .format import FILE_FIELDS, ID_PATTERN, MASK_TYPES, METADATA_FILE, SPLITS
 from .io import ImageDecodeError, read_mask, read_png
 
 __all__ = [
-    "SPLITS",
-    "MASK_TYPES",
-    "RECORD_FIELDS",
     "Sample",
     "MaskedFaces",
     "DatasetFormatError",
     "SampleError",
     "UnsafePathError",
-    "ID_PATTERN",
-    "FILE_FIELDS",
     "check_name",
     "safe_join",
     "record_problem",
 ]
-
-SPLITS = ("train", "test")
-#: The five mask types, in the order used for reports.
-MASK_TYPES = ("surgical", "cloth", "n95", "kn95", "scarf")
-RECORD_FIELDS = (
-    "id",
-    "masked_file_name",
-    "original_file_name",
-    "mask_file_name",
-    "source",
-    "source_id",
-    "identity",
-    "split",
-    "mask_type",
-    "template_id",
-    "texture_id",
-    "seed",
-    "landmarks",
-    "face_box",
-    "hole_fraction",
-    "yaw",
-    "num_faces",
-    "width",
-    "height",
-)
-METADATA_FILE = "metadata.jsonl"
-#: The record fields that name a file, relative to the split folder.
-FILE_FIELDS = ("masked_file_name", "original_file_name", "mask_file_name")
-#: A name safe to use as one path component (sample ids, method names): letters, digits, ``_ . -``, not
-#: starting with a dot, at most 200 characters.
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
-
 
 class DatasetFormatError(ValueError):
     """A folder is not a Masked-Faces dataset, or a split is missing."""

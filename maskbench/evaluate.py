@@ -58,7 +58,7 @@ import pandas as pd
 
 from . import __version__
 from .dataset import MaskedFaces, SampleError, check_name
-from .faces import cache_dir
+from .resources import cache_dir
 from .io import atomic_write_bytes, atomic_write_json, write_png
 from .resources import git_commit
 from .metrics import image_scores, mask_f1, mask_iou, metric_names
@@ -218,7 +218,7 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
         maskbench.dataset.DatasetFormatError: ``data`` is not a dataset or lacks the split.
         maskbench.predictors.UnknownMethodError, RegistryError: unknown or broken method.
         ValueError: bad option (batch size, limit, device).
-        maskbench.faces.ModelNotFoundError: FID or identity weights unavailable.
+        maskbench.resources.ModelNotFoundError: FID or identity weights unavailable.
     """
     if config.batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {config.batch_size}")

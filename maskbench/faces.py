@@ -4,19 +4,19 @@ Detection is dlib's HOG frontal-face detector; landmarks are dlib's ``shape_pred
 (Kazemi & Sullivan, CVPR 2014, trained on iBUG-300W). Model files resolve, in order: an explicit path,
 the ``face-recognition-models`` package, the maskbench cache folder, a download from dlib.net over https,
 checked against a pinned SHA-256 (:mod:`maskbench.resources`); if none is available
-:class:`ModelNotFoundError` names the file and where to put it.
+:class:`maskbench.resources.ModelNotFoundError` names the file and where to put it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .resources import resolve_dlib_model
 
 __all__ = [
     "Face",
@@ -25,10 +25,7 @@ __all__ = [
     "FacePoseError",
     "estimate_yaw",
     "nose_inside_outline",
-    "ModelNotFoundError",
     "align_ffhq",
-    "cache_dir",
-    "resolve_dlib_model",
     "face_outline",
     "JAW",
     "BROWS",
@@ -50,64 +47,6 @@ class NoFaceError(LookupError):
 
 class FacePoseError(NoFaceError):
     """A face was found but is turned too far (or its landmarks failed) to put a mask on."""
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model file is not on disk and could not be downloaded."""
-
-
-def cache_dir() -> Path:
-    """maskbench's cache folder: ``$MASKBENCH_CACHE`` or ``~/.cache/maskbench`` (not created here)."""
-    return Path(os.environ.get("MASKBENCH_CACHE", Path.home() / ".cache" / "maskbench")).expanduser()
-
-
-def resolve_dlib_model(name: str, path: str | os.PathLike | None = None) -> Path:
-    """Find a dlib model file such as ``shape_predictor_68_face_landmarks.dat``.
-
-    Order: ``path`` -> the ``face-recognition-models`` package -> ``cache_dir()/dlib`` (checked against
-    the file's pinned SHA-256 once per process) -> a download from dlib.net into the cache through
-    :func:`maskbench.resources.download`, which checks the pin before the file lands there.
-
-    Raises:
-        ModelNotFoundError: ``path`` does not exist; the name has no pin; the cached copy does not match its
-            pin; or the file is nowhere and cannot be downloaded (the reason is in the message).
-    """
-    from .resources import DLIB_MODELS, DownloadError, download
-
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ModelNotFoundError(f"model file {p} does not exist")
-        return p
-    spec = importlib.util.find_spec("face_recognition_models")  # importing it needs pkg_resources
-    if spec is not None and spec.origin:
-        p = Path(spec.origin).parent / "models" / name
-        if p.is_file():
-            return p
-    cached = cache_dir() / "dlib" / name
-    model = DLIB_MODELS.get(name)
-    if model is None:
-        if cached.is_file():
-            return cached
-        raise ModelNotFoundError(f"dlib model {name} not found, and maskbench knows no checksum to download it "
-                                 f"with: put it in {cached.parent}")
-    try:
-        if cached.is_file():
-            _verify_once(name, str(cached), cached.stat().st_mtime_ns)
-            return cached
-        return download(model, cached)
-    except DownloadError as e:
-        raise ModelNotFoundError(
-            f"dlib model {name} not found: install `face-recognition-models`, or put the file in "
-            f"{cached.parent} ({e})"
-        ) from None
-
-
-@lru_cache(maxsize=8)
-def _verify_once(name: str, path: str, mtime_ns: int) -> None:
-    from .resources import DLIB_MODELS, verify_file
-
-    verify_file(DLIB_MODELS[name], path)
 
 
 @dataclass(frozen=True)
@@ -134,7 +73,7 @@ class FaceDetector:
     always fitted at full resolution).
 
     Raises (constructor):
-        ModelNotFoundError: the landmark model cannot be found.
+        maskbench.resources.ModelNotFoundError: the landmark model cannot be found.
     """
 
     def __init__(self, landmark_model: str | os.PathLike | None = None, max_detect_side: int = 640):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .faces import ModelNotFoundError, cache_dir
+from .resources import ModelNotFoundError, cache_dir
 from .resources import sha256_file
 
 __all__ = [

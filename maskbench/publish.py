@@ -1,4 +1,4 @@
-"""Dataset cards and publishing a Masked-Faces folder to the Hugging Face datasets hub.
+"""Publishing a Masked-Faces folder to the Hugging Face datasets hub.
 
 ``publish`` writes the hub repository's files first (parquet shards with the images embedded, in the
 hub's own ``data/{split}-NNNNN-of-NNNNN.parquet`` layout, plus the card), then uploads that folder, so
@@ -9,156 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .dataset import METADATA_FILE, SPLITS, DatasetFormatError, MaskedFaces
+from .card import dataset_card
+from .dataset import DatasetFormatError, MaskedFaces
+from .format import METADATA_FILE, SPLITS
 from .io import atomic_write_text
 
-__all__ = ["dataset_card", "public_text", "write_card", "build_hub_folder", "publish", "PublishError"]
+__all__ = ["build_hub_folder", "publish", "PublishError"]
 
 #: Largest parquet shard, in bytes (the hub's own default for ``push_to_hub``).
 MAX_SHARD_BYTES = 500 * 1024 * 1024
 
-_TEMPLATE = """---
-{yaml}---
-
-# {title}
-
-Face photos with a synthetic face mask drawn on, paired with the unmasked original and the exact binary
-occlusion mask, for training and benchmarking face-mask removal (inpainting the covered part of a face).
-Made with [maskbench](https://pypi.org/project/maskbench/) {version}.
-
-## Contents
-
-| split | samples |
-| --- | --- |
-{split_rows}
-
-Mask types (test split): {type_counts}.
-
-Each sample has `masked` (the input), `original` (ground truth), `mask` (255 = hole, 0 = visible; the
-exact pixels the mask covers, straps and loops included) and metadata: `source_id`, `identity`,
-`mask_type`, `template_id`, `texture_id`, `seed`, `landmarks` (68 x 2, iBUG-68, output pixels),
-`face_box`, `hole_fraction`, `yaw` (degrees, landmark estimate), `num_faces`.
-
-## How it was made
-
-- Source: {source_description}.
-- Faces: dlib HOG detector and 68-point landmarks; the largest face of each image; FFHQ-style aligned
-  crops of {size} x {size} px (alignment: {align}).
-- Masks: one of {n_types} types ({types}) from maskbench's library of mask templates, drawn in a canonical
-  face frame, with texture swaps from {textures}; warped piecewise-affinely onto the landmarks, lit with
-  the face's own low-frequency shading and alpha-composited.
-- Splits by identity where identities are known (no person in both); test fraction {test_fraction}.
-- Seed {seed}: the same settings give byte-identical files. Inputs that produced no sample
-  ({skipped} of them) are listed in `skipped.csv` with the reason.
-
-## Personal and sensitive information
-
-The images are photographs of real people taken from the source dataset; identities are kept only as
-the source's own anonymous ids. Do not use this dataset to identify people.
-
-## Biases and limitations
-
-It inherits the demographic make-up of its source (for CelebA: mostly celebrities, skewed to young and
-light-skinned faces). Masks are synthetic: they are drawn, not photographed, so real masks' folds,
-occlusion of hair and hands, and lighting are only approximated. Faces the detector misses (strong
-profiles, small faces) are absent.
-
-## Licence
-
-{license_note}. The mask templates and textures are maskbench's own (Apache-2.0). Use of the images is
-bound by the source's terms.
-
-## Citation
-
-```bibtex
-{citation}
-```
-"""
-
-
 class PublishError(RuntimeError):
     """Publishing failed (not a dataset folder, hub unreachable, no permission)."""
-
-
-def _yaml(meta: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-
-
-_LOCAL_PATH = re.compile(r"(?:(?<=\s)|(?<=^)|(?<=\())(?:~|[A-Za-z]:)?[/\\][^\s,;()'\"]*")
-
-
-def public_text(text: str) -> str:
-    """``text`` with every absolute local path (``/home/...``, ``~/...``, ``C:\\...``) cut to its last part.
-
-    Cards are published: they name a source, never a folder on the author's machine (manifests written
-    by maskbench before 0.1.1 put the source folder's full path in its description).
-    """
-    def last_part(m: re.Match) -> str:
-        name = re.split(r"[/\\]", m.group().rstrip("/\\"))[-1]
-        return f"'{name}'" if name and name != "~" else "a local folder"
-
-    return _LOCAL_PATH.sub(last_part, text)
-
-
-def dataset_card(manifest: dict[str, Any], hub_layout: bool = False) -> str:
-    """The dataset card (README.md with YAML metadata) for a folder made by ``maskbench synth``.
-
-    Args:
-        manifest: the folder's ``manifest.json`` content (config, source, counts).
-        hub_layout: describe the parquet layout of :func:`build_hub_folder` in the ``configs:`` block
-            (the on-disk imagefolder layout needs none).
-
-    Returns:
-        The card as Markdown text.
-    """
-    cfg, src, counts = manifest["config"], manifest["source"], manifest.get("counts", {})
-    total = sum(counts.get(s, 0) for s in SPLITS)
-    size_cat = "n<1K" if total < 1000 else "1K<n<10K" if total < 10_000 else "10K<n<100K" if total < 100_000 else "n>100K"
-    meta: dict[str, Any] = {
-        "license": src.get("license") or "unknown",
-        "pretty_name": f"Masked-Faces ({src['name']})",
-        "task_categories": ["image-to-image"],
-        "tags": ["faces", "face-mask-removal", "inpainting", "synthetic", "maskbench"],
-        "size_categories": [size_cat],
-        "source_datasets": [src["name"]],
-    }
-    if hub_layout:
-        meta["configs"] = [{"config_name": "default", "data_files": [
-            {"split": s, "path": f"data/{s}-*"} for s in SPLITS if counts.get(s, 0) > 0]}]
-    types = cfg["mask_types"]
-    by_type = counts.get("test_by_type") or counts.get("train_by_type") or {}
-    return _TEMPLATE.format(
-        yaml=_yaml(meta),
-        title=meta["pretty_name"],
-        version=manifest.get("maskbench_version", ""),
-        split_rows="\n".join(f"| {s} | {counts.get(s, 0)} |" for s in SPLITS),
-        type_counts=", ".join(f"{t} {by_type.get(t, 0)}" for t in types) or "none",
-        source_description=public_text(str(src.get("description") or src["name"])),
-        size=cfg["size"],
-        align="FFHQ" if cfg["align"] else "none, original frame",
-        n_types=len(types),
-        types=", ".join(types),
-        textures=f"the user's texture photos ({Path(cfg['textures']).name})" if cfg.get("textures")
-        else "the procedural texture library",
-        test_fraction=cfg["test_fraction"],
-        seed=cfg["seed"],
-        skipped=counts.get("skipped", 0),
-        license_note=src.get("license_note") or f"Licence inherited from the source: {src.get('license')}",
-        citation=src.get("citation") or "% no citation known for the source",
-    )
-
-
-def write_card(out: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Write ``out/README.md`` (the on-disk card) atomically."""
-    atomic_write_text(Path(out) / "README.md", dataset_card(manifest))
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:

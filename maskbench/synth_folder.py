@@ -18,14 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .dataset import METADATA_FILE, SPLITS
+from .card import write_card
+from .format import MANIFEST_FILE, METADATA_FILE, SKIPPED_FILE, SPLITS, write_metadata
 from .io import atomic_write_json, atomic_write_text
 
 __all__ = ["DatasetMismatchError", "OutputFolderError", "PROGRESS_DIR", "SKIPPED_FILE", "MANIFEST_FILE"]
 
 PROGRESS_DIR = ".progress"
-SKIPPED_FILE = "skipped.csv"
-MANIFEST_FILE = "manifest.json"
 
 
 class DatasetMismatchError(ValueError):
@@ -162,14 +161,12 @@ def _read_counts(out: Path) -> dict[str, Any]:
 
 def _finalize(out: Path, manifest: dict[str, Any]) -> dict[str, int]:
     """Write the per-split metadata tables, the skipped table, the manifest and the card."""
-    from .publish import write_card
-
     records, skips = _load_state(out)
     counts: dict[str, Any] = {"skipped": len(skips)}
     for s in SPLITS:
         rows = sorted((r for r in records.values() if r["split"] == s), key=lambda r: r["id"])
         if rows:
-            atomic_write_text(out / s / METADATA_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+            write_metadata(out / s, rows)
         else:  # an empty split must not exist on disk: the hub loader would infer a different format for it
             (out / s / METADATA_FILE).unlink(missing_ok=True)
             for sub in ("masked", "original", "mask", ""):

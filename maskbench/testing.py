@@ -4,44 +4,27 @@
 running ``maskbench synth``: faces come from a CelebA-layout folder (detected with
 :class:`maskbench.faces.FaceDetector`, aligned with :func:`maskbench.faces.align_ffhq`), the "mask" is a
 flat-coloured, lightly textured polygon over the lower face (jaw points 1-15 and the nose bridge, 28),
-and the mask types cycle through :data:`maskbench.dataset.MASK_TYPES`. Without a source folder the
-faces are synthetic (smooth noise with an ellipse face) and the landmarks are the canonical mean face
-(``mask_templates/mean_face_68.csv``). It is a test fixture, not a benchmark dataset.
+and the mask types cycle through :data:`maskbench.format.MASK_TYPES`, each filled with its ``swatch``
+colour from ``mask_templates/mask_types.yaml``. Without a source folder the faces are synthetic (smooth
+noise with an ellipse face) and the landmarks are the canonical mean face
+(:func:`maskbench.masks.canonical_landmarks`). It is a test fixture, not a benchmark dataset.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from importlib import resources
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import ImageColor
 
-from .dataset import MASK_TYPES, METADATA_FILE
-from .io import atomic_write_json, atomic_write_text, read_image, write_png
+from .format import MASK_TYPES, SampleRecord, sample_file_names, write_metadata, write_sample
+from .io import atomic_write_json, read_image
+from .masks.frame import canonical_landmarks
+from .masks.spec import mask_type_rules
 
-__all__ = ["write_fake_dataset", "mean_face_landmarks"]
-
-# RGB fill per mask type (surgical blue, dark cloth, white respirators, red scarf)
-_COLORS = {
-    "surgical": (140, 190, 220),
-    "cloth": (40, 40, 50),
-    "n95": (235, 235, 230),
-    "kn95": (225, 228, 235),
-    "scarf": (170, 40, 45),
-}
-
-
-def mean_face_landmarks(size: int = 256) -> np.ndarray:
-    """The canonical mean face's iBUG-68 landmarks, ``(68, 2) float32`` pixels in a ``size`` square."""
-    path = Path(__file__).resolve().parent.parent / "mask_templates" / "mean_face_68.csv"  # source checkout
-    if not path.is_file():  # installed wheel: the templates ship as maskbench.mask_templates
-        path = Path(str(resources.files("maskbench.mask_templates").joinpath("mean_face_68.csv")))
-    rows = [ln.split(",") for ln in path.read_text().splitlines() if ln and not ln.startswith(("#", "index"))]
-    pts = np.array([[float(r[1]), float(r[2])] for r in rows], np.float32)
-    return pts * (size / 256.0)
+__all__ = ["write_fake_dataset"]
 
 
 def _lower_face_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -112,47 +95,44 @@ def write_fake_dataset(
                 yield p.stem, crop, transform_points(face.landmarks, m)
 
     else:
-        lm0 = mean_face_landmarks(size)
+        lm0 = canonical_landmarks(size)
 
         def faces():
             for i in range(n):
                 yield f"synthetic{i:05d}", _synthetic_face(rng, size), lm0
 
+    swatches = {t: r.swatch for t, r in mask_type_rules().items()}
     for i, (source_id, original, lm) in enumerate(faces()):
         if i >= n:
             break
         mask_type = MASK_TYPES[i % len(MASK_TYPES)]
         hole = _lower_face_mask(lm, size)
-        fill = np.array(_COLORS[mask_type], np.float32) + rng.normal(0, 6, (size, size, 3))
+        fill = np.array(ImageColor.getrgb(swatches[mask_type]), np.float32) + rng.normal(0, 6, (size, size, 3))
         masked = np.where(hole[..., None], np.clip(fill, 0, 255).astype(np.uint8), original)
         sid = f"{i:06d}"
-        write_png(split_dir / "masked" / f"{sid}.png", masked)
-        write_png(split_dir / "original" / f"{sid}.png", original)
-        write_png(split_dir / "mask" / f"{sid}.png", hole.astype(np.uint8) * 255)
         ys, xs = np.nonzero(hole)
-        records.append(
-            {
-                "id": sid,
-                "masked_file_name": f"masked/{sid}.png",
-                "original_file_name": f"original/{sid}.png",
-                "mask_file_name": f"mask/{sid}.png",
-                "source": "fake",
-                "source_id": source_id,
-                "identity": None,
-                "split": split,
-                "mask_type": mask_type,
-                "template_id": None,
-                "texture_id": None,
-                "seed": seed,
-                "landmarks": np.round(lm, 2).tolist(),
-                "face_box": [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())],
-                "hole_fraction": float(hole.mean()),
-                "yaw": 0.0,
-                "num_faces": 1,
-                "width": size,
-                "height": size,
-            }
+        record = SampleRecord(
+            id=sid,
+            **sample_file_names(sid),
+            source="fake",
+            source_id=source_id,
+            identity=None,
+            split=split,
+            mask_type=mask_type,
+            template_id=None,
+            texture_id=None,
+            seed=seed,
+            landmarks=np.round(lm, 2).tolist(),
+            face_box=[float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())],
+            hole_fraction=float(hole.mean()),
+            yaw=0.0,
+            num_faces=1,
+            width=size,
+            height=size,
         )
-    atomic_write_text(split_dir / METADATA_FILE, "".join(json.dumps(r) + "\n" for r in records))
+        write_sample(split_dir, record, masked, original, hole)
+        records.append(record.as_dict())
+    write_metadata(split_dir, records)
     atomic_write_json(out / "manifest.json", {"generator": "maskbench.testing.write_fake_dataset", "count": len(records)})
     return out
+

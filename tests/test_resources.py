@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from maskbench import faces, resources
-from maskbench.faces import ModelNotFoundError, resolve_dlib_model
+from maskbench import resources
+from maskbench.resources import ModelNotFoundError, resolve_dlib_model
 from maskbench.resources import ChecksumError, DownloadError, ModelFile, download
 
 PACKAGE = Path(__file__).resolve().parent.parent / "maskbench"
@@ -65,7 +65,7 @@ def test_plain_http_is_refused(tmp_path):
 
 
 def test_every_pin_is_https_and_well_formed():
-    for m in [*resources.DLIB_MODELS.values(), resources.FID_INCEPTION]:
+    for m in [*resources.DLIB_MODELS.values(), resources.FID_INCEPTION, resources.SFACE_MODEL]:
         assert m.url.startswith("https://") and re.fullmatch(r"[0-9a-f]{64}", m.sha256) and m.size > 0
     # torch-hub file names carry the first 8 hex digits of the file's sha256
     assert resources.FID_INCEPTION.sha256.startswith(resources.FID_INCEPTION.name.rsplit("-", 1)[1][:8])
@@ -90,10 +90,10 @@ def test_no_module_downloads_outside_the_helper():
 def no_packaged_models(monkeypatch, tmp_path):
     """dlib models resolve as if face-recognition-models were absent, with an empty cache."""
     real = importlib.util.find_spec
-    monkeypatch.setattr(faces.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
     monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
-    faces._verify_once.cache_clear()
+    resources._verify_once.cache_clear()
     spec = real("face_recognition_models")
     if spec is None:
         pytest.skip("face-recognition-models is not installed (its file is the download fixture)")

@@ -18,7 +18,7 @@ from maskbench import predictors as P
 from maskbench.cli import main
 from maskbench.dataset import MaskedFaces, UnsafePathError, check_name, safe_join
 from maskbench.evaluate import EvalConfig, evaluate
-from maskbench.publish import dataset_card, public_text
+from maskbench.card import dataset_card, public_text
 from maskbench.sources import resolve_source
 from maskbench.synth import SynthConfig, synthesize
 from maskbench.testing import write_fake_dataset

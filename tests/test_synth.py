@@ -17,10 +17,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from maskbench.dataset import MASK_TYPES, MaskedFaces
+from maskbench.dataset import MaskedFaces
+from maskbench.format import MASK_TYPES
 from maskbench.faces import MOUTH, NOSE_TIP, face_outline
 from maskbench.sources import SourceItem, assign_split, resolve_source
-from maskbench.synth import PiecewiseAffineWarp, SynthConfig, composite, synthesize
+from maskbench.masks import PiecewiseAffineWarp, composite
+from maskbench.synth import SynthConfig, synthesize
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -396,8 +398,8 @@ def test_landmark_yaw_agrees_with_a_3dmm_pose_fit(run200, shared_data):
 
 def test_profile_and_folded_landmarks_are_recognised():
     from maskbench.faces import nose_inside_outline
-    from maskbench.synth import MAX_FOLDED_TRIANGLES, load_anchor_sets
-    from maskbench.templates import canonical_landmarks
+    from maskbench.masks import canonical_landmarks, load_anchor_sets
+    from maskbench.synth import MAX_FOLDED_TRIANGLES
 
     lm = canonical_landmarks(256).astype(np.float64)
     anchors = load_anchor_sets()["face"]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -44,6 +45,21 @@ def test_a_failed_first_run_does_not_lock_the_folder(tmp_path):
     assert manifest["config"]["textures"] is None and manifest["counts"]["train"] + manifest["counts"]["test"] == 5
     # once it holds samples, other settings are refused as before
     assert "other settings" in _one_line(_cli("synth", "--out", str(out), "--no-progress", "--seed", "9"))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_unreadable_texture_files_end_the_run_in_one_line(tmp_path, workers):
+    """Texture photos that cannot be decoded are found in the parent before any worker starts: the run
+    ends with one readable line (not a hang, not a traceback) and writes nothing."""
+    textures = tmp_path / "textures"
+    textures.mkdir()
+    (textures / "a.jpg").write_bytes(b"not a jpeg")
+    (textures / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "o"
+    r = _cli("synth", "--out", str(out), "--no-progress", "--workers", workers, "--textures", str(textures),
+             timeout=120)
+    assert "none of its 2 images could be read" in _one_line(r)
+    assert not out.exists()
 
 
 def test_out_below_a_file_gives_one_line(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from maskbench.format import MASK_TYPES
 from maskbench.io import read_png
-from maskbench.templates import (
-    MASK_TYPES,
+from maskbench.masks import (
     TemplateSpec,
     TemplateSpecError,
     canonical_landmarks,
@@ -273,26 +274,25 @@ def test_cli_lists_templates_and_writes_a_sheet(tmp_path):
 
 def test_data_dir_and_library_hash():
     d = data_dir()
-    for name in ("mean_face_68.csv", "anchors.json", "templates.csv", "textures.csv", "README.md"):
+    for name in ("mean_face_68.csv", "anchors.json", "templates.csv", "textures.csv", "mask_types.yaml", "README.md"):
         assert (d / name).is_file(), name
     h = library_hash()
     assert h.startswith("sha256:") and len(h) == 7 + 64
 
 
 def test_library_hash_changes_with_any_data_file(tmp_path, monkeypatch):
-    import shutil
-
-    from maskbench import templates as T
+    from maskbench.masks import frame as F
+    from maskbench.masks import render as R
 
     h = library_hash()
     copy = tmp_path / "lib"
     shutil.copytree(data_dir(), copy)
-    monkeypatch.setattr(T, "data_dir", lambda: copy)
+    monkeypatch.setattr(F, "data_dir", lambda: copy)
     assert library_hash() == h  # same bytes elsewhere: same hash
     anchors = copy / "anchors.json"
     anchors.write_bytes(anchors.read_bytes() + b" ")
     assert library_hash() != h
-    monkeypatch.setattr(T, "RENDERER_VERSION", "other")
+    monkeypatch.setattr(R, "RENDERER_VERSION", "other")
     anchors.write_bytes(anchors.read_bytes()[:-1])
     assert library_hash() != h  # the renderer version is part of it too
 
@@ -316,3 +316,69 @@ def test_templates_stay_inside_their_anchor_hull(templates, renders, lm):
         _, alpha = renders[t.template_id]
         outside = ((alpha > 0) & ~hulls[t.anchors]).sum()
         assert outside == 0, f"{t.template_id}: {outside} px outside the {t.anchors} anchor hull"
+
+
+# --------------------------------------------------------------------------------- mask_types.yaml
+
+
+def test_mask_type_rules_cover_every_type_and_every_shader_exists():
+    from maskbench.masks import load_mask_types
+    from maskbench.masks.shaders import SHADERS
+    from maskbench.masks.spec import _SHADER_NAMES
+
+    rules = load_mask_types()
+    assert tuple(rules) == MASK_TYPES
+    assert set(_SHADER_NAMES) == set(SHADERS)
+    for r in rules.values():
+        assert abs(sum(r.texture_mix) - 1) < 1e-9 and set(r.pleats) <= set(r.styles)
+
+
+def _rules_copy(tmp_path: Path, edit) -> Path:
+    import yaml
+
+    raw = yaml.safe_load((data_dir() / "mask_types.yaml").read_text())
+    edit(raw)
+    p = tmp_path / "mask_types.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda r: r.pop("kn95"), "must be exactly .*missing: kn95"),
+        (lambda r: r.update(visor=r["n95"]), "unknown: visor"),
+        (lambda r: r["n95"].pop("shader"), r"n95: missing keys \['shader'\]"),
+        (lambda r: r["cloth"].update(colour="#000000"), r"cloth: .*unknown keys \['colour'\]"),
+        (lambda r: r["scarf"].update(anchors="neck"), "scarf, anchors: expected one of face, face_neck"),
+        (lambda r: r["surgical"].update(half_width=[64, 44]), r"surgical, half_width: expected \[min, max\]"),
+        (lambda r: r["surgical"]["texture_mix"].update(medical=0.9), "surgical, texture_mix: .*sum to 1"),
+        (lambda r: r["cloth"].update(pleats={"folded": [2, 4]}), "cloth, pleats: expected a mapping from its styles"),
+        (lambda r: r["kn95"].update(shader="visor"), "kn95, shader: expected one of"),
+        (lambda r: r["n95"].update(valve="yes"), "n95, valve: expected true or false"),
+        (lambda r: r["n95"].update(swatch="white"), "n95, swatch: expected a colour"),
+    ],
+)
+def test_mask_type_rules_errors_name_file_type_and_key(tmp_path, edit, match):
+    from maskbench.masks import MaskTypesError, load_mask_types
+
+    p = _rules_copy(tmp_path, edit)
+    with pytest.raises(MaskTypesError, match=match) as e:
+        load_mask_types(p)
+    assert str(p) in str(e.value)
+
+
+def test_template_rows_follow_their_types_rules(tmp_path, monkeypatch):
+    """A rule changed in mask_types.yaml changes what the template table may hold."""
+    from maskbench.masks import frame as F
+    from maskbench.masks import spec as S
+
+    shutil.copytree(data_dir(), tmp_path / "lib")
+    _rules_copy(tmp_path / "lib", lambda r: r["kn95"].update(half_width=[44, 50]))
+    monkeypatch.setattr(F, "data_dir", lambda: tmp_path / "lib")
+    S.mask_type_rules.cache_clear()
+    try:
+        with pytest.raises(TemplateSpecError, match=r"column half_width: kn95 half width must be in \[44, 50\]"):
+            load_templates()
+    finally:
+        S.mask_type_rules.cache_clear()

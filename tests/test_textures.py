@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskbench.templates import MASK_TYPES, data_dir
-from maskbench.textures import (
+from maskbench.format import MASK_TYPES
+from maskbench.masks import data_dir
+from maskbench.masks.textures import (
     TEXTURE_KINDS,
     TextureBank,
     TextureSpecError,
@@ -171,3 +172,13 @@ def test_bank_prefers_photos_and_caches(specs):
     assert bank.image(specs[0].texture_id, 32).tobytes() == t0.tobytes()
     with pytest.raises(KeyError):
         bank.image("nope", 32)
+
+
+def test_bank_travels_to_another_process_without_its_cache(specs):
+    import pickle
+
+    bank = TextureBank(specs[:20], cache_size=2)
+    img = bank.image(bank.ids[0], 32)
+    copy = pickle.loads(pickle.dumps(bank))
+    assert copy.image.cache_info().currsize == 0 and copy.image.cache_info().maxsize == 2
+    assert np.array_equal(copy.image(bank.ids[0], 32), img)

@@ -25,8 +25,9 @@ import cv2
 import numpy as np
 import torch
 
-from ..dataset import MASK_TYPES, DatasetFormatError, MaskedFaces
-from ..faces import cache_dir
+from ..dataset import DatasetFormatError, MaskedFaces
+from ..format import MASK_TYPES
+from ..resources import cache_dir
 
 __all__ = ["Batch", "PairedFaces", "OnTheFlyFaces", "batch_indices", "downsize_hole", "downsize_image",
            "to_batch", "open_training_data"]

@@ -131,9 +131,9 @@ def load_loss_network(name: str = "auto", device: str = "cpu") -> LossNetwork:
 
     Raises:
         ValueError: unknown name.
-        maskbench.faces.ModelNotFoundError: the requested network's weights are not available.
+        maskbench.resources.ModelNotFoundError: the requested network's weights are not available.
     """
-    from ..faces import ModelNotFoundError, resolve_dlib_model
+    from ..resources import ModelNotFoundError, resolve_dlib_model
 
     if name not in ("auto", "vgg16", "dlib-resnet"):
         raise ValueError(f"loss network must be auto, vgg16 or dlib-resnet, got {name!r}")

@@ -4,23 +4,26 @@ Procedural textures are rows of ``mask_templates/textures.csv`` (:class:`Texture
 (solid, melange, stripes, pinstripe, gingham, plaid, dots, floral, camo, knit, denim, chevron,
 houndstooth, argyle, print), up to four colours, a scale, an angle, a density and a seed.
 :func:`render_texture` draws one deterministically (its own ``numpy.random.Generator`` seeded from the
-row, never the global RNG). :class:`TextureBank` picks a texture for a mask type and caches images.
+row, never the global RNG). :class:`TextureBank` picks a texture for a mask type (by the type's
+``texture_mix`` in ``mask_types.yaml``) and caches images.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from .dataset import MASK_TYPES
-from .io import ImageDecodeError, read_image
+from ..format import MASK_TYPES
+from ..io import ImageDecodeError, read_image, read_spec_table
+from .frame import data_file
+from .spec import TEXTURE_USES, hex_rgb, is_hex_color, mask_type_rules
 
 __all__ = [
     "TEXTURE_KINDS",
@@ -32,6 +35,7 @@ __all__ = [
     "load_textures",
     "load_photo_textures",
     "render_texture",
+    "center_square",
 ]
 
 #: Pattern kinds a procedural texture can have.
@@ -39,10 +43,6 @@ TEXTURE_KINDS = (
     "solid", "melange", "stripes", "pinstripe", "gingham", "plaid", "dots", "floral",
     "camo", "knit", "denim", "chevron", "houndstooth", "argyle", "print",
 )  # fmt: skip
-
-#: What a texture is typical for: ``medical`` (surgical-mask solids), ``respirator`` (white, grey,
-#: black solids of N95/KN95 masks), ``fabric`` (everything a cloth mask or scarf is made of).
-TEXTURE_USES = ("medical", "respirator", "fabric")
 
 #: File suffixes :func:`load_photo_textures` treats as images.
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -89,10 +89,6 @@ class TextureSpec:
 # ------------------------------------------------------------------------------------------ loading
 
 
-def _is_hex(s: str) -> bool:
-    return len(s) == 7 and s[0] == "#" and all(c in "0123456789abcdefABCDEF" for c in s[1:])
-
-
 _HEADER = ("texture_id", "kind", "use", "color1", "color2", "color3", "color4", "scale", "angle", "density", "seed")
 
 
@@ -111,10 +107,7 @@ def load_textures(path: str | os.PathLike | None = None) -> list[TextureSpec]:
             range, a wrong number of colours for the kind or a duplicate id; the message names file,
             row (1 = first data row) and column.
     """
-    from .io import read_spec_table
-    from .templates import data_dir
-
-    src = data_dir() / "textures.csv" if path is None else path
+    src = data_file("textures.csv") if path is None else path
     rows = read_spec_table(src, list(_HEADER), "texture_id", TextureSpecError, "texture table")
     return [_parse_row(rec, where) for where, rec in rows]
 
@@ -148,7 +141,7 @@ def _parse_row(rec: dict[str, str], where: str) -> TextureSpec:
         raw = rec[col].strip()
         if raw in ("", "-"):
             continue
-        if not _is_hex(raw):
+        if not is_hex_color(raw):
             raise err(col, f"expected a colour #rrggbb or '-', got {raw!r}")
         if len(colors) != i - 1:
             raise err(col, f"colour after an empty color{i - 1}")
@@ -171,10 +164,6 @@ def _parse_row(rec: dict[str, str], where: str) -> TextureSpec:
 
 
 # ------------------------------------------------------------------------------------------ drawing
-
-
-def _rgb(color: str) -> np.ndarray:
-    return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], np.float32) / 255.0
 
 
 def _grid(size: int, angle: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -211,11 +200,11 @@ def _smooth_noise(rng: np.random.Generator, size: int, feature_px: float, aniso:
 
 
 def _draw_solid(spec, rng, size, s):
-    return np.broadcast_to(_rgb(spec.colors[0]), (size, size, 3)).copy()
+    return np.broadcast_to(hex_rgb(spec.colors[0]), (size, size, 3)).copy()
 
 
 def _draw_melange(spec, rng, size, s):
-    c1, c2 = _rgb(spec.colors[0]), _rgb(spec.colors[1])
+    c1, c2 = hex_rgb(spec.colors[0]), hex_rgb(spec.colors[1])
     fib = rng.standard_normal((size, size)).astype(np.float32)
     fib = cv2.GaussianBlur(fib, (0, 0), sigmaX=2.5 * s + 0.3, sigmaY=0.5 * s + 0.2)
     fib /= max(float(fib.std()), 1e-6)
@@ -224,7 +213,7 @@ def _draw_melange(spec, rng, size, s):
 
 
 def _draw_stripes(spec, rng, size, s):
-    cols = [_rgb(c) for c in spec.colors]
+    cols = [hex_rgb(c) for c in spec.colors]
     x, _ = _grid(size, spec.angle)
     p = spec.scale
     ph = (x / p) % 1.0
@@ -237,7 +226,7 @@ def _draw_stripes(spec, rng, size, s):
 
 
 def _draw_pinstripe(spec, rng, size, s):
-    c1, c2 = _rgb(spec.colors[0]), _rgb(spec.colors[1])
+    c1, c2 = hex_rgb(spec.colors[0]), hex_rgb(spec.colors[1])
     x, _ = _grid(size, spec.angle)
     p = spec.scale
     width = (0.6 + 1.2 * spec.density) / p
@@ -245,7 +234,7 @@ def _draw_pinstripe(spec, rng, size, s):
 
 
 def _draw_gingham(spec, rng, size, s):
-    c1, c2 = _rgb(spec.colors[0]), _rgb(spec.colors[1])
+    c1, c2 = hex_rgb(spec.colors[0]), hex_rgb(spec.colors[1])
     x, y = _grid(size, spec.angle)
     p = spec.scale
     d = 0.35 + 0.3 * spec.density
@@ -255,7 +244,7 @@ def _draw_gingham(spec, rng, size, s):
 
 
 def _draw_plaid(spec, rng, size, s):
-    cols = [_rgb(c) for c in spec.colors]
+    cols = [hex_rgb(c) for c in spec.colors]
     x, y = _grid(size, spec.angle)
     sett = spec.scale
     # a sett of bands: widths and colours from the seed, mirrored like a tartan
@@ -281,7 +270,7 @@ def _draw_plaid(spec, rng, size, s):
 
 
 def _draw_dots(spec, rng, size, s):
-    c1, c2 = _rgb(spec.colors[0]), _rgb(spec.colors[1])
+    c1, c2 = hex_rgb(spec.colors[0]), hex_rgb(spec.colors[1])
     x, y = _grid(size, spec.angle)
     p = spec.scale
     row = np.floor(y / p)
@@ -298,7 +287,7 @@ def _to_u8(rgb: np.ndarray) -> np.ndarray:
 
 
 def _draw_floral(spec, rng, size, s):
-    bg, petal, centre, leaf = (tuple(int(v) for v in _to_u8(_rgb(c))) for c in spec.colors)
+    bg, petal, centre, leaf = (tuple(int(v) for v in _to_u8(hex_rgb(c))) for c in spec.colors)
     img = np.empty((size, size, 3), np.uint8)
     img[:] = bg
     r0 = spec.scale * s
@@ -325,7 +314,7 @@ def _draw_floral(spec, rng, size, s):
 
 
 def _draw_camo(spec, rng, size, s):
-    cols = [_rgb(c) for c in spec.colors]
+    cols = [hex_rgb(c) for c in spec.colors]
     out = np.broadcast_to(cols[0], (size, size, 3)).copy()
     for k, c in enumerate(cols[1:]):
         nz = _smooth_noise(rng, size, spec.scale * s * (1.0 - 0.15 * k), aniso=1.0)
@@ -335,7 +324,7 @@ def _draw_camo(spec, rng, size, s):
 
 
 def _draw_knit(spec, rng, size, s):
-    c1 = _rgb(spec.colors[0])
+    c1 = hex_rgb(spec.colors[0])
     x, y = _grid(size, spec.angle)
     p = spec.scale
     col = np.floor(x / p)
@@ -356,7 +345,7 @@ def _draw_knit(spec, rng, size, s):
 
 
 def _draw_denim(spec, rng, size, s):
-    warp, weft = _rgb(spec.colors[0]), _rgb(spec.colors[1])
+    warp, weft = hex_rgb(spec.colors[0]), hex_rgb(spec.colors[1])
     px = np.arange(size, dtype=np.float32) + 0.5
     p = max(spec.scale * s, 2.5)
     twill = (((px[None, :] + px[:, None] * 0.5) / p) % 1.0) < 0.3
@@ -367,7 +356,7 @@ def _draw_denim(spec, rng, size, s):
 
 
 def _draw_chevron(spec, rng, size, s):
-    c1, c2 = _rgb(spec.colors[0]), _rgb(spec.colors[1])
+    c1, c2 = hex_rgb(spec.colors[0]), hex_rgb(spec.colors[1])
     x, y = _grid(size, spec.angle)
     p = spec.scale
     tri = np.abs((x / p) % 1.0 - 0.5) * p
@@ -377,7 +366,7 @@ def _draw_chevron(spec, rng, size, s):
 
 def _draw_houndstooth(spec, rng, size, s):
     """Checks of ``scale`` px whose mixed cells carry diagonal stripes: the broken-check 'teeth'."""
-    c1, c2 = _rgb(spec.colors[0]), _rgb(spec.colors[1])
+    c1, c2 = hex_rgb(spec.colors[0]), hex_rgb(spec.colors[1])
     x, y = _grid(size, spec.angle)
     u, v = x / (spec.scale / 2), y / (spec.scale / 2)
     i, j = np.floor(u) % 2, np.floor(v) % 2
@@ -389,7 +378,7 @@ def _draw_houndstooth(spec, rng, size, s):
 
 
 def _draw_argyle(spec, rng, size, s):
-    c1, c2, c3 = (_rgb(c) for c in spec.colors)
+    c1, c2, c3 = (hex_rgb(c) for c in spec.colors)
     x, y = _grid(size, spec.angle)
     w, h = spec.scale, spec.scale * (1.2 + 0.6 * spec.density)
     u, v = x / w, y / h
@@ -405,7 +394,7 @@ def _draw_argyle(spec, rng, size, s):
 
 
 def _draw_print(spec, rng, size, s):
-    cols = [tuple(int(v) for v in _to_u8(_rgb(c))) for c in spec.colors]
+    cols = [tuple(int(v) for v in _to_u8(hex_rgb(c))) for c in spec.colors]
     img = np.empty((size, size, 3), np.uint8)
     img[:] = cols[0]
     r0 = spec.scale * s * 0.5
@@ -502,19 +491,8 @@ def load_photo_textures(folder: str | os.PathLike) -> tuple[list[tuple[str, np.n
 
 # --------------------------------------------------------------------------------------------- bank
 
-#: Per mask type: probabilities of drawing a ``medical`` / ``respirator`` / ``fabric`` texture or the
-#: template's default look (None), when no photo is drawn.
-_TYPE_MIX: dict[str, tuple[float, float, float, float]] = {
-    "surgical": (0.75, 0.05, 0.10, 0.10),
-    "n95": (0.05, 0.80, 0.0, 0.15),
-    "kn95": (0.10, 0.70, 0.05, 0.15),
-    "cloth": (0.05, 0.05, 0.85, 0.05),
-    "scarf": (0.0, 0.0, 0.95, 0.05),
-}
-
-
 class TextureBank:
-    """Picks fabrics for masks and serves their images from an LRU cache.
+    """Picks fabrics for masks and serves their images from an LRU cache (``functools.lru_cache``).
 
     Args:
         specs: procedural textures; default :func:`load_textures` ``()``.
@@ -547,8 +525,19 @@ class TextureBank:
         self._all = sorted(self._specs)
         self._photo_ids = sorted(self._photos)
         self._photo_prob = photo_prob
-        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
+        self._mix = {t: r.texture_mix for t, r in mask_type_rules().items()}
+        self.image = lru_cache(maxsize=cache_size)(self._image)
+
+    def __getstate__(self) -> dict:  # the cache does not travel to another process
+        state = dict(self.__dict__)
+        state["_cache_size"] = self.image.cache_info().maxsize
+        del state["image"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        cache_size = state.pop("_cache_size")
+        self.__dict__.update(state)
+        self.image = lru_cache(maxsize=cache_size)(self._image)
 
     @property
     def ids(self) -> list[str]:
@@ -571,11 +560,11 @@ class TextureBank:
         Raises:
             ValueError: unknown ``mask_type``.
         """
-        if mask_type not in _TYPE_MIX:
+        if mask_type not in self._mix:
             raise ValueError(f"unknown mask type {mask_type!r}; expected one of {', '.join(MASK_TYPES)}")
         if self._photo_ids and rng.random() < self._photo_prob:
             return self._photo_ids[int(rng.integers(len(self._photo_ids)))]
-        probs = np.array(_TYPE_MIX[mask_type], np.float64)
+        probs = np.array(self._mix[mask_type], np.float64)
         pools: list[list[str]] = [self._by_use[u] for u in TEXTURE_USES]
         for i, pool in enumerate(pools):
             if not pool:
@@ -588,8 +577,8 @@ class TextureBank:
         pool = pools[k]
         return pool[int(rng.integers(len(pool)))]
 
-    def image(self, texture_id: str | None, size: int = _REF) -> np.ndarray | None:
-        """The texture's image, cached.
+    def _image(self, texture_id: str | None, size: int = _REF) -> np.ndarray | None:
+        """The texture's image; :meth:`image` is this, behind an LRU cache of ``cache_size`` entries.
 
         Args:
             texture_id: an id from :meth:`pick` or :attr:`ids`; None means the default look.
@@ -603,28 +592,31 @@ class TextureBank:
         """
         if texture_id is None:
             return None
-        key = (texture_id, int(size))
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
         if texture_id in self._specs:
-            img = render_texture(self._specs[texture_id], size)
+            img = render_texture(self._specs[texture_id], int(size))
         elif texture_id in self._photos:
-            img = _square(self._photos[texture_id], size)
+            img = center_square(self._photos[texture_id], int(size))
         else:
             raise KeyError(f"unknown texture id {texture_id!r}")
         img.setflags(write=False)
-        self._cache[key] = img
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
         return img
 
 
-def _square(img: np.ndarray, size: int) -> np.ndarray:
-    """Centre square crop resized to ``size`` (area averaging when shrinking)."""
-    h, w = img.shape[:2]
+def center_square(image: np.ndarray, size: int) -> np.ndarray:
+    """The centre square crop of an image, resized to ``size`` x ``size`` (area averaging when shrinking,
+    bilinear when enlarging; no resampling when it already has that size).
+
+    Args:
+        image: ``(H, W, C)`` or ``(H, W)`` array, any dtype OpenCV resizes (uint8, float32).
+        size: output side in pixels.
+
+    Returns:
+        ``(size, size, C)`` (or ``(size, size)``) C-contiguous array of ``image``'s dtype.
+    """
+    h, w = image.shape[:2]
     m = min(h, w)
-    crop = img[(h - m) // 2 : (h - m) // 2 + m, (w - m) // 2 : (w - m) // 2 + m]
-    interp = cv2.INTER_AREA if m > size else cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.resize(crop, (size, size), interpolation=interp))
+    crop = image[(h - m) // 2 : (h - m) // 2 + m, (w - m) // 2 : (w - m) // 2 + m]
+    if m != size:
+        interp = cv2.INTER_AREA if m > size else cv2.INTER_LINEAR
+        crop = cv2.resize(crop, (size, size), interpolation=interp)
+    return np.ascontiguousarray(crop)

@@ -1,0 +1,88 @@
+"""The mask body on one frame: its top and bottom edges per column and a per-pixel parametrisation.
+
+Surgical, cloth, N95 and KN95 masks are the region ``|x - 128| <= half_width, top(x) <= y <= bottom(x)``:
+``top`` rises from ``top_side_y`` at the sides to ``top_y`` over the nose; ``bottom`` is the jaw line moved
+``chin_inset`` pixels inwards (an erosion of the face region), lowered to ``bottom_side_y`` at the sides.
+Scarves run from ``top_y`` down to the bottom of the canvas, narrowing from ``half_width`` to
+``neck_width`` at the neck. All in canonical pixels, y downwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .frame import CANONICAL_SIZE, CENTER_X, Frame, jaw_table
+from .spec import TemplateSpec
+
+__all__ = ["Body", "edges", "edges_at", "mask_body"]
+
+
+@dataclass
+class Body:
+    """The mask body on one frame: per-column edges and per-pixel parametrisation (canonical units)."""
+
+    top: np.ndarray  # (S,) y of the top edge per column
+    bot: np.ndarray  # (S,) y of the bottom edge per column
+    dist: np.ndarray  # (S, S) distance to the body outline in OUTPUT px, > 0 inside
+    d_top: np.ndarray  # (S, S) distance below the top edge, output px
+    u: np.ndarray  # (S,) (x - 128) / half_width
+    v: np.ndarray  # (S, S) (y - top) / (bot - top), 0 at top, 1 at bottom
+
+
+def edges(spec: TemplateSpec, cx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top and bottom edge y per column (canonical), and u = (x - 128) / half_width."""
+    u = (cx - CENTER_X) / spec.half_width
+    au = np.minimum(np.abs(u), 1.0)
+    if spec.mask_type == "scarf":
+        rng = np.random.default_rng(spec.seed)
+        ph, amp = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 1.6)
+        top = spec.top_y + (spec.top_side_y - spec.top_y) * au**spec.top_power + amp * np.sin(7.0 * u + ph) * au
+        bot = np.full_like(cx, CANONICAL_SIZE + 20.0)
+        return top.astype(np.float32), bot.astype(np.float32), u.astype(np.float32)
+    xs, jaw = jaw_table(round(spec.chin_inset, 2))
+    jd = np.interp(cx, xs, jaw)
+    bc = float(np.interp(CENTER_X, xs, jaw))
+    if spec.mask_type == "n95":
+        e = spec.top_power
+        prof = np.clip(1.0 - au**e, 0.0, 1.0) ** (1.0 / e)
+        yc = spec.top_side_y
+        top = yc - (yc - spec.top_y) * prof
+        bot = np.minimum(jd, yc + (bc - yc) * prof)
+    else:
+        top = spec.top_y + (spec.top_side_y - spec.top_y) * au**spec.top_power
+        bot = np.minimum(jd, bc + (spec.bottom_side_y - bc) * au**spec.bottom_power)
+    return top.astype(np.float32), bot.astype(np.float32), u.astype(np.float32)
+
+
+def mask_body(spec: TemplateSpec, fr: Frame) -> Body:
+    """The template's :class:`Body` on frame ``fr``."""
+    top, bot, u = edges(spec, fr.cx)
+    s = fr.scale
+    cx, cy = fr.cx, fr.cy
+    top_n = 1.0 / np.sqrt(1.0 + np.gradient(top, cx) ** 2)
+    bot_n = 1.0 / np.sqrt(1.0 + np.gradient(bot, cx) ** 2)
+    y = cy[:, None]
+    d_top = ((y - top[None, :]) * (top_n[None, :] * s)).astype(np.float32)
+    d_bot = (bot[None, :] - y) * (bot_n[None, :] * s)
+    ax = np.abs(cx - CENTER_X)[None, :]
+    if spec.mask_type == "scarf":
+        y0 = spec.top_side_y
+        slope = (spec.neck_width - spec.half_width) / (CANONICAL_SIZE - y0)
+        half = spec.half_width + slope * np.clip(y - y0, 0.0, None)
+        d_side = (half - ax) * (s / math.sqrt(1.0 + slope * slope))
+    else:
+        d_side = (spec.half_width - ax) * s
+    dist = np.minimum(np.minimum(d_top, d_bot), d_side).astype(np.float32)
+    height = np.maximum(bot - top, 1e-3)
+    v = ((y - top[None, :]) / height[None, :]).astype(np.float32)
+    return Body(top, bot, dist, d_top, u, v)
+
+
+def edges_at(spec: TemplateSpec, x: float) -> tuple[float, float]:
+    """Top and bottom edge y (canonical) at one canonical x."""
+    top, bot, _ = edges(spec, np.array([x], np.float32))
+    return float(top[0]), float(bot[0])
+

@@ -1,0 +1,92 @@
+"""Put a rendered mask on a face: warp it onto the face's anchor points, light it with the face's own
+shading and alpha-composite it (:func:`put_mask`, built from :func:`face_shading` and :func:`composite`)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .warp import PiecewiseAffineWarp
+
+__all__ = ["composite", "face_shading", "put_mask"]
+
+
+def put_mask(
+    face: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, warp: PiecewiseAffineWarp, dst_points: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp a mask rendered in the canonical frame onto a face, light it and composite it.
+
+    Args:
+        face: ``(H, W, 3) uint8`` RGB.
+        rgb: ``(S, S, 3) float32`` mask colour in [0, 1] (:func:`maskbench.masks.render_template`).
+        alpha: ``(S, S) float32`` coverage in [0, 1].
+        warp: the warp of the template's anchor set, built on its canonical points at size ``S``.
+        dst_points: ``(K, 2)`` the anchor set evaluated on the face's landmarks, ``face`` pixels.
+
+    Returns:
+        ``(masked, hole)``: ``(H, W, 3) uint8`` and ``(H, W) bool``, as :func:`composite`.
+    """
+    premult = np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=2).astype(np.float32)
+    ys, xs = np.nonzero(alpha > 0)
+    support = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
+    warped = warp(premult, dst_points, face.shape[:2], support)
+    w_alpha = np.clip(warped[..., 3], 0.0, 1.0)
+    shading = face_shading(face, w_alpha > 0.5)
+    return composite(face, warped[..., :3], w_alpha, shading)
+
+
+def face_shading(face: np.ndarray, region: np.ndarray, strength: float = 0.8) -> np.ndarray:
+    """Low-frequency shading of a face, to light a mask drawn over it.
+
+    The face's luminance (Rec. 601 luma) is blurred (Gaussian, sigma = 4% of the image side) and divided
+    by its median over ``region``, so a mask keeps its own colour on average but darkens where the face is
+    in shadow and brightens where it is lit. ``strength`` blends towards 1 (no shading).
+
+    Args:
+        face: ``(H, W, 3) uint8`` RGB.
+        region: ``(H, W) bool``, the pixels the mask covers.
+        strength: in [0, 1].
+
+    Returns:
+        ``(H, W) float32`` multiplicative factor, clipped to [0.45, 1.4].
+    """
+    luma = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
+    sigma = 0.04 * max(face.shape[:2])
+    blurred = cv2.GaussianBlur(luma, (0, 0), sigma)
+    ref = float(np.median(blurred[region])) if region.any() else float(blurred.mean())
+    return np.clip(1.0 + strength * (blurred / ref - 1.0), 0.45, 1.4).astype(np.float32)
+
+
+def composite(face: np.ndarray, premultiplied: np.ndarray, alpha: np.ndarray, shading: np.ndarray | None = None):
+    """Alpha-composite a warped mask over a face ("over" operator, Porter & Duff 1984).
+
+    Alpha is quantised to 8 bits first; the binary occlusion mask is exactly ``alpha_8bit > 0``, and
+    every pixel outside it equals the face byte for byte. Edge pixels are blended
+    ``a * colour + (1 - a) * face``, never added, so edges carry no bright or dark fringe.
+
+    Args:
+        face: ``(H, W, 3) uint8`` RGB.
+        premultiplied: ``(H, W, 3) float32``, mask colour times alpha, colour in [0, 1].
+        alpha: ``(H, W) float32`` coverage in [0, 1].
+        shading: optional ``(H, W) float32`` factor applied to the mask colour (:func:`face_shading`).
+
+    Returns:
+        ``(masked, hole)``: ``(H, W, 3) uint8`` composite and ``(H, W) bool`` occlusion mask.
+    """
+    a8 = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+    hole = a8 > 0
+    out = face.copy()
+    ys, xs = np.nonzero(hole)
+    if len(ys) == 0:
+        return out, hole
+    win = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))  # work on the hole's box only
+    h = hole[win]
+    a = a8[win].astype(np.float32)[..., None] / 255.0
+    colour = premultiplied[win] / np.maximum(alpha[win], 1e-6)[..., None]
+    if shading is not None:
+        colour = colour * shading[win][..., None]
+    colour = np.clip(colour, 0.0, 1.0) * 255.0
+    f = face[win].astype(np.float32)
+    blended = np.clip(np.rint(a * colour + (1.0 - a) * f), 0, 255).astype(np.uint8)
+    out[win] = np.where(h[..., None], blended, face[win])
+    return out, hole
