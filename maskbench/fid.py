@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .resources import ModelNotFoundError, cache_dir
-from .resources import sha256_file
+from .resources import ModelNotFoundError, cache_dir, sha256_file
 
 __all__ = [
     "FID_HUB_FILE",
