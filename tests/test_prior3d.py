@@ -198,7 +198,7 @@ def test_eos_fit_of_a_real_face_is_finite_and_its_render_covers_the_face(sfm_mod
 def test_network_shapes_and_gradients():
     from maskbench.baselines.prior3d.model import N3D, Discriminator, Generator
 
-    n3d, g, d = N3D(75, 8), Generator(8, 1), Discriminator(32, 8, 32)
+    n3d, g, d = N3D(75, 8), Generator(8, 1, 2), Discriminator(32, 8, 32)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     logits, coeffs = n3d(x)
     assert logits.shape == (2, 1, 32, 32) and coeffs.shape == (2, 75)
@@ -216,9 +216,9 @@ def _params(m):
 def test_small_config_sizes():
     from maskbench.baselines.prior3d.model import N3D, Discriminator, Generator
 
-    assert 1e6 < _params(Generator(32, 4)) < 3e6
+    assert 1e6 < _params(Generator(16, 6, 3)) < 3e6
     assert _params(N3D(75, 32)) < 11.7e6 / 2  # at most half ResNet-18's parameters
-    assert _params(Discriminator(128, 32, 256)) < 5e6
+    assert _params(Discriminator(128, 16, 128)) < 2e6
 
 
 # --- training (tiny configs, fake faces) ---------------------------------------------------------------

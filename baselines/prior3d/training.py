@@ -11,7 +11,8 @@ out (our SFM has no colour model; the prior's colours are sampled from the image
 ``stage: generator`` (``configs/small-generator.yaml``): :class:`.model.Generator` on 7 channels (the
 masked image with its hole filled by uniform noise in [-1, 1], the hole, and the cached ``I_3D`` of the
 eos fit and the true hole: teacher forcing, N_3D is not used), :class:`.model.Discriminator` with the
-non-saturating GAN loss and an R1 penalty on reals (``loss.r1``, gamma). Generator loss =
+non-saturating GAN loss and an R1 penalty on reals (``loss.r1``, gamma; applied every ``loss.r1_every``
+steps with that factor, StyleGAN2's lazy regularisation: the double backward is the dearest part of a step). Generator loss =
 10 L1 (raw output, whole image) + 0.1 identity (1 - cosine of dlib's face-recognition ResNet embeddings
 of the composite and the original, on a fixed central crop resized to 150 px: our faces are already
 aligned, dlib's own chip cut is not differentiable) + 0.1 total variation (composite) + 0.01 adversarial.
@@ -76,9 +77,9 @@ class Prior3DTraining(Trainable):
     defaults: dict[str, Any] = {
         "stage": "generator",  # n3d | generator
         "prior": {"sfm_dir": None, "num_shape": 63, "fit_iterations": 2, "fit_contour": True},
-        "model": {"n3d_width": 32, "gen_width": 32, "gen_blocks": 4, "disc_width": 32, "disc_max_width": 256},
+        "model": {"n3d_width": 32, "gen_width": 16, "gen_blocks": 6, "gen_downs": 3, "disc_width": 16, "disc_max_width": 128},
         "loss": {"mask": 1.0, "ohem_threshold": 0.7, "coeff": 1.0, "landmark": 0.1,
-                 "l1": 10.0, "identity": 0.1, "tv": 0.1, "adversarial": 0.01, "r1": 1.0},
+                 "l1": 10.0, "identity": 0.1, "tv": 0.1, "adversarial": 0.01, "r1": 1.0, "r1_every": 16},
     }
 
     @classmethod
@@ -92,7 +93,7 @@ class Prior3DTraining(Trainable):
         if stage == "n3d":
             return {"n3d": N3D(cls.layout(config).size, m["n3d_width"])}
         if stage == "generator":
-            return {"generator": Generator(m["gen_width"], m["gen_blocks"])}
+            return {"generator": Generator(m["gen_width"], m["gen_blocks"], m["gen_downs"])}
         raise ConfigError(f"3dprior: stage must be one of {', '.join(STAGES)}, got {stage!r}")
 
     def __init__(self, config: dict[str, Any], device: str = "cpu", loss_net: nn.Module | None = None):
@@ -200,13 +201,18 @@ class Prior3DTraining(Trainable):
         out = G(self.generator_input(batch.masked, hole, prior))
         comp = hole * out + (1 - hole) * y
 
-        # discriminator: non-saturating loss, R1 on reals
-        real = y.detach().requires_grad_(True)
+        # discriminator: non-saturating loss, R1 on reals (lazily: every r1_every steps, weighted by it,
+        # as StyleGAN2 does; the double backward through D costs more than the rest of D's step)
+        lazy = int(lc["r1_every"])
+        with_r1 = lc["r1"] > 0 and self.step % lazy == 0
+        real = y.detach().requires_grad_(with_r1)
         d_real = D(real)
         d_fake = D(comp.detach())
-        (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-        r1 = grad.pow(2).flatten(1).sum(1).mean()
-        d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean() + 0.5 * lc["r1"] * r1
+        r1 = out.new_zeros(())
+        if with_r1:
+            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            r1 = grad.pow(2).flatten(1).sum(1).mean()
+        d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean() + 0.5 * lc["r1"] * lazy * r1
         opt.update("disc", d_loss)
 
         # generator
