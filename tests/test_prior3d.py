@@ -83,10 +83,16 @@ def test_render_speed_of_the_sfm_at_128(sfm_model):
     screen = S.project(buf, lay, c, 128)
     cols = torch.rand(1, sfm_model.num_vertices, 3)
     render_colours(screen, buf["triangles"], cols, 128)
-    t = min(_timed(lambda: render_colours(screen, buf["triangles"], cols, 128)) for _ in range(5))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a shared, loaded machine wait on each other
+    try:
+        t = min(_timed(lambda: render_colours(screen, buf["triangles"], cols, 128)) for _ in range(5))
+    finally:
+        torch.set_num_threads(threads)
     img, cov = render_colours(screen, buf["triangles"], cols, 128)
     assert 2000 < cov.sum() < 128 * 128 * 0.7
-    assert t < 0.2, f"{t * 1000:.0f} ms per render"  # ~25 ms on one loaded core; generous for CI
+    # ~12-25 ms on one core here (benchmark numbers are in the report); the bound only catches a blow-up
+    assert t < 0.5, f"{t * 1000:.0f} ms per render"
 
 
 def _timed(fn):
@@ -124,7 +130,7 @@ def test_sfm_resolution_order_and_the_error_that_names_what_is_missing(tmp_path,
     with pytest.raises(S.SFMNotFoundError) as e:
         S.resolve_sfm_dir(opener=offline)
     msg = str(e.value)
-    assert "sfm_shape_3448.bin" in msg and "--sfm-dir" in msg and "MASKBENCH_SFM_DIR" in msg and "download" in msg
+    assert "sfm_shape_3448.bin" in msg and "sfm_dir=DIR" in msg and "MASKBENCH_SFM_DIR" in msg and "download" in msg
     with pytest.raises(S.SFMNotFoundError, match="lacks"):
         S.resolve_sfm_dir(tmp_path / "empty")
     monkeypatch.setenv("MASKBENCH_SFM_DIR", str(sfm_dir))
@@ -314,6 +320,13 @@ def test_predictor_contract_seeds_and_compositing(predictor, env):
     np.testing.assert_array_equal(a.images, a2.images)  # and the same seed repeats
     samples = predictor.predict_samples(ims, 2, generator=torch.Generator().manual_seed(1))
     assert len(samples) == 2 and (samples[0].images != samples[1].images).any()
+    # the trainer's given-mask inpaint runs both networks with the given hole
+    x = torch.from_numpy(ims[:, ::2, ::2]).permute(0, 3, 1, 2).float() / 127.5 - 1  # 32 px, the tiny size
+    hole = torch.zeros(len(ims), 1, 32, 32)
+    hole[:, :, 16:, 8:24] = 1
+    with torch.no_grad():
+        y = predictor._trainer.inpaint(predictor.nets, x, hole, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.abs().max() <= 1
 
 
 def test_expression_edit_changes_the_prior_and_the_output_in_the_hole(predictor, env):

@@ -94,7 +94,7 @@ class Prior3D(LearnedInpainter):
         self.size = int(self.configs["generator"]["size"])
         self.n3d_size = int(self.configs["n3d"]["size"])
         self.layout = T.layout(self.configs["n3d"])
-        self.sfm = load_sfm(sfm_dir if sfm_dir is not None else self.configs["n3d"]["prior"]["sfm_dir"])
+        self.sfm = load_sfm(sfm_dir)  # not the training run's folder: the card may come from another machine
         self.buffers = self.sfm.torch_buffers(self.layout.num_shape, device)
         self.symmetry = torch.from_numpy(self.sfm.symmetry).to(device)
         self.threshold = float(threshold)

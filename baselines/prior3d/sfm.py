@@ -4,7 +4,8 @@ landmarks, and projecting it (in torch, differentiably) from a flat coefficient 
 Files (eos's ``share/`` folder; the shape-only public model of Huber et al., VISAPP 2016):
 :data:`SFM_FILES`. :func:`resolve_sfm_dir` finds them in this order:
 
-1. the ``sfm_dir`` argument (``--sfm-dir`` / ``--method-arg sfm_dir=...``);
+1. the ``sfm_dir`` argument (``--method-arg sfm_dir=DIR`` for evaluate and demo, ``--set prior.sfm_dir=DIR``
+   for training);
 2. ``$MASKBENCH_SFM_DIR``;
 3. the user cache, ``maskbench.faces.cache_dir() / "3dmm-sfm"``;
 4. a download of each missing file from eos's GitHub ``share/`` folder (tag ``v1.5.0``) into that cache
@@ -114,7 +115,8 @@ def resolve_sfm_dir(sfm_dir: str | os.PathLike | None = None, *, allow_download:
             looked.append(f"download from eos's GitHub share/ failed ({e})")
     raise SFMNotFoundError(
         "the Surrey Face Model (eos share/ files " + ", ".join(SFM_FILES) + ") was not found: looked in "
-        + "; ".join(looked) + ". Pass --sfm-dir DIR or set MASKBENCH_SFM_DIR to a folder holding them.")
+        + "; ".join(looked) + ". Set MASKBENCH_SFM_DIR to a folder holding them, or pass it as --method-arg "
+        "sfm_dir=DIR (evaluate, demo) or --set prior.sfm_dir=DIR (train).")
 
 
 def _read_mapping(path: Path) -> dict[int, int]:
@@ -175,7 +177,7 @@ class SurreyModel:
 @lru_cache(maxsize=4)
 def _eos_objects(d: str):
     """The eos fitting objects of the SFM in folder ``d`` (loaded once per process)."""
-    import eos
+    eos = _import_eos()
 
     model = eos.morphablemodel.load_model(f"{d}/sfm_shape_3448.bin")
     blend = eos.morphablemodel.load_blendshapes(f"{d}/expression_blendshapes_3448.bin")
@@ -188,9 +190,17 @@ def _eos_objects(d: str):
             eos.fitting.ModelContour.load(f"{d}/sfm_model_contours.json"))
 
 
+def _import_eos():
+    try:
+        import eos
+    except ImportError as e:
+        raise SFMNotFoundError(f"3dprior needs the eos-py package (pip install 'maskbench[3dprior]' or eos-py): {e}") from None
+    return eos
+
+
 @lru_cache(maxsize=4)
 def _load(folder: str) -> SurreyModel:
-    import eos
+    eos = _import_eos()
 
     d = Path(folder)
     model = eos.morphablemodel.load_model(str(d / "sfm_shape_3448.bin"))
@@ -226,7 +236,7 @@ def load_sfm(sfm_dir: str | os.PathLike | None = None) -> SurreyModel:
     """The SFM from :func:`resolve_sfm_dir` (cached per folder).
 
     Raises:
-        SFMNotFoundError: see :func:`resolve_sfm_dir`.
+        SFMNotFoundError: see :func:`resolve_sfm_dir`; or eos-py is not installed.
     """
     return _load(str(resolve_sfm_dir(sfm_dir).resolve()))
 
@@ -298,8 +308,8 @@ def fit_landmarks(model: SurreyModel, landmarks: np.ndarray, size: int, *, num_s
         ``(num_shape + 12,) float32`` (:class:`CoeffLayout`).
     """
     import cv2
-    import eos
 
+    eos = _import_eos()
     mm, mapper, edges, contour_lms, model_contour = model.eos_objects()
     lms = [eos.core.Landmark(str(i + 1), [float(x), float(y)]) for i, (x, y) in enumerate(landmarks)]
     if contour:

@@ -144,9 +144,16 @@ class Prior3DTraining(Trainable):
 
     @classmethod
     def inpaint(cls, nets, masked, hole, generator=None):
-        """Needs both networks (``n3d`` for the prior, ``generator``); with the true ``hole``."""
-        raise NotImplementedError("3dprior inpaints through its predictor (maskbench.baselines.prior3d.predictor), "
-                                  "which runs N_3D, renders the prior and then N_G")
+        """Given-mask inpainting with both networks (``n3d`` and ``generator``): N_3D's coefficients, their
+        prior coloured outside ``hole``, N_G (the blind predictor uses N_3D's mask instead of ``hole``)."""
+        n3d = nets["n3d"]
+        layout = CoeffLayout(n3d.coeff_mean.numel() - 12)
+        model = load_sfm(None)
+        buffers = model.torch_buffers(layout.num_shape, masked.device)
+        _, coeffs = n3d(masked)
+        prior, _ = render_prior(buffers, layout, torch.from_numpy(model.symmetry).to(masked.device), coeffs, masked,
+                                hole)
+        return nets["generator"](cls.generator_input(masked, hole, prior, generator))
 
     def sample_outputs(self, nets, masked, hole):
         if self.config["stage"] == "generator":
