@@ -239,6 +239,31 @@ def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batc
     click.echo(f"{res.run_dir}: {res.steps} steps" + (f", weights {res.weights}" if res.weights else ""))
 
 
+@main.command("demo")
+@click.argument("method")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default="demo.png", show_default=True, type=click.Path(dir_okay=False), help="Figure (PNG).")
+@click.option("--seeds", default=4, show_default=True, type=click.IntRange(1, 16), help="Outputs with seeds 0..N-1.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable).")
+@click.option("--weights", default=None, type=click.Path(dir_okay=False),
+              help="Weights file of a learned method (same as --method-arg weights=PATH).")
+def demo_cmd(method, image, out, seeds, device, method_args, weights) -> None:
+    """A figure of METHOD's outputs for one masked face IMAGE: seeds, and expression edits where the method
+    has them (3dprior)."""
+    from .demo import variation_figure
+    from .predictors import parse_method_args, resolve_device
+
+    try:
+        margs = parse_method_args(method_args)
+        if weights is not None:
+            margs["weights"] = str(Path(weights).resolve())
+        path = variation_figure(method, image, out, seeds=seeds, device=resolve_device(device), method_args=margs)
+    except _evaluate_errors() as e:
+        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    click.echo(f"wrote {path}")
+
+
 @main.command("evaluate")
 @click.option("--method", required=True, help="Registered method name (see `maskbench methods`).")
 @click.option("--data", default=None, type=click.Path(file_okay=False),

@@ -45,6 +45,8 @@ def test_every_registered_method_meets_the_contract(name):
     cls = P.get_predictor_class(name)
     if cls.needs_gpu and P.resolve_device("auto") == "cpu":
         pytest.skip(f"{name} needs a GPU")
+    if cls.weights_status().startswith("missing"):
+        pytest.skip(f"{name}: no committed weights yet ({cls.weights_status()})")
     pred = P.create_predictor(name)
     assert pred.track in P.TRACKS
     images, masks = _batch()

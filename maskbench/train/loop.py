@@ -72,7 +72,8 @@ class Trainable(ABC):
         defaults: the method's config sections (``model``, ``loss``, ...) merged over
             :data:`maskbench.train.config.COMMON_DEFAULTS`.
         uses_loss_network: load the perceptual loss network (:func:`maskbench.train.losses.load_loss_network`).
-        inference_nets: the networks exported into ``weights.safetensors``.
+        inference_nets: the networks exported into ``weights.safetensors`` (an instance may narrow it by
+            its config, e.g. one stage of a method trained in stages).
 
     Args:
         config: the resolved config.
@@ -111,6 +112,16 @@ class Trainable(ABC):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """The raw output ``(N, 3, S, S)`` in [-1, 1] for masked ``(N, 3, S, S)`` in [-1, 1] and hole
         ``(N, 1, S, S)`` in {0, 1} (no compositing; the predictor composites)."""
+
+    def prepare(self, data, samples: tuple[np.ndarray, np.ndarray, np.ndarray]):
+        """Called once before the first step (also on resume) with the training data and the sample-grid
+        faces ``(masked, original, hole)``; returns the faces to draw the grids from. A method computes
+        per-sample targets here (``3dprior``: its 3D fits). Default: nothing, the faces unchanged."""
+        return samples
+
+    def sample_outputs(self, nets: dict[str, nn.Module], masked: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """What the sample grid shows for ``masked`` and ``hole`` (default: :meth:`inpaint`, noise seeded 0)."""
+        return type(self).inpaint(nets, masked, hole, torch.Generator().manual_seed(0))
 
 
 def method_defaults(trainable: type[Trainable]) -> dict[str, Any]:
@@ -211,6 +222,10 @@ def train(
             raise ConfigError(f"{out} was started with another config; resume with the same options "
                               "(only --steps may change)")
         step, elapsed, images_seen = header["step"], header.get("elapsed_s", 0.0), header.get("images_seen", 0)
+    if samples is None:
+        idx = np.arange(min(8, len(data)))
+        samples = data.get(idx, 0)
+    samples = method.prepare(data, samples)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -226,9 +241,6 @@ def train(
     log_path = out / "log.csv"
     rows = _read_log(log_path, step) if (main and resume) else []
     writer = _TensorBoard(out) if main else None
-    if samples is None:
-        idx = np.arange(min(8, len(data)))
-        samples = data.get(idx, 0)
     bs, total = config["batch_size"], config["steps"]
     stop = total if max_steps is None else min(total, step + max_steps)
     amp = config.get("amp", True) and device.startswith("cuda")
@@ -265,7 +277,7 @@ def train(
             _write_log(log_path, rows)
             writer.add(row)
         if main and (step % config["sample_every"] == 0 or step == stop):
-            _write_samples(out / "samples" / f"step_{step:06d}.png", trainable, method.nets, samples, device)
+            _write_samples(out / "samples" / f"step_{step:06d}.png", method, samples, device)
         if main and (step % config["checkpoint_every"] == 0 or step == stop):
             save_training_state(ckpt, trainable.method, method.nets, opt.opts, step,
                                 {"config": config, "elapsed_s": elapsed, "images_seen": images_seen})
@@ -288,9 +300,9 @@ def train(
             "loss_network": getattr(loss_net, "name", None),
             "commit": git_commit(),
             "parameters": {k: sum(p.numel() for p in getattr(m, "module", m).parameters())
-                           for k, m in method.nets.items() if k in trainable.inference_nets},
+                           for k, m in method.nets.items() if k in method.inference_nets},
         }
-        export_weights(weights, trainable.method, {k: method.nets[k] for k in trainable.inference_nets}, card)
+        export_weights(weights, trainable.method, {k: method.nets[k] for k in method.inference_nets}, card)
     if world > 1:
         import torch.distributed as dist
 
@@ -323,14 +335,14 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 @torch.no_grad()
-def _write_samples(path: Path, trainable: type[Trainable], nets, samples, device: str) -> None:
+def _write_samples(path: Path, method: Trainable, samples, device: str) -> None:
     masked, original, hole = samples
     b = to_batch(masked, original, hole, np.arange(len(masked)), device)
-    inner = {k: getattr(m, "module", m) for k, m in nets.items()}
+    inner = {k: getattr(m, "module", m) for k, m in method.nets.items()}
     was = {k: m.training for k, m in inner.items()}
     for m in inner.values():
         m.eval()
-    pred = trainable.inpaint(inner, b.masked, b.hole, torch.Generator().manual_seed(0))
+    pred = method.sample_outputs(inner, b.masked, b.hole)
     for k, m in inner.items():
         m.train(was[k])
     comp = b.hole * pred + (1 - b.hole) * b.original

@@ -1,0 +1,227 @@
+"""``3dprior`` behind the Predictor contract (blind track): find the mask, fit the face, render, inpaint.
+
+For each face (run at the training size ``S``, 128 in ``small``):
+
+1. N_3D predicts the mask (``sigmoid > 0.1``, then dilated 5 x 5 and 3 x 3, as the authors' code) and the
+   SFM coefficients;
+2. the coefficients (edited, if asked: :func:`.prior.apply_edit`) are rendered into ``I_3D``, coloured
+   from the pixels outside the predicted mask;
+3. the predicted hole is filled with uniform noise from the batch's ``torch.Generator`` (so the seed
+   chooses the sample) and N_G runs on (noised image, mask, ``I_3D``);
+4. N_G's output is upsized (bicubic) to the input size and pasted inside the predicted mask (upsized
+   bilinearly, > 0.5); every other pixel is the input's. The predicted masks are returned with the images.
+
+Weights: one ``weights.safetensors`` holding both networks (:func:`combine_weights` joins the two runs'
+files), or the two runs' files given apart (``n3d_weights=``, ``generator_weights=``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from maskbench.learned import LearnedInpainter, default_weights
+from maskbench.predictors import Predictor, PredictorOutput
+
+__all__ = ["Prior3D", "combine_weights"]
+
+_TRAIN = ("`maskbench train --method 3dprior --config small-n3d` and `--config small-generator`, then "
+          "`python -m maskbench.baselines.prior3d.combine N3D GENERATOR OUT`")
+
+
+class Prior3D(LearnedInpainter):
+    """Non-deterministic face-mask removal with a 3D prior (Yin & Chen, ICIP 2022), trained here.
+
+    Args:
+        device: torch device.
+        weights: a combined weights file (default: the committed ``weights.safetensors``).
+        n3d_weights, generator_weights: the two runs' ``weights.safetensors`` instead of a combined file.
+        sfm_dir: the Surrey Face Model folder (see :func:`.sfm.resolve_sfm_dir`).
+        threshold: mask probability threshold (0.1).
+        edit: an edit applied to every face (:func:`.prior.apply_edit`), e.g. ``{"smile": 1.0}``.
+        batch_size: faces per forward.
+
+    Raises:
+        maskbench.faces.ModelNotFoundError: no weights (how to train them is in the message), or no SFM.
+        maskbench.train.checkpoint.CheckpointError: a file is unreadable or not ``3dprior``'s.
+    """
+
+    name = "3dprior"
+    track = "blind"
+    description = "3D-prior GAN mask removal (blind), Yin & Chen ICIP 2022 (trained here)"
+    trainer = "maskbench.baselines.prior3d.training:Prior3DTraining"
+
+    def __init__(self, device: str = "cpu", weights: str | None = None, n3d_weights: str | None = None,
+                 generator_weights: str | None = None, sfm_dir: str | None = None, threshold: float = 0.1,
+                 edit: dict[str, Any] | None = None, batch_size: int = 16, variant: str | None = None):
+        Predictor.__init__(self, device)
+        import torch
+
+        from maskbench.faces import ModelNotFoundError
+        from maskbench.learned import trainer_class
+        from maskbench.train.checkpoint import load_weights, read_card
+
+        from .sfm import load_sfm
+
+        T = trainer_class(type(self))
+        if (n3d_weights is None) != (generator_weights is None):
+            raise TypeError("3dprior: give both n3d_weights and generator_weights, or neither")
+        files = ({"n3d": Path(n3d_weights), "generator": Path(generator_weights)} if n3d_weights
+                 else {"both": self._weights_path(weights, variant)})
+        for p in files.values():
+            if not p.is_file():
+                raise ModelNotFoundError(f"{self.name}: weights {p} not found; {self._how_to_train()}")
+        self.nets, self.configs = {}, {}
+        for key, p in files.items():
+            card = read_card(p)
+            stages = card.get("stages") or {card.get("config", {}).get("stage", key): card}
+            for stage, c in stages.items():
+                self.configs[stage] = c["config"]
+            nets = {s: T.build(self.configs[s])[s] for s in stages}
+            load_weights(p, T.method, nets)
+            self.nets.update(nets)
+        missing = {"n3d", "generator"} - set(self.nets)
+        if missing:
+            raise ModelNotFoundError(f"{self.name}: {', '.join(sorted(missing))} weights missing; {self._how_to_train()}")
+        for m in self.nets.values():
+            m.to(device).eval()
+        self.weights_path = files.get("both")
+        self.card = read_card(self.weights_path) if self.weights_path else None
+        self.size = int(self.configs["generator"]["size"])
+        self.n3d_size = int(self.configs["n3d"]["size"])
+        self.layout = T.layout(self.configs["n3d"])
+        self.sfm = load_sfm(sfm_dir)  # not the training run's folder: the card may come from another machine
+        self.buffers = self.sfm.torch_buffers(self.layout.num_shape, device)
+        self.symmetry = torch.from_numpy(self.sfm.symmetry).to(device)
+        self.threshold = float(threshold)
+        self.edit = edit
+        self.batch_size = int(batch_size)
+        self._trainer = T
+        self._torch = torch
+
+    @classmethod
+    def _how_to_train(cls) -> str:
+        return f"train both stages with {_TRAIN}, or pass --method-arg weights=PATH"
+
+    def _masks_and_coeffs(self, x):
+        """Predicted hole ``(N, 1, S, S)`` (thresholded, dilated) and coefficients, for ``x`` at ``S``."""
+        torch, F = self._torch, self._torch.nn.functional
+        xin = x if self.n3d_size == x.shape[-1] else F.interpolate(x, size=(self.n3d_size,) * 2, mode="area")
+        logits, coeffs = self.nets["n3d"](xin)
+        prob = torch.sigmoid(logits)
+        if prob.shape[-1] != x.shape[-1]:  # coefficients are in fractions of the side: size-free
+            prob = F.interpolate(prob, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        m = (prob > self.threshold).float()
+        m = F.max_pool2d(F.max_pool2d(m, 5, 1, 2), 3, 1, 1)
+        return m, coeffs
+
+    def render(self, images: np.ndarray, edit: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The predicted masks and rendered priors at ``S``: ``(N, S, S) bool``, ``(N, S, S, 3) uint8``."""
+        from maskbench.train.data import downsize_image
+
+        from .prior import render_prior
+
+        torch = self._torch
+        small = np.stack([downsize_image(im, self.size) for im in images])
+        x = torch.from_numpy(small).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        with torch.inference_mode():
+            m, c = self._masks_and_coeffs(x)
+            prior, _ = render_prior(self.buffers, self.layout, self.symmetry, c, x, m, edit)
+        return (m[:, 0] > 0).cpu().numpy(), _to_uint8(prior)
+
+    def predict(self, images: np.ndarray, masks: np.ndarray | None = None, generator=None,
+                edit: dict[str, Any] | None = None) -> PredictorOutput:
+        """Restore ``(N, H, W, 3) uint8`` faces (module docstring); ``masks`` is ignored (blind track).
+
+        Args:
+            images: the masked faces.
+            masks: ignored.
+            generator: CPU ``torch.Generator`` for the hole noise (a fresh one seeded 0 when None).
+            edit: overrides the predictor's ``edit`` for this call.
+
+        Returns:
+            :class:`PredictorOutput` with the restored images and the predicted ``(N, H, W) bool`` masks.
+        """
+        from maskbench.train.data import downsize_image
+
+        from .prior import render_prior
+
+        torch = self._torch
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        edit = self.edit if edit is None else edit
+        s = self.size
+        n, h, w, _ = images.shape
+        out = images.copy()
+        pred_masks = np.zeros((n, h, w), bool)
+        for start in range(0, n, self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            small = np.stack([downsize_image(im, s) for im in images[sl]])
+            x = torch.from_numpy(small).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            with torch.inference_mode():
+                m, c = self._masks_and_coeffs(x)
+                prior, _ = render_prior(self.buffers, self.layout, self.symmetry, c, x, m, edit)
+                y = self.nets["generator"](self._trainer.generator_input(x, m, prior, generator))
+            pred = _to_uint8(y)
+            ms = m[:, 0].cpu().numpy()
+            for j, p in enumerate(pred):
+                i = start + j
+                if (h, w) == (s, s):
+                    up, mk = p, ms[j] > 0
+                else:
+                    up = cv2.resize(p, (w, h), interpolation=cv2.INTER_CUBIC)
+                    mk = cv2.resize(ms[j], (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+                out[i][mk] = up[mk]
+                pred_masks[i] = mk
+        return PredictorOutput(out, masks=pred_masks)
+
+    def predict_samples(self, images: np.ndarray, num_samples: int, generator=None,
+                        edit: dict[str, Any] | None = None) -> list[PredictorOutput]:
+        """``num_samples`` restorations of each face, noise drawn one after the other from ``generator``
+        (the predicted masks are the same in every sample)."""
+        torch = self._torch
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        return [self.predict(images, None, generator=generator, edit=edit) for _ in range(int(num_samples))]
+
+
+def _to_uint8(t) -> np.ndarray:
+    return ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def combine_weights(n3d: str | Path, generator: str | Path, out: str | Path | None = None) -> Path:
+    """Join the two stages' ``weights.safetensors`` into one file (default: the committed location).
+
+    The card holds both cards under ``stages``; ``size``, ``steps``, ``images_seen``, ``wall_time_s`` and
+    ``device`` summarise them (the generator's size; sums of the budgets) for ``maskbench methods``.
+
+    Raises:
+        maskbench.train.checkpoint.CheckpointError: a file is unreadable, not ``3dprior``'s, or of the
+            wrong stage.
+    """
+    from safetensors.torch import load_file, save
+
+    from maskbench.io import atomic_write_bytes
+    from maskbench.train.checkpoint import CheckpointError, read_card
+
+    tensors, stages = {}, {}
+    for stage, p in (("n3d", n3d), ("generator", generator)):
+        card = read_card(p)
+        if card.get("method") != Prior3D.name or card.get("config", {}).get("stage") != stage:
+            raise CheckpointError(f"{p} is not a 3dprior {stage} weights file (method {card.get('method')!r}, "
+                                  f"stage {card.get('config', {}).get('stage')!r})")
+        stages[stage] = card
+        tensors.update({k: v for k, v in load_file(str(p)).items() if k.startswith(f"{stage}/")})
+    g, n = stages["generator"], stages["n3d"]
+    card = {"method": Prior3D.name, "stages": stages, "config_name": f"{n.get('config_name')}+{g.get('config_name')}",
+            "config": g["config"], "size": g["size"], "steps": n["steps"] + g["steps"],
+            "images_seen": n["images_seen"] + g["images_seen"], "wall_time_s": n["wall_time_s"] + g["wall_time_s"],
+            "device": g["device"], "data_fingerprint": g.get("data_fingerprint"),
+            "parameters": {**n.get("parameters", {}), **g.get("parameters", {})}, "loss_network": "dlib-resnet (identity)"}
+    out = Path(out) if out else default_weights(Prior3D)
+    atomic_write_bytes(out, save(tensors, metadata={"maskbench": json.dumps(card)}))
+    return out
