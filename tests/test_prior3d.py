@@ -360,7 +360,7 @@ def test_demo_figure(predictor, tiny_weights, env, tmp_path):
 
 def test_missing_weights_say_how_to_train(tmp_path, env):
     from maskbench import predictors as P
-    from maskbench.faces import ModelNotFoundError
+    from maskbench.resources import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="maskbench train --method 3dprior"):
         P.create_predictor("3dprior", weights=str(tmp_path / "none.safetensors"))

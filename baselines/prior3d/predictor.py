@@ -61,7 +61,7 @@ class Prior3D(LearnedInpainter):
         Predictor.__init__(self, device)
         import torch
 
-        from maskbench.faces import ModelNotFoundError
+        from maskbench.resources import ModelNotFoundError
         from maskbench.learned import trainer_class
         from maskbench.train.checkpoint import load_weights, read_card
 

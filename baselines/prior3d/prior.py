@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from maskbench.dataset import DatasetFormatError
-from maskbench.faces import cache_dir
+from maskbench.resources import cache_dir
 from maskbench.io import atomic_write_bytes
 
 from .render import rasterize, render_colours

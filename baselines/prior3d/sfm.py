@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskbench.faces import ModelNotFoundError, cache_dir
+from maskbench.resources import ModelNotFoundError, cache_dir
 from maskbench.resources import DownloadError, ModelFile, download
 
 __all__ = ["SFM_FILES", "SFMNotFoundError", "resolve_sfm_dir", "SurreyModel", "load_sfm", "CoeffLayout",
