@@ -405,5 +405,35 @@ def compare_cmd(a, b, results, dataset, metrics) -> None:
     click.echo(format_comparison(table, info))
 
 
+@main.command("realism")
+@click.argument("synth_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--real", type=click.Path(), default=None, help="Real masked photos [default: SHARED/real-masked-dev].")
+@click.option("--control-a", type=click.Path(), default=None,
+              help="Control: unmasked source photos [default: SHARED/celeba-id200/img_align_celeba].")
+@click.option("--control-b", type=click.Path(), default=None,
+              help="Control: real unmasked photos [default: SHARED/real-unmasked-dev].")
+@click.option("--shared-data", envvar="MASKBENCH_TEST_DATA", type=click.Path(file_okay=False), default=None,
+              help="Folder holding the default sets (SHARED) [default: $MASKBENCH_TEST_DATA].")
+@click.option("--limit", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Images drawn per set (fixed seed).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--no-cache", is_flag=True, help="Recompute the features (and do not store them).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the numbers here.")
+@user_errors(ValueError, OSError)
+def realism_cmd(synth_dir, real, control_a, control_b, shared_data, limit, seed, device, no_cache, json_out) -> None:
+    """Classifier two-sample test of a Masked-Faces dataset's masked images against real masked photos,
+    with a control pair through the same pipeline; prints the realism gap (see maskbench.realism)."""
+    from .realism import format_report, realism_report, resolve_sets, write_report_json
+
+    sets = resolve_sets(synth_dir, real=real, control_a=control_a, control_b=control_b, shared_data=shared_data,
+                        limit=limit, seed=seed)
+    rep = realism_report(*sets, seed=seed, device=device, cache=not no_cache,
+                         log=lambda s: click.echo(s, err=True))
+    click.echo(format_report(rep))
+    if json_out:
+        write_report_json(rep, json_out)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
