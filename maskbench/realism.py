@@ -50,9 +50,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .dataset import MASK_TYPES, SPLITS, DatasetFormatError, MaskedFaces, safe_join
-from .faces import ModelNotFoundError, cache_dir
 from .io import ImageDecodeError, atomic_write_bytes, read_image
-from .resources import sha256_file
+from .resources import ModelNotFoundError, cache_dir, sha256_file
 from .sources import IMAGE_SUFFIXES
 
 __all__ = [

@@ -23,7 +23,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("dataset", ("maskbench.dataset", "maskbench.publish", "maskbench.testing")),
     ("predictor", ("maskbench.predictors", "maskbench.learned", "maskbench.train", "maskbench.baselines")),
     ("metrics", ("maskbench.metrics", "maskbench.fid", "maskbench.identity")),
-    ("results", ("maskbench.evaluate", "maskbench.stats")),
+    ("results", ("maskbench.evaluate", "maskbench.stats", "maskbench.realism", "maskbench.demo")),
     ("leaderboard", ("maskbench.leaderboard", "maskbench.report")),
     ("cli", ("maskbench.cli", "maskbench.__main__")),
 ]
