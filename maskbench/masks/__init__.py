@@ -10,11 +10,11 @@ Everything that makes a mask type lives here and in ``mask_templates/``:
 - :mod:`~maskbench.masks.body`, :mod:`~maskbench.masks.shaders`, :mod:`~maskbench.masks.render`: the
   template renderer (:func:`render_template`).
 - :mod:`~maskbench.masks.textures`: fabrics (:class:`TextureBank`).
-- :mod:`~maskbench.masks.warp`, :mod:`~maskbench.masks.composite`: image operations that put a rendered
-  mask on a face.
+- :mod:`~maskbench.masks.warp`, :mod:`~maskbench.masks.degrade`, :mod:`~maskbench.masks.composite`: image
+  operations that put a rendered mask on a face.
 """
 
-from .composite import composite, face_shading, put_mask
+from .composite import composite, face_shading, mask_layer, put_mask
 from .frame import CANONICAL_SIZE, AnchorSet, canonical_landmarks, data_dir, face_hull, load_anchor_sets
 from .render import RENDERER_VERSION, library_hash, render_template, write_contact_sheet
 from .spec import MaskTypeRules, MaskTypesError, TemplateSpec, TemplateSpecError, load_mask_types, load_templates
@@ -44,6 +44,7 @@ __all__ = [
     "load_photo_textures",
     "load_templates",
     "load_textures",
+    "mask_layer",
     "put_mask",
     "render_template",
     "render_texture",

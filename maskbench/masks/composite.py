@@ -1,20 +1,34 @@
 """Put a rendered mask on a face: warp it onto the face's anchor points, light it with the face's own
-shading and alpha-composite it (:func:`put_mask`, built from :func:`face_shading` and :func:`composite`)."""
+shading, give it the photo's sharpness and noise and alpha-composite it (:func:`put_mask`, built from
+:func:`face_shading`, :mod:`maskbench.masks.degrade` and :func:`composite`)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from .degrade import match_face_statistics, soften_alpha
 from .warp import PiecewiseAffineWarp
 
-__all__ = ["composite", "face_shading", "put_mask"]
+__all__ = ["composite", "face_shading", "mask_layer", "put_mask"]
 
 
 def put_mask(
-    face: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, warp: PiecewiseAffineWarp, dst_points: np.ndarray
+    face: np.ndarray,
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    warp: PiecewiseAffineWarp,
+    dst_points: np.ndarray,
+    rng: np.random.Generator | None = None,
+    *,
+    match_face: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warp a mask rendered in the canonical frame onto a face, light it and composite it.
+    """Warp a mask rendered in the canonical frame onto a face, light it, match it to the photo, composite it.
+
+    Steps: piecewise-affine warp of the premultiplied RGBA; anti-aliased outline
+    (:func:`~maskbench.masks.degrade.soften_alpha`, never growing the hole); the face's shading
+    (:func:`face_shading`); the face's sharpness and noise (:func:`~maskbench.masks.degrade.match_face_statistics`);
+    "over" composite (:func:`composite`). Only hole pixels change.
 
     Args:
         face: ``(H, W, 3) uint8`` RGB.
@@ -22,9 +36,34 @@ def put_mask(
         alpha: ``(S, S) float32`` coverage in [0, 1].
         warp: the warp of the template's anchor set, built on its canonical points at size ``S``.
         dst_points: ``(K, 2)`` the anchor set evaluated on the face's landmarks, ``face`` pixels.
+        rng: the sample's generator, for the sensor noise (None: no noise).
+        match_face: False skips the outline softening and the sharpness/noise matching (the output of
+            renderer version 1).
 
     Returns:
         ``(masked, hole)``: ``(H, W, 3) uint8`` and ``(H, W) bool``, as :func:`composite`.
+    """
+    colour, coverage = mask_layer(face, rgb, alpha, warp, dst_points, rng, match_face=match_face)
+    return composite(face, colour * coverage[..., None], coverage)
+
+
+def mask_layer(
+    face: np.ndarray,
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    warp: PiecewiseAffineWarp,
+    dst_points: np.ndarray,
+    rng: np.random.Generator | None = None,
+    *,
+    match_face: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mask as it will be composited on ``face``: :func:`put_mask` without the final :func:`composite`.
+
+    Args and ``match_face``: as :func:`put_mask`.
+
+    Returns:
+        ``(colour, alpha)``: ``(H, W, 3) float32`` lit colour in [0, 1] (not premultiplied) and
+        ``(H, W) float32`` coverage in [0, 1]; alpha is 0 where it would round to 0 in 8 bits.
     """
     premult = np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=2).astype(np.float32)
     ys, xs = np.nonzero(alpha > 0)
@@ -32,7 +71,13 @@ def put_mask(
     warped = warp(premult, dst_points, face.shape[:2], support)
     w_alpha = np.clip(warped[..., 3], 0.0, 1.0)
     shading = face_shading(face, w_alpha > 0.5)
-    return composite(face, warped[..., :3], w_alpha, shading)
+    colour = np.clip(warped[..., :3] / np.maximum(w_alpha, 1e-6)[..., None] * shading[..., None], 0.0, 1.0)
+    if match_face:
+        w_alpha = soften_alpha(w_alpha)
+    w_alpha[w_alpha < 0.5 / 255.0] = 0.0  # what rounds to 0 in 8 bits is outside the hole
+    if match_face:
+        colour, _ = match_face_statistics(face, colour, w_alpha, rng)
+    return colour.astype(np.float32), w_alpha
 
 
 def face_shading(face: np.ndarray, region: np.ndarray, strength: float = 0.8) -> np.ndarray:

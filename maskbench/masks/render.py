@@ -26,8 +26,9 @@ from .textures import center_square
 
 __all__ = ["RENDERER_VERSION", "library_hash", "render_template", "write_contact_sheet"]
 
-#: Bumped whenever :func:`render_template` draws differently; part of :func:`library_hash`.
-RENDERER_VERSION = "1"
+#: Bumped whenever :func:`render_template` or :func:`~maskbench.masks.put_mask` draws differently; part of
+#: :func:`library_hash`. 2: outline anti-aliasing and the face's sharpness and noise on the mask (issue 10).
+RENDERER_VERSION = "2"
 
 #: Every data file that decides how masks look.
 DATA_FILES = ("mean_face_68.csv", "anchors.json", "templates.csv", "textures.csv", MASK_TYPES_FILE)
