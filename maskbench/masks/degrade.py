@@ -11,8 +11,8 @@ estimates the face's sharpness and noise around the hole and gives the mask laye
   be compared. The mask layer is blurred with the Gaussian sigma (from :data:`BLUR_SIGMAS`) whose result
   is closest to the face's ratio.
 - noise: :func:`noise_sigma`, Immerkær's estimator ("Fast noise variance estimation", CVIU 1996; the
-  Laplacian-difference kernel, robust to edges), on the face's luminance; that much Gaussian noise,
-  drawn from the sample's generator, is added to the mask layer.
+  Laplacian-difference kernel), on the face's luminance; that much Gaussian luminance noise (one field
+  for the three channels), drawn from the sample's generator, is added to the mask layer.
 
 JPEG re-encoding of the mask layer is not done (yet).
 """
@@ -136,21 +136,23 @@ def match_face_statistics(
     face_gray = luma(face[win])
     target = sharpness(face_gray, around)
     sigma_n = noise_sigma(face_gray, around)
-    noise = rng.standard_normal(cw.shape).astype(np.float32) * (sigma_n / 255.0) if rng is not None else 0.0
-    premult = cw * aw[..., None]
-    best = None
-    for s in BLUR_SIGMAS:
-        if s > 0:
-            a_s = cv2.GaussianBlur(aw, (0, 0), s)
-            c_s = cv2.GaussianBlur(premult, (0, 0), s) / np.maximum(a_s, 1e-6)[..., None]
-        else:
-            c_s = cw
-        c_s = np.where(hw[..., None], c_s + noise, cw)
-        gray = luma(np.clip(c_s, 0.0, 1.0) * 255.0)
-        err = abs(math.log(sharpness(gray, inner) / target))
-        if best is None or err < best[0] - 1e-9:
-            best = (err, s, c_s)
+    # one noise field for the three channels: luminance noise, as in a JPEG with subsampled chroma
+    noise = rng.standard_normal(hw.shape).astype(np.float32) * sigma_n if rng is not None else 0.0
+
+    def blurred(image: np.ndarray, s: float) -> np.ndarray:
+        if s <= 0:
+            return image
+        a_s = cv2.GaussianBlur(aw, (0, 0), s)
+        b = cv2.GaussianBlur(image * (aw[..., None] if image.ndim == 3 else aw), (0, 0), s)
+        return b / np.maximum(a_s, 1e-6)[..., None] if image.ndim == 3 else b / np.maximum(a_s, 1e-6)
+
+    # the search runs on luminance only (blur and luma are both linear), the chosen blur on the colour once
+    mask_gray = luma(cw * 255.0)
+    errors = [abs(math.log(sharpness(np.where(hw, blurred(mask_gray, s) + noise, mask_gray), inner) / target))
+              for s in BLUR_SIGMAS]
+    sigma_b = BLUR_SIGMAS[int(np.argmin(errors))]
+    result = blurred(cw, sigma_b) + (noise[..., None] / 255.0 if rng is not None else 0.0)
     out = colour.copy()
-    out[win] = np.where(hw[..., None], np.clip(best[2], 0.0, 1.0), cw)
-    stats.update(face_sharpness=target, blur_sigma=float(best[1]), noise_sigma=sigma_n)
+    out[win] = np.where(hw[..., None], np.clip(result, 0.0, 1.0), cw)
+    stats.update(face_sharpness=target, blur_sigma=float(sigma_b), noise_sigma=sigma_n)
     return out, stats
