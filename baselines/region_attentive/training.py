@@ -102,9 +102,8 @@ class RegionAttentiveTraining(Trainable):
             gan = gan_image + gan_feature
         l1 = F.l1_loss(out, y)
         perc = perceptual_loss(f_fake, f_real)
-        style = style_loss(f_fake, f_real)
-        w_style = lc["style"] if adversarial else 0.0
-        g_loss = (w_style * style + lc["gan"] * gan_image + lc["gan_feature"] * gan_feature + lc["l1"] * l1
+        style = style_loss(f_fake, f_real) if adversarial else zero  # Gram matrices only when weighted
+        g_loss = (lc["style"] * style + lc["gan"] * gan_image + lc["gan_feature"] * gan_feature + lc["l1"] * l1
                   + lc["perceptual"] * perc)
         opt.update("generator", g_loss)
         return {"g_total": g_loss.item(), "l1": l1.item(), "style": style.item(), "perceptual": perc.item(),
