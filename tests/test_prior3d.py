@@ -273,6 +273,26 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(env, stage, key):
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
 
 
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_unmasked_share_shows_n3d_the_original_with_an_empty_hole(env, share):
+    from maskbench.train.data import PairedFaces, to_batch
+    from maskbench.train.loop import Optimizers
+
+    T, cfg = _trainer("n3d", unmasked_share=share)
+    data = PairedFaces(env, "train", cfg["size"])
+    m = T(cfg, "cpu")
+    m.prepare(data, data.get(np.arange(2)))
+    seen = []
+    m.nets["n3d"].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
+    idx = np.arange(4)
+    b = to_batch(*data.get(idx), idx)
+    assert b.hole.sum() > 0 and not torch.equal(b.masked, b.original)
+    logs = m.training_step(b, Optimizers(m.param_groups(), 1e-3, (0.5, 0.999)))
+    assert torch.equal(seen[0], b.original if share == 1.0 else b.masked)
+    if share == 1.0:  # nothing to find: the IoU of an empty target is that of the predicted pixels (0)
+        assert logs["mask_iou"] == 0.0
+
+
 @pytest.fixture(scope="module")
 def tiny_weights(env, tmp_path_factory) -> Path:
     """Both stages trained 4 steps through `maskbench train`, joined into one file."""

@@ -2,14 +2,17 @@
 
 For each face (run at the training size ``S``, 128 in ``small``):
 
-1. N_3D predicts the mask (``sigmoid > threshold``, 0.5 here, 0.1 in the authors' code: see ``threshold``; then dilated 5 x 5 and 3 x 3, as the authors' code) and the
-   SFM coefficients;
+1. N_3D predicts the mask and the SFM coefficients. The mask is N_3D's probability upsized (bilinear) to
+   the input size, ``> threshold`` (0.5 here; 0.1 in the authors' code) and dilated by ``dilation`` pixels
+   of the input (1 here; the authors' code dilates 5 x 5 then 3 x 3, i.e. 3 pixels at their size). Both
+   departures were chosen on training faces, never on the test split: see ``threshold``, ``dilation``;
 2. the coefficients (edited, if asked: :func:`.prior.apply_edit`) are rendered into ``I_3D``, coloured
    from the pixels outside the predicted mask;
-3. the predicted hole is filled with uniform noise from the batch's ``torch.Generator`` (so the seed
-   chooses the sample) and N_G runs on (noised image, mask, ``I_3D``);
-4. N_G's output is upsized (bicubic) to the input size and pasted inside the predicted mask (upsized
-   bilinearly, > 0.5); every other pixel is the input's. The predicted masks are returned with the images.
+3. the predicted hole (max-pooled to ``S``, so it covers every input pixel of the hole) is filled with
+   uniform noise from the batch's ``torch.Generator`` (so the seed chooses the sample) and N_G runs on
+   (noised image, mask, ``I_3D``);
+4. N_G's output is upsized (bicubic) to the input size and pasted inside the predicted mask; every other
+   pixel is the input's. The predicted masks are returned with the images.
 
 Weights: one ``weights.safetensors`` holding both networks (:func:`combine_weights` joins the two runs'
 files), or the two runs' files given apart (``n3d_weights=``, ``generator_weights=``).
@@ -59,7 +62,8 @@ class Prior3D(LearnedInpainter):
 
     def __init__(self, device: str = "cpu", weights: str | None = None, n3d_weights: str | None = None,
                  generator_weights: str | None = None, sfm_dir: str | None = None, threshold: float = 0.5,
-                 edit: dict[str, Any] | None = None, batch_size: int = 16, variant: str | None = None):
+                 dilation: int = 1, edit: dict[str, Any] | None = None, batch_size: int = 16,
+                 variant: str | None = None):
         Predictor.__init__(self, device)
         import torch
 
@@ -100,6 +104,9 @@ class Prior3D(LearnedInpainter):
         self.buffers = self.sfm.torch_buffers(self.layout.num_shape, device)
         self.symmetry = torch.from_numpy(self.sfm.symmetry).to(device)
         self.threshold = float(threshold)
+        self.dilation = int(dilation)
+        if self.dilation < 0:
+            raise ValueError(f"3dprior: dilation must be >= 0 pixels, got {dilation}")
         self.edit = edit
         self.batch_size = int(batch_size)
         self._trainer = T
@@ -109,31 +116,42 @@ class Prior3D(LearnedInpainter):
     def _how_to_train(cls) -> str:
         return f"train both stages with {_TRAIN}, or pass --method-arg weights=PATH"
 
-    def _masks_and_coeffs(self, x):
-        """Predicted hole ``(N, 1, S, S)`` (thresholded, dilated) and coefficients, for ``x`` at ``S``."""
-        torch, F = self._torch, self._torch.nn.functional
-        xin = x if self.n3d_size == x.shape[-1] else F.interpolate(x, size=(self.n3d_size,) * 2, mode="area")
-        logits, coeffs = self.nets["n3d"](xin)
-        prob = torch.sigmoid(logits)
-        if prob.shape[-1] != x.shape[-1]:  # coefficients are in fractions of the side: size-free
-            prob = F.interpolate(prob, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        m = (prob > self.threshold).float()
-        m = F.max_pool2d(F.max_pool2d(m, 5, 1, 2), 3, 1, 1)
-        return m, coeffs
+    def _forward(self, images: np.ndarray, edit: dict[str, Any] | None, generator=None):
+        """N_3D, the prior and (when ``generator`` is given) N_G on ``(n, H, W, 3) uint8`` faces.
 
-    def render(self, images: np.ndarray, edit: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The predicted masks and rendered priors at ``S``: ``(N, S, S) bool``, ``(N, S, S, 3) uint8``."""
+        Returns ``(hole, prior, y)``: the predicted hole ``(n, H, W) bool`` at the input size (N_3D's
+        probability upsized bilinearly, ``> threshold``, dilated by ``dilation`` pixels), the rendered prior
+        and N_G's output ``(n, 3, S, S)`` in [-1, 1] (``y`` is None without ``generator``). N_G's hole is
+        the input-size hole brought to ``S`` by max-pooling, so it covers every input pixel of the hole.
+        """
         from maskbench.train.data import downsize_image
 
         from .prior import render_prior
 
-        torch = self._torch
-        small = np.stack([downsize_image(im, self.size) for im in images])
+        torch, F = self._torch, self._torch.nn.functional
+        s, (h, w) = self.size, images.shape[1:3]
+        small = np.stack([downsize_image(im, s) for im in images])
         x = torch.from_numpy(small).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         with torch.inference_mode():
-            m, c = self._masks_and_coeffs(x)
-            prior, _ = render_prior(self.buffers, self.layout, self.symmetry, c, x, m, edit)
-        return (m[:, 0] > 0).cpu().numpy(), _to_uint8(prior)
+            xin = x if self.n3d_size == s else F.interpolate(x, size=(self.n3d_size,) * 2, mode="area")
+            logits, coeffs = self.nets["n3d"](xin)
+            prob = F.interpolate(torch.sigmoid(logits), size=(h, w), mode="bilinear", align_corners=False)
+            hole = (prob > self.threshold).float()
+            if self.dilation > 0:
+                k = 2 * self.dilation + 1
+                hole = F.max_pool2d(hole, k, 1, self.dilation)
+            m = hole if (h, w) == (s, s) else F.adaptive_max_pool2d(hole, (s, s))
+            prior, _ = render_prior(self.buffers, self.layout, self.symmetry, coeffs, x, m, edit)
+            y = None
+            if generator is not None:
+                y = self.nets["generator"](self._trainer.generator_input(x, m, prior, generator))
+        return hole[:, 0].cpu().numpy() > 0, prior, y
+
+    def render(self, images: np.ndarray, edit: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The predicted masks at the input size ``(N, H, W) bool`` and the rendered priors at the model's
+        size ``(N, S, S, 3) uint8`` (an edit changes the prior; see :func:`.prior.apply_edit`)."""
+        hole, prior, _ = self._forward(images, edit)
+        return hole, _to_uint8(prior)
 
     def predict(self, images: np.ndarray, masks: np.ndarray | None = None, generator=None,
                 edit: dict[str, Any] | None = None) -> PredictorOutput:
@@ -146,12 +164,9 @@ class Prior3D(LearnedInpainter):
             edit: overrides the predictor's ``edit`` for this call.
 
         Returns:
-            :class:`PredictorOutput` with the restored images and the predicted ``(N, H, W) bool`` masks.
+            :class:`PredictorOutput` with the restored images and the predicted ``(N, H, W) bool`` masks;
+            outside its predicted mask every pixel is the input's.
         """
-        from maskbench.train.data import downsize_image
-
-        from .prior import render_prior
-
         torch = self._torch
         if generator is None:
             generator = torch.Generator().manual_seed(0)
@@ -161,24 +176,12 @@ class Prior3D(LearnedInpainter):
         out = images.copy()
         pred_masks = np.zeros((n, h, w), bool)
         for start in range(0, n, self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            small = np.stack([downsize_image(im, s) for im in images[sl]])
-            x = torch.from_numpy(small).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            with torch.inference_mode():
-                m, c = self._masks_and_coeffs(x)
-                prior, _ = render_prior(self.buffers, self.layout, self.symmetry, c, x, m, edit)
-                y = self.nets["generator"](self._trainer.generator_input(x, m, prior, generator))
-            pred = _to_uint8(y)
-            ms = m[:, 0].cpu().numpy()
-            for j, p in enumerate(pred):
+            hole, _, y = self._forward(images[start:start + self.batch_size], edit, generator)
+            for j, p in enumerate(_to_uint8(y)):
                 i = start + j
-                if (h, w) == (s, s):
-                    up, mk = p, ms[j] > 0
-                else:
-                    up = cv2.resize(p, (w, h), interpolation=cv2.INTER_CUBIC)
-                    mk = cv2.resize(ms[j], (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
-                out[i][mk] = up[mk]
-                pred_masks[i] = mk
+                up = p if (h, w) == (s, s) else cv2.resize(p, (w, h), interpolation=cv2.INTER_CUBIC)
+                out[i][hole[j]] = up[hole[j]]
+                pred_masks[i] = hole[j]
         return PredictorOutput(out, masks=pred_masks)
 
     def predict_samples(self, images: np.ndarray, num_samples: int, generator=None,
