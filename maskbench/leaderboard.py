@@ -55,12 +55,14 @@ __all__ = [
     "collect_wild_results",
     "wild_rows",
     "WILD_FLOOR_NAME",
+    "WILD_REFERENCE_NAME",
 ]
 
 REPORTED_COLUMNS = ("method", "paper", "protocol")
 REPORTED_NOTE = "reported in paper, other protocol"
 CEILING_NAME = "ceiling (original photos)"
 WILD_FLOOR_NAME = "floor (unrestored input)"
+WILD_REFERENCE_NAME = "reference faces (unmasked)"
 #: The in-the-wild table's set-level scores (lower is better for all three).
 WILD_METRICS = ("fid", "kid", "mask_left_behind")
 ALPHA = 0.05
@@ -250,7 +252,8 @@ def _wild_row(run: Path, s: dict[str, Any], manifest: dict[str, Any]) -> dict[st
         "run_dir": str(run),
         "sheet": str(run / "contact_sheet.jpg") if (run / "contact_sheet.jpg").is_file() else "",
     }
-    for prefix, block in (("", s["metrics"]), ("floor_", s["floor"])):
+    for prefix, block in (("", s["metrics"]), ("floor_", s["floor"]),
+                          ("reference_", {"mask_left_behind": s.get("reference_mask_rate")})):
         for m in WILD_METRICS:
             d = block.get(m) or {}
             row[f"{prefix}{m}"] = d.get("value")
@@ -262,7 +265,8 @@ def wild_rows(results) -> pd.DataFrame:
     """The in-the-wild table: the latest run per (method, options, weights, mask source and its options and
     weights, photos, reference), ranked by KID within each (photos, reference) section, then one floor row
     per section and segmenter (FID and KID of the unrestored inputs; the segmenter's detection rate on them
-    as ``mask_left_behind``). Empty frame when there are no wild runs.
+    as ``mask_left_behind``) and one reference row (how often the segmenter flags the unmasked reference
+    faces: its false-alarm rate). Empty frame when there are no wild runs.
 
     Raises:
         FileNotFoundError: a results root is not a folder.
@@ -280,14 +284,18 @@ def wild_rows(results) -> pd.DataFrame:
         g["source"] = "measured"
         floors = []
         for _, f in g.groupby(["mask_source", "mask_source_args", "mask_weights"], sort=True):
-            r = f.iloc[-1]
+            r = f.sort_values("finished", kind="stable").iloc[-1]  # the latest run's floor and reference rate
             floor = {c: r[c] for c in ("data", "data_fp", "reference", "reference_fp", "n_photos", "n_faces",
                                        "n_reference", "left_threshold", "mask_source", "mask_source_args")}
             floor.update({"method": WILD_FLOOR_NAME, "source": "floor", "n_failed": 0, "track": ""})
+            reference = {**floor, "method": WILD_REFERENCE_NAME, "source": "reference"}
             for m in WILD_METRICS:
                 for suffix in ("", "_lo", "_hi"):
                     floor[f"{m}{suffix}"] = r[f"floor_{m}{suffix}"]
+                    reference[f"{m}{suffix}"] = r.get(f"reference_{m}{suffix}")
             floors.append(floor)
+            if reference.get("mask_left_behind") is not None and not pd.isna(reference["mask_left_behind"]):
+                floors.append(reference)
         parts += [g, pd.DataFrame(floors)]
     return pd.concat(parts, ignore_index=True)
 

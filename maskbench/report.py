@@ -130,7 +130,8 @@ _WILD_NOTE = ("FID and KID (Binkowski et al. 2018, unbiased, cubic polynomial ke
               "images, reference fixed). Mask left behind: share of outputs in which the segmenter (the blind "
               "method itself, or the one the masks came from) still marks more than {thr} of the crop, with its "
               "Wilson interval. The floor rows score the unrestored inputs (their mask left behind is the "
-              "segmenter's detection rate). Ranked by KID; failed counts photos with no face and images a method "
+              "segmenter's detection rate); the reference rows give how often the segmenter flags the unmasked "
+              "reference faces (its false-alarm rate): mask left behind means something only where that is low. Ranked by KID; failed counts photos with no face and images a method "
               "failed on (scored as the input).")
 
 
@@ -146,10 +147,11 @@ def wild_sections(wild: pd.DataFrame):
 
 def _wild_label(r: pd.Series) -> str:
     name = row_label(r)
-    if r.get("source") == "floor":
-        return f"{name} (segmenter {r.get('mask_source')})"
+    source = row_label(pd.Series({"method": r.get("mask_source"), "method_args": r.get("mask_source_args")}))
+    if r.get("source") in ("floor", "reference"):
+        return f"{name} (segmenter {source})"
     if r.get("track") == "given-mask":
-        name += f" ← masks of {r.get('mask_source')}"
+        name += f" ← masks of {source}"
     return name
 
 

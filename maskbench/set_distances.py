@@ -24,7 +24,7 @@ FID and KID. Used where there are no pairs to score image by image (the in-the-w
   bootstrap's bias estimate ``mean(replicates) - estimate`` (Efron & Tibshirani, "An Introduction to the
   Bootstrap", 1993, Sec. 10.6), i.e. centred on the estimate with the replicates' spread. KID is treated
   the same way; its resampled U-statistic leaves out the pairs of a duplicate with its copy, so its bias
-  shift is small.
+  shift is small. FID's interval is clipped at 0.
 
 Kernel matrices are held in memory (``n^2`` float64 each): fine up to some 10^4 images.
 """
@@ -263,5 +263,7 @@ class ReferenceDistances:
             value = float(fn(x)[0])
             reps = fn(x, counts) if bootstraps > 0 else np.array([value])
             lo, hi = np.percentile(reps - (reps.mean() - value), [2.5, 97.5])
+            if name == "fid":  # a distance: the shift may not take it below 0
+                lo, hi = max(lo, 0.0), max(hi, 0.0)
             out[name] = SetScore(value, (float(lo), float(hi)), n)
         return out
