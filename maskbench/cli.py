@@ -286,19 +286,38 @@ def demo_cmd(method, image, out, seeds, device, method_args, weights) -> None:
               help="A method option (repeatable), e.g. radius=5; part of the results key.")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="Weights file of a learned method (same as --method-arg weights=PATH).")
+@click.option("--reference", default=None, help="With --data wild:DIR: real unmasked faces (a folder or "
+              "hf:<repo_id>) that FID and KID compare against.")
+@click.option("--mask-from", "mask_from", default=None, help="With --data wild:DIR: the blind method whose "
+              "predicted masks a given-mask method fills.")
+@click.option("--mask-from-arg", "mask_from_args", multiple=True, metavar="KEY=VALUE",
+              help="An option of the --mask-from method (repeatable), e.g. weights=PATH.")
 def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, out, seed, no_fid, no_identity,
-                 identity_model, fid_weights, workers, method_args, weights) -> None:
-    """Run METHOD on a dataset split and write per-image scores, a summary and a manifest."""
+                 identity_model, fid_weights, workers, method_args, weights, reference, mask_from,
+                 mask_from_args) -> None:
+    """Run METHOD on a dataset split and write per-image scores, a summary and a manifest.
+
+    With --data wild:DIR (real photos of masked faces, no ground truth) and --reference DIR: FID, KID and
+    the share of outputs that still show a mask, each with its 95 % interval (see maskbench.wild)."""
     from .evaluate import EvalConfig, evaluate
     from .predictors import parse_method_args
     from .stats import summary_lines
+    from .wild import is_wild
 
     try:
         margs = parse_method_args(method_args)
+        mask_margs = parse_method_args(mask_from_args)
     except ValueError as e:
         raise UserError(str(e)) from None
     if weights is not None:
         margs["weights"] = str(Path(weights).resolve())
+    if is_wild(data):
+        _evaluate_wild(method, data, reference, mask_from, mask_margs, margs, limit, device, batch_size, out, seed,
+                       fid_weights)
+        return
+    if reference or mask_from or mask_from_args:
+        raise UserError("--reference, --mask-from and --mask-from-arg belong to the in-the-wild track "
+                        "(--data wild:DIR)")
     if data is None:
         from .evaluate import default_data
 
@@ -327,6 +346,28 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
                    "unreadable sample is not scored)", err=True)
         if len(res.failures) == s["n"]:
             sys.exit(1)
+
+
+def _evaluate_wild(method, data, reference, mask_from, mask_margs, margs, limit, device, batch_size, out, seed,
+                   fid_weights) -> None:
+    """``maskbench evaluate --data wild:DIR``: call :func:`maskbench.wild.evaluate_wild`, print the scores."""
+    from .wild import WildConfig, evaluate_wild, format_wild_summary
+
+    if not reference:
+        raise UserError("--data wild:... needs --reference DIR (real unmasked faces to compare with)")
+    cfg = WildConfig(method=method, data=data, reference=reference, mask_from=mask_from,
+                     mask_from_args=tuple(sorted(mask_margs.items())), method_args=tuple(sorted(margs.items())),
+                     limit=limit, device=device, batch_size=batch_size, out=out, seed=seed, fid_weights=fid_weights)
+    try:
+        res = evaluate_wild(cfg, progress=_progress_printer(), log=lambda s: click.echo(s, err=True))
+    except _evaluate_errors() as e:
+        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
+    for line in format_wild_summary(res.summary):
+        click.echo("  " + line)
+    if res.failures:
+        click.echo(f"{len(res.failures)} of {res.summary['n_photos']} photos not scored or failed, e.g. "
+                   f"{res.failures[0]['id']}: {res.failures[0]['error']} (see per_image.parquet)", err=True)
 
 
 def _progress_printer():

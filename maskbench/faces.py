@@ -26,6 +26,9 @@ __all__ = [
     "estimate_yaw",
     "nose_inside_outline",
     "align_ffhq",
+    "ffhq_quad",
+    "ffhq_quad_from_points",
+    "warp_quad",
     "face_outline",
     "JAW",
     "BROWS",
@@ -124,11 +127,24 @@ def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
         ``(4, 2) float64`` corners: top-left, bottom-left, bottom-right, top-right, in pixels.
     """
     lm = landmarks.astype(np.float64)
-    eye_left = lm[list(LEFT_EYE)].mean(0)
-    eye_right = lm[list(RIGHT_EYE)].mean(0)
+    return ffhq_quad_from_points(lm[list(LEFT_EYE)].mean(0), lm[list(RIGHT_EYE)].mean(0), lm[48], lm[54])
+
+
+def ffhq_quad_from_points(eye_left, eye_right, mouth_left, mouth_right) -> np.ndarray:
+    """The FFHQ crop rectangle from the four points its rule uses (so 5-point detectors such as YuNet
+    align like the 68 landmarks do).
+
+    Args:
+        eye_left, eye_right: ``(2,)`` eye centres in pixels, image-left eye first (the subject's right).
+        mouth_left, mouth_right: ``(2,)`` mouth corners, image-left first (iBUG points 48 and 54).
+
+    Returns:
+        ``(4, 2) float64`` corners: top-left, bottom-left, bottom-right, top-right, in pixels.
+    """
+    eye_left, eye_right = np.asarray(eye_left, np.float64), np.asarray(eye_right, np.float64)
     eye_avg = (eye_left + eye_right) / 2
     eye_to_eye = eye_right - eye_left
-    mouth_avg = (lm[48] + lm[54]) / 2
+    mouth_avg = (np.asarray(mouth_left, np.float64) + np.asarray(mouth_right, np.float64)) / 2
     eye_to_mouth = mouth_avg - eye_avg
     x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
     x /= np.hypot(*x)
@@ -154,7 +170,22 @@ def align_ffhq(image: np.ndarray, landmarks: np.ndarray, size: int = 256) -> tup
         ``(aligned, M)``: the ``(size, size, 3) uint8`` crop and the ``(2, 3) float64`` affine map from
         source to crop pixels (apply to landmarks with :func:`transform_points`).
     """
-    quad = ffhq_quad(landmarks)
+    return warp_quad(image, ffhq_quad(landmarks), size)
+
+
+def warp_quad(image: np.ndarray, quad: np.ndarray, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Resample the square ``quad`` of ``image`` into a ``size`` x ``size`` crop (the warp of :func:`align_ffhq`).
+
+    Args:
+        image: ``(H, W, 3) uint8`` RGB.
+        quad: ``(4, 2)`` corners top-left, bottom-left, bottom-right, top-right in pixels
+            (:func:`ffhq_quad`, :func:`ffhq_quad_from_points`).
+        size: output side in pixels.
+
+    Returns:
+        ``(aligned, M)``: the ``(size, size, 3) uint8`` crop and the ``(2, 3) float64`` source-to-crop map.
+    """
+    quad = np.asarray(quad, np.float64)
     src = quad[[0, 1, 3]].astype(np.float32)
     dst = np.array([[0, 0], [0, size], [size, 0]], np.float32)
     m = cv2.getAffineTransform(src, dst).astype(np.float64)

@@ -52,11 +52,19 @@ __all__ = [
     "load_reported",
     "build_leaderboard",
     "compare_methods",
+    "collect_wild_results",
+    "wild_rows",
+    "WILD_FLOOR_NAME",
+    "WILD_REFERENCE_NAME",
 ]
 
 REPORTED_COLUMNS = ("method", "paper", "protocol")
 REPORTED_NOTE = "reported in paper, other protocol"
 CEILING_NAME = "ceiling (original photos)"
+WILD_FLOOR_NAME = "floor (unrestored input)"
+WILD_REFERENCE_NAME = "reference faces (unmasked)"
+#: The in-the-wild table's set-level scores (lower is better for all three).
+WILD_METRICS = ("fid", "kid", "mask_left_behind")
 ALPHA = 0.05
 _KEY = ["method", "method_args", "weights", "dataset_fp", "split", "track"]
 
@@ -148,8 +156,8 @@ def _run_row(run: Path, summary_path: Path, manifest_path: Path) -> dict[str, An
         manifest = _read_json(manifest_path)
     except ValueError as e:
         raise ValueError(f"{manifest_path}: {e}") from None
-    if not manifest.get("complete"):
-        return None
+    if not manifest.get("complete") or manifest.get("kind") == "wild":
+        return None  # wild runs have their own table (collect_wild_results)
     try:
         s = _read_json(summary_path)
         if not isinstance(s.get("method"), str) or not isinstance(s.get("metrics", {}), dict):
@@ -184,6 +192,112 @@ def _run_row(run: Path, summary_path: Path, manifest_path: Path) -> dict[str, An
     except (ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"{summary_path}: {e}") from None
     return row
+
+
+def collect_wild_results(results) -> pd.DataFrame:
+    """One row per complete in-the-wild run (:mod:`maskbench.wild`) under the results root(s).
+
+    Returns:
+        Columns ``method, method_args, weights, training, track, mask_source, mask_source_args,
+        mask_weights, data, data_fp, reference, reference_fp, n_photos, n_faces, n_failed, finished,
+        run_dir, sheet`` and, per metric of :data:`WILD_METRICS`, the value, ``<m>_lo``/``<m>_hi`` and
+        ``floor_<m>`` (+ its interval); empty frame if none.
+
+    Warns:
+        DamagedRunWarning: for each wild run whose files cannot be read.
+
+    Raises:
+        FileNotFoundError: a results root is not a folder.
+    """
+    rows = []
+    for root in _roots(results):
+        for summary_path in sorted(root.rglob("summary.json")):
+            run = summary_path.parent
+            manifest_path = run / "manifest.json"
+            if not manifest_path.is_file():
+                continue
+            try:
+                manifest = _read_json(manifest_path)
+                if manifest.get("kind") != "wild" or not manifest.get("complete"):
+                    continue
+                rows.append(_wild_row(run, _read_json(summary_path), manifest))
+            except (ValueError, TypeError, AttributeError, KeyError) as e:
+                warnings.warn(f"skipped run {run}: {e}", DamagedRunWarning, stacklevel=2)
+    return pd.DataFrame(rows)
+
+
+def _wild_row(run: Path, s: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    cfg = manifest.get("config", {})
+    card = manifest.get("method", {}).get("weights_card")
+    mask_card = manifest.get("mask_source", {}).get("weights_card")
+    row: dict[str, Any] = {
+        "method": s["method"],
+        "method_args": json.dumps(cfg.get("method_args") or [], sort_keys=True),
+        "weights": json.dumps(card, sort_keys=True) if card else "",
+        "training": _training_text(card),
+        "track": s.get("track"),
+        "mask_source": s.get("mask_source"),
+        "mask_source_args": json.dumps(sorted((s.get("mask_source_options") or {}).items()), sort_keys=True),
+        "mask_weights": json.dumps(mask_card, sort_keys=True) if mask_card else "",
+        "data": f"{Path(str(s.get('data', ''))).name or s.get('data')}@{str(s.get('dataset_fingerprint'))[:8]}",
+        "data_fp": s.get("dataset_fingerprint"),
+        "reference": f"{Path(str(s.get('reference', ''))).name}@{str(s.get('reference_fingerprint'))[:8]}",
+        "reference_fp": s.get("reference_fingerprint"),
+        "n_photos": s["n_photos"],
+        "n_faces": s["n_faces"],
+        "n_reference": s.get("n_reference"),
+        "n_failed": int(s.get("n_failed", 0)),
+        "left_threshold": s.get("settings", {}).get("left_threshold"),
+        "finished": manifest.get("finished", ""),
+        "run_dir": str(run),
+        "sheet": str(run / "contact_sheet.jpg") if (run / "contact_sheet.jpg").is_file() else "",
+    }
+    for prefix, block in (("", s["metrics"]), ("floor_", s["floor"]),
+                          ("reference_", {"mask_left_behind": s.get("reference_mask_rate")})):
+        for m in WILD_METRICS:
+            d = block.get(m) or {}
+            row[f"{prefix}{m}"] = d.get("value")
+            row[f"{prefix}{m}_lo"], row[f"{prefix}{m}_hi"] = (d.get("ci95") or [None, None])[:2]
+    return row
+
+
+def wild_rows(results) -> pd.DataFrame:
+    """The in-the-wild table: the latest run per (method, options, weights, mask source and its options and
+    weights, photos, reference), ranked by KID within each (photos, reference) section, then one floor row
+    per section and segmenter (FID and KID of the unrestored inputs; the segmenter's detection rate on them
+    as ``mask_left_behind``) and one reference row (how often the segmenter flags the unmasked reference
+    faces: its false-alarm rate). Empty frame when there are no wild runs.
+
+    Raises:
+        FileNotFoundError: a results root is not a folder.
+    """
+    runs = collect_wild_results(results)
+    if runs.empty:
+        return runs
+    key = ["method", "method_args", "weights", "mask_source", "mask_source_args", "mask_weights", "data_fp",
+           "reference_fp"]
+    runs = runs.sort_values("finished", kind="stable").drop_duplicates(key, keep="last")
+    parts = []
+    for _, g in runs.groupby(["data_fp", "reference_fp"], sort=True):
+        g = g.sort_values("kid", na_position="last", kind="stable").copy()
+        g.insert(0, "rank", range(1, len(g) + 1))
+        g["source"] = "measured"
+        floors = []
+        for _, f in g.groupby(["mask_source", "mask_source_args", "mask_weights"], sort=True):
+            r = f.sort_values("finished", kind="stable").iloc[-1]  # the latest run's floor and reference rate
+            floor = {c: r[c] for c in ("data", "data_fp", "reference", "reference_fp", "n_photos", "n_faces",
+                                       "n_reference", "left_threshold", "mask_source", "mask_source_args")}
+            floor.update({"method": WILD_FLOOR_NAME, "source": "floor", "n_failed": 0, "track": ""})
+            reference = {**floor, "method": WILD_REFERENCE_NAME, "source": "reference"}
+            for m in WILD_METRICS:
+                for suffix in ("", "_lo", "_hi"):
+                    floor[f"{m}{suffix}"] = r[f"floor_{m}{suffix}"]
+                    reference[f"{m}{suffix}"] = r.get(f"reference_{m}{suffix}")
+            floors.append(floor)
+            if reference.get("mask_left_behind") is not None and not pd.isna(reference["mask_left_behind"]):
+                floors.append(reference)
+        parts += [g, pd.DataFrame(floors)]
+    return pd.concat(parts, ignore_index=True)
 
 
 def _per_image(run_dirs: list[str]) -> pd.DataFrame | None:
@@ -393,10 +507,15 @@ def build_leaderboard(
     chart = mask_type_chart(measured, primary, out / "by_mask_type.png")
     grid = sample_grid(measured, out / "samples.png")
     meta = _provenance()
-    atomic_write_text(out / "leaderboard.md", render_markdown(table, breakdowns, primary, meta))
+    wild = wild_rows(results)
+    if not wild.empty:
+        cols = [c for c in wild.columns if not c.startswith("_")]
+        atomic_write_text(out / "wild.csv", wild[cols].to_csv(index=False))
+        written.append(out / "wild.csv")
+    atomic_write_text(out / "leaderboard.md", render_markdown(table, breakdowns, primary, meta, wild=wild))
     written.append(out / "leaderboard.md")
     written += [p for p in (chart, grid) if p is not None]
-    atomic_write_text(out / "index.html", render_html(table, breakdowns, primary, meta, out, chart, grid))
+    atomic_write_text(out / "index.html", render_html(table, breakdowns, primary, meta, out, chart, grid, wild=wild))
     written.append(out / "index.html")
     return written
 

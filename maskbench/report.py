@@ -20,7 +20,7 @@ import pandas as pd
 from .io import atomic_write_bytes, read_png, write_png
 from .metrics import METRICS, format_value, higher_is_better
 
-__all__ = ["breakdown_tables", "render_markdown", "render_html", "mask_type_chart", "sample_grid"]
+__all__ = ["breakdown_tables", "render_markdown", "render_html", "mask_type_chart", "sample_grid", "wild_sections"]
 
 _REPORTED_NOTE = "reported in paper, other protocol"
 
@@ -122,6 +122,70 @@ def _section_frame(g: pd.DataFrame, markdown: bool, link=None) -> pd.DataFrame:
     return pd.DataFrame(recs)
 
 
+#: The in-the-wild columns: metric, header, scale of the shown number, format.
+_WILD_COLUMNS = (("fid", "FID ↓", 1.0, "{:.1f}"), ("kid", "KID ×10³ ↓", 1000.0, "{:.2f}"),
+                 ("mask_left_behind", "mask left behind ↓", 1.0, "{:.3f}"))
+_WILD_NOTE = ("FID and KID (Binkowski et al. 2018, unbiased, cubic polynomial kernel) of the restored, aligned "
+              "crops against the reference crops; under each, its 95 % interval (bootstrap over the restored "
+              "images, reference fixed). Mask left behind: share of outputs in which the segmenter (the blind "
+              "method itself, or the one the masks came from) still marks more than {thr} of the crop, with its "
+              "Wilson interval. The floor rows score the unrestored inputs (their mask left behind is the "
+              "segmenter's detection rate); the reference rows give how often the segmenter flags the unmasked "
+              "reference faces (its false-alarm rate): mask left behind means something only where that is low. Ranked by KID; failed counts photos with no face and images a method "
+              "failed on (scored as the input).")
+
+
+def wild_sections(wild: pd.DataFrame):
+    """``(title, rows)`` per (photos, reference) of the in-the-wild table (:func:`maskbench.leaderboard.wild_rows`)."""
+    if wild is None or wild.empty:
+        return
+    for _, g in wild.groupby(["data_fp", "reference_fp"], sort=True):
+        r = g.iloc[0]
+        yield (f"In the wild: {r['data']} — {int(r['n_faces'])} of {int(r['n_photos'])} photos with a face — "
+               f"reference {r['reference']} ({int(r['n_reference'])} faces)"), g
+
+
+def _wild_label(r: pd.Series) -> str:
+    name = row_label(r)
+    source = row_label(pd.Series({"method": r.get("mask_source"), "method_args": r.get("mask_source_args")}))
+    if r.get("source") in ("floor", "reference"):
+        return f"{name} (segmenter {source})"
+    if r.get("track") == "given-mask":
+        name += f" ← masks of {source}"
+    return name
+
+
+def _wild_frame(g: pd.DataFrame, markdown: bool, link=None) -> pd.DataFrame:
+    recs = []
+    for _, r in g.iterrows():
+        rank = r.get("rank")
+        name = _wild_label(r)
+        rec = {"rank": "" if rank is None or pd.isna(rank) else str(int(rank)),
+               "method": name if link is None else link(r, name),
+               "failed": f"{int(r['n_failed'])}/{int(r['n_photos'])}" if r.get("source") == "measured" else ""}
+        for m, header, scale, fmt in _WILD_COLUMNS:
+            v, lo, hi = r.get(m), r.get(f"{m}_lo"), r.get(f"{m}_hi")
+            if v is None or pd.isna(v):
+                rec[header] = ""
+                continue
+            text = fmt.format(v * scale)
+            ci = "" if lo is None or pd.isna(lo) else f"[{fmt.format(lo * scale)}, {fmt.format(hi * scale)}]"
+            rec[header] = f"{text} {ci}".strip() if markdown else \
+                f"{html.escape(text)}" + (f"<br><small>{html.escape(ci)}</small>" if ci else "")
+        t = r.get("training")
+        rec["training"] = "" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t)
+        recs.append(rec)
+    frame = pd.DataFrame(recs)
+    if not frame["training"].astype(bool).any():
+        frame = frame.drop(columns="training")
+    return frame
+
+
+def _wild_note(g: pd.DataFrame) -> str:
+    thr = g["left_threshold"].dropna()
+    return _WILD_NOTE.format(thr=f"{float(thr.iloc[0]):.0%}" if len(thr) else "the threshold")
+
+
 def breakdown_tables(measured: pd.DataFrame, primary: str) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
     """Per (track, dataset): ``(title, by mask type, by hole bucket)`` frames of the primary metric,
     methods as rows, groups as columns, cells ``"mean (n)"``."""
@@ -142,8 +206,10 @@ def breakdown_tables(measured: pd.DataFrame, primary: str) -> list[tuple[str, pd
     return out
 
 
-def render_markdown(table: pd.DataFrame, breakdowns, primary: str, meta: dict[str, str]) -> str:
-    """The whole ``leaderboard.md``."""
+def render_markdown(table: pd.DataFrame, breakdowns, primary: str, meta: dict[str, str],
+                    wild: pd.DataFrame | None = None) -> str:
+    """The whole ``leaderboard.md``; ``wild`` (:func:`maskbench.leaderboard.wild_rows`) adds the in-the-wild
+    sections at the end."""
     lines = [
         "# maskbench leaderboard",
         "",
@@ -160,6 +226,8 @@ def render_markdown(table: pd.DataFrame, breakdowns, primary: str, meta: dict[st
         for what, f in (("mask type", by_type), ("hole area (share of the face box)", by_bucket)):
             if not f.empty:
                 lines += [f"### {title}: `{primary}` by {what} (n)", "", f.to_markdown(), ""]
+    for title, g in wild_sections(wild):
+        lines += [f"## {title}", "", _wild_note(g), "", _wild_frame(g, markdown=True).to_markdown(index=False), ""]
     return "\n".join(lines)
 
 
@@ -181,8 +249,11 @@ document.querySelectorAll('th').forEach((th, i) => th.addEventListener('click', 
 """
 
 
-def render_html(table, breakdowns, primary: str, meta: dict[str, str], out: Path, chart, grid) -> str:
-    """The whole ``index.html``: fits a 1400 px window; each measured row links to its run manifest."""
+def render_html(table, breakdowns, primary: str, meta: dict[str, str], out: Path, chart, grid,
+                wild: pd.DataFrame | None = None) -> str:
+    """The whole ``index.html``: fits a 1400 px window; each measured row links to its run manifest. ``wild``
+    (:func:`maskbench.leaderboard.wild_rows`) adds the in-the-wild tables, each followed by its runs'
+    contact sheets (inputs with the mask found, outputs, what the segmenter still finds)."""
 
     def link(r, name):
         if r.get("source") != "measured" or not r.get("run_dir"):
@@ -206,6 +277,16 @@ def render_html(table, breakdowns, primary: str, meta: dict[str, str], out: Path
     for t, p in (("By mask type (95 % intervals)", chart), ("Samples: input | methods | ground truth", grid)):
         if p is not None:
             parts.append(f"<h2>{t}</h2><img src='{html.escape(p.name)}' alt='{t}'>")
+    for title, g in wild_sections(wild):
+        frame = _wild_frame(g, markdown=False, link=link)
+        parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(_wild_note(g))}</p>"
+                     + frame.to_html(index=False, escape=False, border=0))
+        for _, r in g[g["source"] == "measured"].iterrows():
+            if r.get("sheet"):
+                rel = html.escape(os.path.relpath(r["sheet"], out))
+                label = html.escape(_wild_label(r))
+                parts.append(f"<h3>Contact sheet: {label}</h3><a href='{rel}'><img src='{rel}' "
+                             f"alt='contact sheet of {label}'></a>")
     body = "\n".join(parts)
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>maskbench leaderboard</title>"
             f"<style>{_CSS}</style></head>\n<body>\n{body}\n<script>{_SORT_JS}</script>\n</body></html>\n")

@@ -18,12 +18,12 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     # shared by every stage: the package itself, file helpers, model files and the dataset format
     ("base", ("maskbench", "maskbench.io", "maskbench.resources", "maskbench.format", "maskbench.card")),
     ("sources", ("maskbench.sources",)),
-    ("faces", ("maskbench.faces", "maskbench.dlib_resnet")),
+    ("faces", ("maskbench.faces", "maskbench.dlib_resnet", "maskbench.yunet")),
     ("synth", ("maskbench.masks", "maskbench.synth", "maskbench.synth_folder")),
     ("dataset", ("maskbench.dataset", "maskbench.publish", "maskbench.testing")),
     ("predictor", ("maskbench.predictors", "maskbench.learned", "maskbench.train", "maskbench.baselines")),
-    ("metrics", ("maskbench.metrics", "maskbench.fid", "maskbench.identity")),
-    ("results", ("maskbench.evaluate", "maskbench.stats", "maskbench.realism", "maskbench.demo")),
+    ("metrics", ("maskbench.metrics", "maskbench.fid", "maskbench.identity", "maskbench.set_distances")),
+    ("results", ("maskbench.evaluate", "maskbench.stats", "maskbench.realism", "maskbench.demo", "maskbench.wild")),
     ("leaderboard", ("maskbench.leaderboard", "maskbench.report")),
     ("cli", ("maskbench.cli", "maskbench.__main__")),
 ]
