@@ -43,8 +43,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import platform
 import shutil
 import threading
 import time
@@ -60,7 +58,7 @@ from . import __version__
 from .dataset import MaskedFaces, SampleError, check_name
 from .resources import cache_dir
 from .io import atomic_write_bytes, atomic_write_json, write_png
-from .resources import git_commit
+from .resources import git_commit, hardware_info, iso_utc, library_versions
 from .metrics import image_scores, mask_f1, mask_iou, metric_names
 from .predictors import Predictor, batch_generator, get_predictor_class, resolve_device, run_predictor
 from .stats import HOLE_BUCKET_LABELS, PSNR_CAP_DB, describe, hole_buckets, hole_face_fraction, summarize
@@ -428,13 +426,13 @@ def _manifest(config, cls, dataset, device, identity_model, feats, started, n_fa
         },
         "seed": config.seed,
         "device": device,
-        "hardware": _hardware(device),
-        "versions": _versions(),
+        "hardware": hardware_info(device),
+        "versions": library_versions(),
         "git_commit": git_commit(),
         "identity_model": identity_model,
         "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
-        "started": _iso(started),
-        "finished": _iso(finished),
+        "started": iso_utc(started),
+        "finished": iso_utc(finished),
         "elapsed_s": round(finished - started, 3),
         "n_failed": n_failed,
     }
@@ -667,36 +665,6 @@ def _add_rank1(table: pd.DataFrame, e_orig: np.ndarray, e_comp: np.ndarray, iden
     if ident.threshold is not None:
         ceiling["identity_match"] = describe(np.ones(len(table)), "identity_match", seed)
     return table, ceiling
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def _hardware(device: str) -> dict[str, Any]:
-    import torch
-
-    hw = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if device.startswith("cuda"):
-        hw["gpu"] = torch.cuda.get_device_name(device)
-    return hw
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in ("numpy", "torch", "torchvision", "opencv-python", "scikit-image", "pytorch-fid", "dlib-bin", "dlib", "pandas"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
 
 
 

@@ -25,6 +25,7 @@ import bz2
 import hashlib
 import os
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
@@ -246,6 +247,42 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def iso_utc(t: float) -> str:
+    """``time.time()`` seconds as ISO 8601 UTC, e.g. ``2026-12-02T05:50:00Z`` (manifests)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def hardware_info(device: str) -> dict[str, object]:
+    """Platform, CPU count, torch threads and (on ``cuda``) the GPU name, for run manifests."""
+    import platform
+
+    import torch
+
+    hw = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda"):
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    return hw
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that change scores (manifests); absent ones are left out."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for dist in ("numpy", "torch", "torchvision", "opencv-python", "scikit-image", "pytorch-fid", "dlib-bin", "dlib", "pandas"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
 
 
 # ------------------------------------------------------------------------------------------- folders

@@ -63,7 +63,7 @@ import pandas as pd
 
 from . import __version__
 from .io import ImageDecodeError, atomic_write_bytes, atomic_write_json, decode_image, stable_message
-from .resources import cache_dir, git_commit
+from .resources import cache_dir, git_commit, hardware_info, iso_utc, library_versions
 from .sources import SourceError, SourceItem, resolve_source
 
 __all__ = [
@@ -705,7 +705,6 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 def _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary) -> dict[str, Any]:
-    from .evaluate import _hardware, _iso, _versions
 
     finished = time.time()
     seg_opts = dict(config.mask_from_args if config.mask_from else config.method_args)
@@ -736,11 +735,11 @@ def _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary) -
         "fid_weights": {"path": str(getattr(net, "weights_path", "")), "sha256": getattr(net, "weights_sha256", None)},
         "seed": config.seed,
         "device": device,
-        "hardware": _hardware(device),
-        "versions": _versions(),
+        "hardware": hardware_info(device),
+        "versions": library_versions(),
         "git_commit": git_commit(),
-        "started": _iso(started),
-        "finished": _iso(finished),
+        "started": iso_utc(started),
+        "finished": iso_utc(finished),
         "elapsed_s": round(finished - started, 3),
         "n_failed": summary["n_failed"],
     }

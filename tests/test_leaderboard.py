@@ -39,7 +39,7 @@ class _TeleaClone(P.Predictor):
     """Identical outputs to telea under another name: must be marked 'not significantly different'."""
 
     def predict(self, images, masks):
-        from baselines.classical import Telea
+        from maskbench.baselines.classical import Telea
 
         return Telea().predict(images, masks)
 

@@ -263,3 +263,14 @@ def test_reconstruction_warmup_switches_the_adversarial_terms_on(train_data, tmp
     assert all(float(x["gan_g"]) == 0 and float(x["gan_d"]) == 0 for x in before)
     assert all(float(x["gan_g"]) > 0 and float(x["gan_d"]) > 0 for x in after)
     assert all(float(x["l1"]) > 0 for x in rows)
+
+
+def test_resume_accepts_a_key_added_to_the_defaults_later_only_at_its_default():
+    from maskbench.train.loop import _with_new_defaults, _without_steps
+
+    defaults = {"steps": 10, "seed": 0, "new_option": 0.0, "loss": {"l1": 1.0, "new_term": 0.0}}
+    stored = {"steps": 10, "seed": 0, "loss": {"l1": 1.0}}  # written before the two keys existed
+    assert _without_steps(_with_new_defaults(stored, defaults)) == _without_steps({**defaults, "steps": 20})
+    changed = {**defaults, "loss": {"l1": 1.0, "new_term": 0.5}}
+    assert _without_steps(_with_new_defaults(stored, defaults)) != _without_steps(changed)
+    assert _with_new_defaults({**stored, "new_option": 0.3}, defaults)["new_option"] == 0.3

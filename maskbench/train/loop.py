@@ -218,7 +218,8 @@ def train(
     step, elapsed, images_seen = 0, 0.0, 0
     if resume:
         header = load_training_state(ckpt, trainable.method, method.nets, opt.opts)
-        if _without_steps(header.get("config")) != _without_steps(config):
+        stored = _with_new_defaults(header.get("config"), method_defaults(trainable))
+        if _without_steps(stored) != _without_steps(config):
             raise ConfigError(f"{out} was started with another config; resume with the same options "
                               "(only --steps may change)")
         step, elapsed, images_seen = header["step"], header.get("elapsed_s", 0.0), header.get("images_seen", 0)
@@ -308,6 +309,19 @@ def train(
 
         dist.barrier()
     return TrainResult(out, step, weights, losses)
+
+
+def _with_new_defaults(stored: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
+    """A run's stored config with the keys the method's defaults gained since it started, at their default
+    values: a key added later with the behaviour the run already had (e.g. a new option, off by default)
+    does not block its resume; a key set to anything else still does."""
+    out = dict(stored or {})
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = _with_new_defaults(out[k], v)
+    return out
 
 
 def _without_steps(config: dict[str, Any] | None) -> dict[str, Any]:
