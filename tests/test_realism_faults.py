@@ -244,3 +244,43 @@ def test_mask_top_edge_has_a_contact_shade(faces):
     d = with_shade - without
     # measured: the shade darkens the top band of all 40 masks, by -0.083 in the mean (-0.02 to -0.13)
     assert d.mean() <= -0.05 and (d < 0).all(), np.round(d, 3)
+
+
+# ---------------------------------------------------------------------------------------- turned heads
+
+
+def _turned_landmarks() -> np.ndarray:
+    """The canonical face turned about 43 degrees to image right: the right half squeezed, the nose moved over."""
+    from maskbench.masks import canonical_landmarks
+
+    lm = canonical_landmarks(256).astype(np.float64)
+    right = lm[:, 0] > 128
+    lm[right, 0] = 128 + (lm[right, 0] - 128) * 0.35
+    lm[27:36, 0] += 25 * (lm[27:36, 1] - 120) / 40
+    return lm
+
+
+@pytest.mark.parametrize("mask_type", ["scarf", "surgical", "n95"])
+def test_far_side_of_a_turned_head_stays_inside_the_outline(mask_type):
+    from maskbench.faces import estimate_yaw, face_outline
+    from maskbench.masks import PiecewiseAffineWarp, canonical_landmarks, load_anchor_sets, load_templates, render_template
+
+    lm = _turned_landmarks()
+    assert estimate_yaw(lm) > 40
+    face = np.full((256, 256, 3), 128, np.uint8)
+    inside = np.zeros((256, 256), np.uint8)
+    cv2.fillPoly(inside, [np.round(face_outline(lm)).astype(np.int32)], 1)
+    inside = cv2.dilate(inside, np.ones((3, 3), np.uint8)).astype(bool)
+    far_above = (np.arange(256)[None, :] > lm[30, 0] + 2) & (np.arange(256)[:, None] < lm[8, 1] - 2)
+    anchors = load_anchor_sets()
+    outside = {}
+    for spec in [t for t in load_templates() if t.mask_type == mask_type][:4]:
+        rgb, alpha = render_template(spec, None, 256)
+        warp = PiecewiseAffineWarp(anchors[spec.anchors].points(canonical_landmarks(256)))
+        for landmarks in (None, lm):
+            masked, hole = put_mask(face, rgb, alpha, warp, anchors[spec.anchors].points(lm), None, landmarks=landmarks)
+            assert np.array_equal(masked[~hole], face[~hole])
+            outside.setdefault(landmarks is None, []).append(int((hole & far_above & ~inside).sum()))
+    assert max(outside[False]) == 0, outside
+    if mask_type == "scarf":  # without the clip the scarf's far edge stands out past the cheek
+        assert min(outside[True]) > 20, outside

@@ -11,7 +11,12 @@ from .degrade import match_face_statistics, soften_alpha
 from .light import contact_shade, skin_light
 from .warp import PiecewiseAffineWarp
 
-__all__ = ["composite", "face_shading", "mask_layer", "put_mask"]
+__all__ = ["FAR_SIDE_YAW", "clip_far_side", "composite", "face_shading", "mask_layer", "put_mask"]
+
+#: Above this head yaw (degrees, :func:`maskbench.faces.estimate_yaw`) the far side of the mask is clipped at
+#: the face outline: the 2-D warp of a turned head otherwise carries the mask's (or scarf's) far edge past the
+#: cheek into the background.
+FAR_SIDE_YAW = 40.0
 
 
 def put_mask(
@@ -32,7 +37,8 @@ def put_mask(
     (:func:`face_shading`: with ``landmarks``, the light of the skin only, :func:`~maskbench.masks.light.skin_light`,
     and the contact shade along the mask's top and bottom edges, :func:`~maskbench.masks.light.contact_shade`);
     the face's sharpness and noise (:func:`~maskbench.masks.degrade.match_face_statistics`);
-    "over" composite (:func:`composite`). Only hole pixels change.
+    "over" composite (:func:`composite`). With ``landmarks``, the far side of a head turned more than
+    :data:`FAR_SIDE_YAW` is cut at the face outline (:func:`clip_far_side`). Only hole pixels change.
 
     Args:
         face: ``(H, W, 3) uint8`` RGB.
@@ -77,6 +83,8 @@ def mask_layer(
     support = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
     warped = warp(premult, dst_points, face.shape[:2], support)
     w_alpha = np.clip(warped[..., 3], 0.0, 1.0)
+    if landmarks is not None:
+        w_alpha = clip_far_side(w_alpha, landmarks)
     shading = face_shading(face, w_alpha > 0.5, landmarks=landmarks)
     if landmarks is not None:
         shading = shading * contact_shade(w_alpha, landmarks)
@@ -87,6 +95,39 @@ def mask_layer(
     if match_face:
         colour, _ = match_face_statistics(face, colour, w_alpha, rng)
     return colour.astype(np.float32), w_alpha
+
+
+def clip_far_side(alpha: np.ndarray, landmarks: np.ndarray, yaw_limit: float = FAR_SIDE_YAW) -> np.ndarray:
+    """On a head turned more than ``yaw_limit`` degrees, cut the mask's far side at the face outline.
+
+    The far side is the one the nose tip points to; there, above the chin, coverage outside
+    :func:`maskbench.faces.face_outline` (drawn anti-aliased) is removed. Below the chin (a scarf on the
+    neck) and on the near side nothing changes.
+
+    Args:
+        alpha: ``(H, W) float32`` coverage in [0, 1].
+        landmarks: ``(68, 2)`` landmarks, pixels.
+        yaw_limit: degrees.
+
+    Returns:
+        ``(H, W) float32`` coverage, ``<= alpha`` everywhere (``alpha`` itself when the head is not turned that far).
+    """
+    from ..faces import estimate_yaw, face_outline
+
+    yaw = estimate_yaw(landmarks)
+    if abs(yaw) <= yaw_limit:
+        return alpha
+    lm = np.asarray(landmarks, np.float64)
+    h, w = alpha.shape
+    inside = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(inside, [np.round(face_outline(lm) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    axis = (lm[16] - lm[0]) / max(float(np.hypot(*(lm[16] - lm[0]))), 1e-6)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    far = np.sign(yaw) * ((xs - lm[30, 0]) * axis[0] + (ys - lm[30, 1]) * axis[1]) > 0
+    # "above the chin": on the face's side of the line through the chin along the jaw axis
+    above = (ys - lm[8, 1]) * axis[0] - (xs - lm[8, 0]) * axis[1] < 0
+    keep = np.where(far & above, inside.astype(np.float32) / 255.0, 1.0)
+    return np.minimum(alpha, keep).astype(np.float32)
 
 
 def face_shading(
