@@ -191,7 +191,7 @@ class MaskSynthesizer:
         texture = None if texture_id is None else self.bank.image(texture_id, self.config.size)
         rgb, alpha = render_template(spec, texture, size=self.config.size)
         dst = self._anchors[spec.anchors].points(landmarks)
-        masked, hole = put_mask(face, rgb, alpha, self._warps[spec.anchors], dst, rng)
+        masked, hole = put_mask(face, rgb, alpha, self._warps[spec.anchors], dst, rng, landmarks=landmarks)
         return {"masked": masked, "hole": hole, "template_id": spec.template_id, "texture_id": texture_id}
 
     def prepare(self, item: SourceItem) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

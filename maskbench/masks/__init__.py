@@ -10,8 +10,8 @@ Everything that makes a mask type lives here and in ``mask_templates/``:
 - :mod:`~maskbench.masks.body`, :mod:`~maskbench.masks.shaders`, :mod:`~maskbench.masks.render`: the
   template renderer (:func:`render_template`).
 - :mod:`~maskbench.masks.textures`: fabrics (:class:`TextureBank`).
-- :mod:`~maskbench.masks.warp`, :mod:`~maskbench.masks.degrade`, :mod:`~maskbench.masks.composite`: image
-  operations that put a rendered mask on a face.
+- :mod:`~maskbench.masks.warp`, :mod:`~maskbench.masks.light`, :mod:`~maskbench.masks.degrade`,
+  :mod:`~maskbench.masks.composite`: image operations that put a rendered mask on a face.
 """
 
 from .composite import composite, face_shading, mask_layer, put_mask

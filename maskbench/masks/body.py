@@ -3,21 +3,32 @@
 Surgical, cloth, N95 and KN95 masks are the region ``|x - 128| <= half_width, top(x) <= y <= bottom(x)``:
 ``top`` rises from ``top_side_y`` at the sides to ``top_y`` over the nose; ``bottom`` is the jaw line moved
 ``chin_inset`` pixels inwards (an erosion of the face region), lowered to ``bottom_side_y`` at the sides.
-Scarves run from ``top_y`` down to the bottom of the canvas, narrowing from ``half_width`` to
-``neck_width`` at the neck. All in canonical pixels, y downwards.
+Scarves run from ``top_y`` down to the bottom of the canvas (:func:`scarf_half_width`): over the face their
+sides follow the jaw outline :data:`SCARF_STANDOFF` outside it (the fabric wraps back toward the ears, it
+does not stand out as a wedge), capped at ``half_width``; from a landmark of the lower jaw
+(:data:`SCARF_DEPARTURE`) they drape straight to ``neck_width`` at the canvas bottom (a tube hangs round the
+neck, a bandana narrows to its hanging point). All in canonical pixels, y downwards.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .frame import CANONICAL_SIZE, CENTER_X, Frame, jaw_table
+from .frame import CANONICAL_SIZE, CENTER_X, Frame, canonical_256, jaw_point, jaw_table
 from .spec import TemplateSpec
 
-__all__ = ["Body", "edges", "edges_at", "mask_body"]
+__all__ = ["SCARF_DEPARTURE", "SCARF_STANDOFF", "Body", "edges", "edges_at", "mask_body", "scarf_half_width"]
+
+#: How far (canonical px) a scarf's side stands off the jaw outline: the fabric's thickness and the gap
+#: where it wraps round the jaw to the ears.
+SCARF_STANDOFF = 3.0
+
+#: Jaw landmark (fractional index, mirrored on the right) where a scarf leaves the jaw and drapes to the
+#: neck: a tube (neck gaiter) leaves where the neck meets the jaw (landmark 4), a bandana hangs from higher up
+#: (landmark 3) to its point.
+SCARF_DEPARTURE = {"tube": 4.0, "bandana": 3.0}
 
 
 @dataclass
@@ -57,6 +68,30 @@ def edges(spec: TemplateSpec, cx: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return top.astype(np.float32), bot.astype(np.float32), u.astype(np.float32)
 
 
+def scarf_half_width(spec: TemplateSpec, y: np.ndarray) -> np.ndarray:
+    """A scarf's half width at canonical rows ``y``: the jaw's half width plus :data:`SCARF_STANDOFF` (at
+    most ``half_width``) down to the style's departure landmark, then a straight line to
+    ``min(neck_width, that width)`` at the canvas bottom.
+
+    Args:
+        spec: a scarf template.
+        y: canonical rows, any shape.
+
+    Returns:
+        half widths, canonical px, ``float64`` of ``y``'s shape.
+    """
+    lm = canonical_256().astype(np.float64)
+    jy, jhalf = lm[:9, 1], CENTER_X - lm[:9, 0]  # left half of the jaw, top to chin (the frame is symmetric)
+    y = np.asarray(y, np.float64)
+    along_jaw = np.minimum(np.interp(y, jy, jhalf) + SCARF_STANDOFF, spec.half_width)
+    t = SCARF_DEPARTURE[spec.style]
+    y_dep = float(jaw_point(t, right=False)[1])
+    w_dep = min(float(np.interp(y_dep, jy, jhalf)) + SCARF_STANDOFF, spec.half_width)
+    w_bot = min(spec.neck_width, w_dep)
+    drape = w_dep + (w_bot - w_dep) * (y - y_dep) / (CANONICAL_SIZE - y_dep)
+    return np.where(y <= y_dep, along_jaw, drape)
+
+
 def mask_body(spec: TemplateSpec, fr: Frame) -> Body:
     """The template's :class:`Body` on frame ``fr``."""
     top, bot, u = edges(spec, fr.cx)
@@ -69,10 +104,9 @@ def mask_body(spec: TemplateSpec, fr: Frame) -> Body:
     d_bot = (bot[None, :] - y) * (bot_n[None, :] * s)
     ax = np.abs(cx - CENTER_X)[None, :]
     if spec.mask_type == "scarf":
-        y0 = spec.top_side_y
-        slope = (spec.neck_width - spec.half_width) / (CANONICAL_SIZE - y0)
-        half = spec.half_width + slope * np.clip(y - y0, 0.0, None)
-        d_side = (half - ax) * (s / math.sqrt(1.0 + slope * slope))
+        half = scarf_half_width(spec, cy)[:, None]
+        slope = np.gradient(half[:, 0], cy)[:, None]
+        d_side = (half - ax) * (s / np.sqrt(1.0 + slope * slope))
     else:
         d_side = (spec.half_width - ax) * s
     dist = np.minimum(np.minimum(d_top, d_bot), d_side).astype(np.float32)

@@ -8,9 +8,15 @@ import cv2
 import numpy as np
 
 from .degrade import match_face_statistics, soften_alpha
+from .light import contact_shade, skin_light
 from .warp import PiecewiseAffineWarp
 
-__all__ = ["composite", "face_shading", "mask_layer", "put_mask"]
+__all__ = ["FAR_SIDE_YAW", "clip_far_side", "composite", "face_shading", "mask_layer", "put_mask"]
+
+#: Above this head yaw (degrees, :func:`maskbench.faces.estimate_yaw`) the far side of the mask is clipped at
+#: the face outline: the 2-D warp of a turned head otherwise carries the mask's (or scarf's) far edge past the
+#: cheek into the background.
+FAR_SIDE_YAW = 40.0
 
 
 def put_mask(
@@ -22,13 +28,17 @@ def put_mask(
     rng: np.random.Generator | None = None,
     *,
     match_face: bool = True,
+    landmarks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warp a mask rendered in the canonical frame onto a face, light it, match it to the photo, composite it.
 
     Steps: piecewise-affine warp of the premultiplied RGBA; anti-aliased outline
     (:func:`~maskbench.masks.degrade.soften_alpha`, never growing the hole); the face's shading
-    (:func:`face_shading`); the face's sharpness and noise (:func:`~maskbench.masks.degrade.match_face_statistics`);
-    "over" composite (:func:`composite`). Only hole pixels change.
+    (:func:`face_shading`: with ``landmarks``, the light of the skin only, :func:`~maskbench.masks.light.skin_light`,
+    and the contact shade along the mask's top and bottom edges, :func:`~maskbench.masks.light.contact_shade`);
+    the face's sharpness and noise (:func:`~maskbench.masks.degrade.match_face_statistics`);
+    "over" composite (:func:`composite`). With ``landmarks``, the far side of a head turned more than
+    :data:`FAR_SIDE_YAW` is cut at the face outline (:func:`clip_far_side`). Only hole pixels change.
 
     Args:
         face: ``(H, W, 3) uint8`` RGB.
@@ -39,11 +49,13 @@ def put_mask(
         rng: the sample's generator, for the sensor noise (None: no noise).
         match_face: False skips the outline softening and the sharpness/noise matching (the output of
             renderer version 1).
+        landmarks: ``(68, 2)`` the face's landmarks, ``face`` pixels; None lights the mask with the plain
+            blurred luma under it and draws no contact shade (renderer versions 1 and 2).
 
     Returns:
         ``(masked, hole)``: ``(H, W, 3) uint8`` and ``(H, W) bool``, as :func:`composite`.
     """
-    colour, coverage = mask_layer(face, rgb, alpha, warp, dst_points, rng, match_face=match_face)
+    colour, coverage = mask_layer(face, rgb, alpha, warp, dst_points, rng, match_face=match_face, landmarks=landmarks)
     return composite(face, colour * coverage[..., None], coverage)
 
 
@@ -56,10 +68,11 @@ def mask_layer(
     rng: np.random.Generator | None = None,
     *,
     match_face: bool = True,
+    landmarks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The mask as it will be composited on ``face``: :func:`put_mask` without the final :func:`composite`.
 
-    Args and ``match_face``: as :func:`put_mask`.
+    Args, ``match_face`` and ``landmarks``: as :func:`put_mask`.
 
     Returns:
         ``(colour, alpha)``: ``(H, W, 3) float32`` lit colour in [0, 1] (not premultiplied) and
@@ -70,7 +83,11 @@ def mask_layer(
     support = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
     warped = warp(premult, dst_points, face.shape[:2], support)
     w_alpha = np.clip(warped[..., 3], 0.0, 1.0)
-    shading = face_shading(face, w_alpha > 0.5)
+    if landmarks is not None:
+        w_alpha = clip_far_side(w_alpha, landmarks)
+    shading = face_shading(face, w_alpha > 0.5, landmarks=landmarks)
+    if landmarks is not None:
+        shading = shading * contact_shade(w_alpha, landmarks)
     colour = np.clip(warped[..., :3] / np.maximum(w_alpha, 1e-6)[..., None] * shading[..., None], 0.0, 1.0)
     if match_face:
         w_alpha = soften_alpha(w_alpha)
@@ -80,24 +97,64 @@ def mask_layer(
     return colour.astype(np.float32), w_alpha
 
 
-def face_shading(face: np.ndarray, region: np.ndarray, strength: float = 0.8) -> np.ndarray:
+def clip_far_side(alpha: np.ndarray, landmarks: np.ndarray, yaw_limit: float = FAR_SIDE_YAW) -> np.ndarray:
+    """On a head turned more than ``yaw_limit`` degrees, cut the mask's far side at the face outline.
+
+    The far side is the one the nose tip points to; there, above the chin, coverage outside
+    :func:`maskbench.faces.face_outline` (drawn anti-aliased) is removed. Below the chin (a scarf on the
+    neck) and on the near side nothing changes.
+
+    Args:
+        alpha: ``(H, W) float32`` coverage in [0, 1].
+        landmarks: ``(68, 2)`` landmarks, pixels.
+        yaw_limit: degrees.
+
+    Returns:
+        ``(H, W) float32`` coverage, ``<= alpha`` everywhere (``alpha`` itself when the head is not turned that far).
+    """
+    from ..faces import estimate_yaw, face_outline
+
+    yaw = estimate_yaw(landmarks)
+    if abs(yaw) <= yaw_limit:
+        return alpha
+    lm = np.asarray(landmarks, np.float64)
+    h, w = alpha.shape
+    inside = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(inside, [np.round(face_outline(lm) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    axis = (lm[16] - lm[0]) / max(float(np.hypot(*(lm[16] - lm[0]))), 1e-6)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    far = np.sign(yaw) * ((xs - lm[30, 0]) * axis[0] + (ys - lm[30, 1]) * axis[1]) > 0
+    # "above the chin": on the face's side of the line through the chin along the jaw axis
+    above = (ys - lm[8, 1]) * axis[0] - (xs - lm[8, 0]) * axis[1] < 0
+    keep = np.where(far & above, inside.astype(np.float32) / 255.0, 1.0)
+    return np.minimum(alpha, keep).astype(np.float32)
+
+
+def face_shading(
+    face: np.ndarray, region: np.ndarray, strength: float = 0.8, landmarks: np.ndarray | None = None
+) -> np.ndarray:
     """Low-frequency shading of a face, to light a mask drawn over it.
 
-    The face's luminance (Rec. 601 luma) is blurred (Gaussian, sigma = 4% of the image side) and divided
-    by its median over ``region``, so a mask keeps its own colour on average but darkens where the face is
-    in shadow and brightens where it is lit. ``strength`` blends towards 1 (no shading).
+    The face's luminance (Rec. 601 luma) is blurred and divided by its median over ``region``, so a mask
+    keeps its own colour on average but darkens where the face is in shadow and brightens where it is lit.
+    With ``landmarks`` only the skin is blurred (:func:`~maskbench.masks.light.skin_light`: no ghost of the
+    mouth or nostrils on the mask); without, all of the luma (Gaussian, sigma = 4% of the image side).
+    ``strength`` blends towards 1 (no shading).
 
     Args:
         face: ``(H, W, 3) uint8`` RGB.
         region: ``(H, W) bool``, the pixels the mask covers.
         strength: in [0, 1].
+        landmarks: optional ``(68, 2)`` landmarks, ``face`` pixels.
 
     Returns:
         ``(H, W) float32`` multiplicative factor, clipped to [0.45, 1.4].
     """
-    luma = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
-    sigma = 0.04 * max(face.shape[:2])
-    blurred = cv2.GaussianBlur(luma, (0, 0), sigma)
+    if landmarks is not None:
+        blurred = skin_light(face, landmarks) + 1.0
+    else:
+        luma = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
+        blurred = cv2.GaussianBlur(luma, (0, 0), 0.04 * max(face.shape[:2]))
     ref = float(np.median(blurred[region])) if region.any() else float(blurred.mean())
     return np.clip(1.0 + strength * (blurred / ref - 1.0), 0.45, 1.4).astype(np.float32)
 

@@ -28,7 +28,9 @@ __all__ = ["RENDERER_VERSION", "library_hash", "render_template", "write_contact
 
 #: Bumped whenever :func:`render_template` or :func:`~maskbench.masks.put_mask` draws differently; part of
 #: :func:`library_hash`. 2: outline anti-aliasing and the face's sharpness and noise on the mask (issue 10).
-RENDERER_VERSION = "2"
+#: 3: scarves follow the jaw and drape to the neck, skin light and contact shade, the far side of turned
+#: faces clipped at the outline (issue 10).
+RENDERER_VERSION = "3"
 
 #: Every data file that decides how masks look.
 DATA_FILES = ("mean_face_68.csv", "anchors.json", "templates.csv", "textures.csv", MASK_TYPES_FILE)

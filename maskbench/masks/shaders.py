@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .body import Body
+from .body import Body, scarf_half_width
 from .frame import CANONICAL_SIZE, CENTER_X, Frame, jaw_table
 from .spec import TemplateSpec
 
@@ -194,6 +194,7 @@ def shade_scarf(spec: TemplateSpec, b: Body, fr: Frame) -> Shading:
     cx = fr.cx[None, :]
     cy = fr.cy[:, None]
     u = b.u[None, :]
+    wrap = (cx - CENTER_X) / scarf_half_width(spec, cy)  # -1..1 across the scarf on each row: it turns away
     below = np.clip((cy - b.top[None, :]) / 90.0, 0.0, 1.5)
     if spec.style == "tube":
         # horizontal gathers that deepen under the chin; cylindrical fall-off to the sides
@@ -210,7 +211,7 @@ def shade_scarf(spec: TemplateSpec, b: Body, fr: Frame) -> Shading:
         folds = np.sign(folds) * np.abs(folds) ** 0.8
         amp = 0.06 + 0.16 * np.clip(below, 0, 1)
         shade = 1.0 + amp * folds
-        shade *= 0.6 + 0.4 * np.sqrt(np.clip(1.0 - (0.93 * u) ** 2, 0, 1))
+        shade *= 0.6 + 0.4 * np.sqrt(np.clip(1.0 - (0.93 * wrap) ** 2, 0, 1))
         disp = 3.0 * folds * np.clip(below, 0.1, 1)
         shade += _tension_folds(rng, cx, cy)
         # rolled top hem
@@ -227,7 +228,7 @@ def shade_scarf(spec: TemplateSpec, b: Body, fr: Frame) -> Shading:
         folds = np.sign(folds) * np.abs(folds) ** 0.7
         amp = 0.05 + 0.14 * np.clip(below, 0, 1)
         shade = 1.0 + amp * folds
-        shade *= 0.66 + 0.34 * np.sqrt(np.clip(1.0 - (0.9 * u) ** 2, 0, 1))
+        shade *= 0.66 + 0.34 * np.sqrt(np.clip(1.0 - (0.9 * wrap) ** 2, 0, 1))
         shade += _tension_folds(rng, cx, cy)
         disp = 2.0 * folds * np.clip(below, 0.1, 1)
         d = b.d_top
