@@ -44,9 +44,12 @@ class Prior3D(LearnedInpainter):
         weights: a combined weights file (default: the committed ``weights.safetensors``).
         n3d_weights, generator_weights: the two runs' ``weights.safetensors`` instead of a combined file.
         sfm_dir: the Surrey Face Model folder (see :func:`.sfm.resolve_sfm_dir`).
-        threshold: mask probability threshold. 0.5 by default; the authors' code uses 0.1, which with
-            the N_3D trained here marked 65 % of the image (IoU 0.22 against the true hole on 16 test
-            faces, 0.93 at 0.5, before dilation): ``--method-arg threshold=0.1`` gives theirs.
+        threshold: mask probability threshold. 0.5 by default; the authors' code uses 0.1. Measured on
+            300 training faces at 256 px (the test split was not used to choose), before dilation: IoU
+            0.943, recall 0.981 at 0.5; IoU 0.870, recall 0.998 at 0.1.
+        dilation: pixels of the input by which the thresholded mask grows (default 1: IoU 0.922, recall
+            0.988 on those faces; the authors' 5 x 5 then 3 x 3 at 128 px, 6 px at 256: IoU 0.782, and
+            0.705 with their threshold).
         edit: an edit applied to every face (:func:`.prior.apply_edit`), e.g. ``{"smile": 1.0}``.
         batch_size: faces per forward.
 
