@@ -133,6 +133,13 @@ def collect_results(results) -> pd.DataFrame:
     Raises:
         FileNotFoundError: a results root is not a folder.
     """
+    return pd.DataFrame(_rows(results, _run_row))
+
+
+def _rows(results, make_row) -> list[dict[str, Any]]:
+    """``make_row(run, summary_path, manifest_path)`` for every run folder holding both files under the
+    results root(s), in path order; ``None`` rows are left out, a damaged run is skipped with a
+    :class:`DamagedRunWarning` naming it."""
     rows = []
     for root in _roots(results):
         for summary_path in sorted(root.rglob("summary.json")):
@@ -141,13 +148,13 @@ def collect_results(results) -> pd.DataFrame:
             if not manifest_path.is_file():
                 continue
             try:
-                row = _run_row(run, summary_path, manifest_path)
+                row = make_row(run, summary_path, manifest_path)
             except (ValueError, TypeError, AttributeError, KeyError) as e:
-                warnings.warn(f"skipped run {run}: {e}", DamagedRunWarning, stacklevel=2)
+                warnings.warn(f"skipped run {run}: {e}", DamagedRunWarning, stacklevel=3)
                 continue
             if row is not None:
                 rows.append(row)
-    return pd.DataFrame(rows)
+    return rows
 
 
 def _run_row(run: Path, summary_path: Path, manifest_path: Path) -> dict[str, Any] | None:
@@ -209,21 +216,13 @@ def collect_wild_results(results) -> pd.DataFrame:
     Raises:
         FileNotFoundError: a results root is not a folder.
     """
-    rows = []
-    for root in _roots(results):
-        for summary_path in sorted(root.rglob("summary.json")):
-            run = summary_path.parent
-            manifest_path = run / "manifest.json"
-            if not manifest_path.is_file():
-                continue
-            try:
-                manifest = _read_json(manifest_path)
-                if manifest.get("kind") != "wild" or not manifest.get("complete"):
-                    continue
-                rows.append(_wild_row(run, _read_json(summary_path), manifest))
-            except (ValueError, TypeError, AttributeError, KeyError) as e:
-                warnings.warn(f"skipped run {run}: {e}", DamagedRunWarning, stacklevel=2)
-    return pd.DataFrame(rows)
+    def make_row(run: Path, summary_path: Path, manifest_path: Path) -> dict[str, Any] | None:
+        manifest = _read_json(manifest_path)
+        if manifest.get("kind") != "wild" or not manifest.get("complete"):
+            return None
+        return _wild_row(run, _read_json(summary_path), manifest)
+
+    return pd.DataFrame(_rows(results, make_row))
 
 
 def _wild_row(run: Path, s: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
