@@ -54,7 +54,7 @@ def bench(method: str, config: str, device: str, steps: int, predict_n: int) -> 
     m = T(cfg, device, loss_net)
     for net in m.nets.values():
         net.to(device).train()
-    opt = Optimizers(m.param_groups(), cfg["optim"]["lr"], cfg["optim"]["betas"])
+    opt = Optimizers(m.param_groups(), cfg["optim"]["lr"], cfg["optim"]["betas"], m.lr_scales)
     b = _batch(cfg["batch_size"], cfg["size"], device)
     m.training_step(b, opt)  # warm-up
     if device.startswith("cuda"):

@@ -217,19 +217,23 @@ def _train_errors():
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate.")
 @click.option("--seed", type=int, default=None)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. model.width=8.")
+@click.option("--attributes", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CelebA list_attr_celeba.txt, for methods that route by gender (landmark-gan; with "
+                   "--set gender=male|female for its generators).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder [default: runs/METHOD-CONFIG].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many training faces.")
 @click.option("--progress/--no-progress", default=True)
-def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batch_size, lr, seed, sets, device, out,
-              resume, limit, progress) -> None:
+def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batch_size, lr, seed, sets, attributes,
+              device, out, resume, limit, progress) -> None:
     """Train METHOD on a Masked-Faces dataset; writes log, sample grids, checkpoints and weights."""
     from .train.config import parse_override
     from .train.launch import launch
 
     overrides = {k: v for k, v in {"size": size, "steps": steps, "batch_size": batch_size, "seed": seed,
-                                   "optim.lr": lr}.items() if v is not None}
+                                   "optim.lr": lr, "attributes": attributes and str(Path(attributes).resolve())}.items()
+                 if v is not None}
     try:
         overrides.update(dict(parse_override(t) for t in sets))
         res = launch(method, data=data, config=config, overrides=overrides, out=out, resume=resume, device=device,

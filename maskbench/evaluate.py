@@ -5,7 +5,7 @@ One run writes ``{out}/{method}/{dataset fingerprint}-{args hash}/``::
     per_image.parquet   one row per sample: id, identity, mask_type, hole_fraction, hole_face_fraction,
                         hole_bucket, the metrics (composite, and raw_* where a method touched pixels
                         outside the hole), identity_cosine/_match/_rank1, mask_iou/mask_f1 (blind
-                        track), error (None, or the message of a failure scored as the masked input)
+                        track), landmark_nme (methods that return landmarks), error (None, or the message of a failure scored as the masked input)
     summary.json        per metric: mean, std, 95% bootstrap CI, n, higher_is_better; the same by
                         mask_type and by hole-area bucket; FID; failures; the ceiling (originals)
     manifest.json       config, versions, git commit, seed, hardware, identity model, FID weights sha256,
@@ -59,7 +59,7 @@ from .dataset import MaskedFaces, SampleError, check_name
 from .resources import cache_dir
 from .io import atomic_write_bytes, atomic_write_json, write_png
 from .resources import git_commit, hardware_info, iso_utc, library_versions
-from .metrics import image_scores, mask_f1, mask_iou, metric_names
+from .metrics import image_scores, landmark_nme, mask_f1, mask_iou, metric_names
 from .predictors import Predictor, batch_generator, get_predictor_class, resolve_device, run_predictor
 from .stats import HOLE_BUCKET_LABELS, PSNR_CAP_DB, describe, hole_buckets, hole_face_fraction, summarize
 
@@ -460,6 +460,7 @@ def _prepare_batch(
     blind = predictor.track == "blind"
     outputs: list[np.ndarray | None] = [None] * len(idx)
     pmasks: list[np.ndarray | None] = [None] * len(idx)
+    plms: list[np.ndarray | None] = [None] * len(idx)  # landmarks the method predicted, if any
     lock = contextlib.nullcontext() if predictor.thread_safe else _PREDICT_LOCK
     live_ids = [ids[j] for j in live]
     extras = {f: np.array([samples[j].record[f] for j in live], np.float32) for f in predictor.extra_inputs
@@ -473,6 +474,8 @@ def _prepare_batch(
                 outputs[j] = res.images[i]
                 if blind:
                     pmasks[j] = res.masks[i]
+                if res.landmarks is not None:
+                    plms[j] = res.landmarks[i]
     except Exception:  # noqa: BLE001 - a method's failure is data here: retry per image, record the rest
         for i, j in enumerate(live):
             try:
@@ -483,6 +486,8 @@ def _prepare_batch(
                 outputs[j] = r.images[0]
                 if blind:
                     pmasks[j] = r.masks[0]
+                if r.landmarks is not None:
+                    plms[j] = r.landmarks[0]
             except Exception as e:  # noqa: BLE001
                 errors[j] = f"{type(e).__name__}: {e}".splitlines()[0]
     _score_failures_as_floor(errors, outputs, pmasks, masked, blind, pos)
@@ -535,6 +540,9 @@ def _prepare_batch(
             if blind:
                 row["mask_iou"] = float(ious[i])
                 row["mask_f1"] = float(f1s[i])
+            true_lm = samples[j].record.get("landmarks")
+            if plms[j] is not None and true_lm is not None:
+                row["landmark_nme"] = landmark_nme(plms[j], np.asarray(true_lm, np.float64))
             if config.save_outputs:
                 write_png(run_dir / "outputs" / f"{check_name(ids[j], 'id')}.png", outputs[j])
     elif ident is not None:

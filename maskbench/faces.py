@@ -111,10 +111,14 @@ class FaceDetector:
             raise NoFaceError("no face found")
         rect = max(rects, key=lambda r: r.width() * r.height())
         box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float32) / scale
-        drect = self._dlib.rectangle(*(int(round(v)) for v in box))
+        return Face(box=box, landmarks=self.landmarks_in_box(image, box), num_faces=len(rects))
+
+    def landmarks_in_box(self, image: np.ndarray, box) -> np.ndarray:
+        """dlib's 68 landmarks ``(68, 2) float32`` (image pixels) of the face in ``box`` ``x0, y0, x1, y1``
+        of ``(H, W, 3) uint8`` RGB ``image`` (the shape predictor alone, no detection)."""
+        drect = self._dlib.rectangle(*(int(round(float(v))) for v in box))
         shape = self._predictor(image, drect)
-        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
-        return Face(box=box, landmarks=pts, num_faces=len(rects))
+        return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 
 
 def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:

@@ -91,12 +91,13 @@ def _dataset_label(info: dict[str, Any], fingerprint: str | None) -> str:
 
 
 def _training_text(card: Any) -> str:
-    """A weights card (config, resolution, steps, images seen, device, wall time) as one short cell."""
+    """A weights card (config, resolution, steps, images seen, device, wall time, loss network) as one short
+    cell."""
     if not isinstance(card, dict) or not card:
         return ""
     parts = []
     for key, fmt in (("config_name", "config {}"), ("size", "{} px"), ("resolution", "{} px"), ("steps", "{} steps"), ("images_seen", "{} images"),
-                     ("device", "{}"), ("wall_time_s", "{:.0f} s")):
+                     ("device", "{}"), ("wall_time_s", "{:.0f} s"), ("loss_network", "loss net {}")):
         if card.get(key) is not None:
             try:
                 parts.append(fmt.format(card[key]))

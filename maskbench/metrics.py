@@ -51,6 +51,7 @@ __all__ = [
     "psnr",
     "ssim",
     "mask_iou",
+    "landmark_nme",
     "mask_f1",
     "image_scores",
     "ImageMetrics",
@@ -66,7 +67,7 @@ class Metric:
         fmt: Python format spec for tables (``".4f"``).
         unit: shown in table headers where not empty (``"dB"``, ``"%"``).
         group: ``"pixel"`` (scored on composite and raw output), ``"set"`` (one value per image set:
-            FID), ``"identity"``, or ``"mask"`` (blind track).
+            FID), ``"identity"``, ``"mask"`` (blind track), or ``"landmarks"`` (methods that return them).
         description: one line for ``--help`` and tables.
         fn: the pure per-image function where one exists (``None`` for set and identity metrics, which
             the evaluator computes with networks).
@@ -99,6 +100,8 @@ def _registry() -> dict[str, Metric]:
                "rank-1 identification against the other photos of the split's identities"),
         Metric("mask_iou", True, ".4f", "", "mask", "blind track: IoU of predicted and true hole", mask_iou),
         Metric("mask_f1", True, ".4f", "", "mask", "blind track: F1 of predicted and true hole", mask_f1),
+        Metric("landmark_nme", False, ".4f", "", "landmarks",
+               "methods that predict landmarks: mean error / inter-ocular distance (300-W)", landmark_nme),
     ]
     return {m.name: m for m in ms}
 
@@ -319,6 +322,31 @@ def mask_f1(pred, true) -> float | np.ndarray:
     inter, ps, ts, single = _mask_counts(pred, true)
     den = ps + ts
     v = np.where(den > 0, 2 * inter / np.maximum(den, 1), 1.0)
+    return float(v[0]) if single else v
+
+
+def landmark_nme(pred, true) -> float | np.ndarray:
+    """Normalised mean error of 68 iBUG landmarks: the mean point-to-point distance divided by the
+    inter-ocular distance, the outer eye corners (points 36 and 45, 0-based) of ``true`` (the 300-W
+    convention; Sagonas et al., "300 Faces In-the-Wild Challenge", IMAVIS 2016).
+
+    Args:
+        pred, true: ``(68, 2)`` or ``(N, 68, 2)`` pixel coordinates ``(x, y)`` in the same image.
+
+    Returns:
+        Float or ``(N,)`` array, >= 0 (a fraction: 0.05 = 5 % of the inter-ocular distance). Lower is better.
+
+    Raises:
+        ValueError: shapes differ or are not ``(..., 68, 2)``.
+    """
+    p, t = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    if p.shape != t.shape or p.shape[-2:] != (68, 2):
+        raise ValueError(f"landmark_nme: need two (N, 68, 2) arrays of the same shape, got {p.shape} and {t.shape}")
+    single = p.ndim == 2
+    if single:
+        p, t = p[None], t[None]
+    iod = np.linalg.norm(t[:, 36] - t[:, 45], axis=-1)
+    v = np.linalg.norm(p - t, axis=-1).mean(1) / np.maximum(iod, 1e-9)
     return float(v[0]) if single else v
 
 

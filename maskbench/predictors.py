@@ -103,10 +103,13 @@ class PredictorOutput:
         images: ``(N, H, W, 3) uint8`` RGB, the restored faces, in input order.
         masks: ``(N, H, W) bool`` predicted hole masks (True = hole) on the ``blind`` track; ``None``
             on the ``given-mask`` track.
+        landmarks: optional ``(N, 68, 2) float32`` iBUG landmarks the method predicted, ``(x, y)`` input
+            pixels; the evaluator scores them against the dataset's (``landmark_nme``).
     """
 
     images: np.ndarray
     masks: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
 
 
 class Predictor(ABC):
@@ -468,6 +471,10 @@ def _check_outputs(name: str, track: str, out: Any, shape: tuple[int, ...]) -> P
                 f"method {name!r}: blind track must return masks of shape {shape[:3]} bool, got "
                 f"{getattr(m, 'shape', type(m).__name__)} {getattr(m, 'dtype', '')}"
             )
+    lm = out.landmarks
+    if lm is not None and (not isinstance(lm, np.ndarray) or lm.shape != (shape[0], 68, 2)):
+        raise PredictorOutputError(f"method {name!r}: landmarks must be ({shape[0]}, 68, 2) or None, got "
+                                   f"{getattr(lm, 'shape', type(lm).__name__)}")
     return out
 
 
@@ -531,11 +538,12 @@ def run_predictor(
         kwargs["generator"] = generator
     out = _check_outputs(name, track, predictor.predict(x_img, x_mask, **kwargs), x_img.shape)
     if track == "given-mask":
-        out = PredictorOutput(out.images, None)
+        out = PredictorOutput(out.images, None, out.landmarks)
     if resize:
         ims = np.stack([_resize(im, w, h) for im in out.images]) if n else images.copy()
         ms = None if out.masks is None else np.stack([_resize_mask(m, w, h) for m in out.masks])
-        out = PredictorOutput(ims, ms)
+        lm = None if out.landmarks is None else out.landmarks * np.array([w / s, h / s], np.float32)
+        out = PredictorOutput(ims, ms, lm)
     return out
 
 

@@ -132,7 +132,7 @@ def test_registry_is_the_one_list_of_metrics():
     assert set(M.HIGHER_IS_BETTER) == set(M.METRICS)
     a, b = _pairs(4)
     for name, m in M.METRICS.items():
-        assert m.fmt and m.description and m.group in ("pixel", "set", "identity", "mask"), name
+        assert m.fmt and m.description and m.group in ("pixel", "set", "identity", "mask", "landmarks"), name
         if m.group == "pixel":  # the registered function computes the column the evaluator reports
             hole = np.zeros(a.shape[:2], bool)
             hole[10:30, 10:40] = True

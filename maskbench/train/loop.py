@@ -49,8 +49,10 @@ class Optimizers:
     in one place.
     """
 
-    def __init__(self, groups: dict[str, list[nn.Parameter]], lr: float, betas: tuple[float, float]):
-        self.opts = {k: torch.optim.Adam(p, lr=lr, betas=tuple(betas)) for k, p in groups.items()}
+    def __init__(self, groups: dict[str, list[nn.Parameter]], lr: float, betas: tuple[float, float],
+                 lr_scales: dict[str, float] | None = None):
+        scales = lr_scales or {}
+        self.opts = {k: torch.optim.Adam(p, lr=lr * scales.get(k, 1.0), betas=tuple(betas)) for k, p in groups.items()}
 
     def update(self, name: str, loss: torch.Tensor) -> None:
         """Zero the gradients of group ``name``, back-propagate ``loss``, take one Adam step."""
@@ -98,6 +100,11 @@ class Trainable(ABC):
     def build(cls, config: dict[str, Any]) -> dict[str, nn.Module]:
         """The networks of a config, freshly initialised (inference ones included), by name."""
 
+    @property
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate factors of optimiser groups (missing: 1), e.g. a slower discriminator."""
+        return {}
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Optimiser groups: by default one per network."""
         return {k: [p for p in m.parameters() if p.requires_grad] for k, m in self.nets.items()}
@@ -118,6 +125,11 @@ class Trainable(ABC):
         faces ``(masked, original, hole)``; returns the faces to draw the grids from. A method computes
         per-sample targets here (``3dprior``: its 3D fits). Default: nothing, the faces unchanged."""
         return samples
+
+    def finalize(self, data) -> None:
+        """Called once before the final weights are exported (also when a finished run is resumed to
+        re-export); the training checkpoint is already written. Default: nothing (``landmark-gan``'s
+        segmenter re-estimates its batch-norm statistics here)."""
 
     def sample_outputs(self, nets: dict[str, nn.Module], masked: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """What the sample grid shows for ``masked`` and ``hole`` (default: :meth:`inpaint`, noise seeded 0)."""
@@ -214,7 +226,7 @@ def train(
     method = trainable(config, device, loss_net)
     for k, m in method.nets.items():
         m.to(device).train()
-    opt = Optimizers(method.param_groups(), config["optim"]["lr"], config["optim"]["betas"])
+    opt = Optimizers(method.param_groups(), config["optim"]["lr"], config["optim"]["betas"], method.lr_scales)
     step, elapsed, images_seen = 0, 0.0, 0
     if resume:
         header = load_training_state(ckpt, trainable.method, method.nets, opt.opts)
@@ -286,6 +298,7 @@ def train(
         bar.close()
     weights = None
     if main and step >= total:
+        method.finalize(data)
         weights = out / "weights.safetensors"
         card = {
             "config_name": config_name,
