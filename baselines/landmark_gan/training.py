@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from maskbench.train.config import ConfigError
-from maskbench.train.data import Batch
+from maskbench.train.data import Batch, show_unmasked
 from maskbench.train.loop import Optimizers, Trainable
 from maskbench.train.losses import perceptual_loss, style_loss, total_variation
 
@@ -278,13 +278,7 @@ class LandmarkGanTraining(Trainable):
         return self._generator_step(batch, opt)
 
     def _segmenter_step(self, batch: Batch, opt: Optimizers) -> dict[str, float]:
-        x, hole = batch.masked, batch.hole
-        share = float(self.config["unmasked_share"])
-        if share > 0:  # drawn from the step number, so a resumed run draws the same faces
-            g = torch.Generator().manual_seed(int(self.config["seed"]) * 1_000_003 + self.step)
-            plain = (torch.rand(x.shape[0], generator=g) < share).to(x.device)[:, None, None, None]
-            x = torch.where(plain, batch.original, x)
-            hole = torch.where(plain, torch.zeros_like(hole), hole)
+        x, hole = show_unmasked(batch, float(self.config["unmasked_share"]), self.config["seed"], self.step)
         targets = []
         for h in hole[:, 0] > 0:
             ys, xs = torch.nonzero(h, as_tuple=True)

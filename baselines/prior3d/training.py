@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from maskbench.train.config import ConfigError
-from maskbench.train.data import Batch
+from maskbench.train.data import Batch, show_unmasked
 from maskbench.train.loop import Optimizers, Trainable
 from maskbench.train.losses import total_variation
 
@@ -186,13 +186,7 @@ class Prior3DTraining(Trainable):
         idx = batch.index.numpy()
         target = torch.from_numpy(self.fits.coeffs[idx]).to(self.device)
         lms = torch.from_numpy(self.fits.landmarks[idx]).to(self.device)
-        x, hole = batch.masked, batch.hole
-        share = float(self.config["unmasked_share"])
-        if share > 0:  # drawn from the step number, so a resumed run draws the same faces
-            g = torch.Generator().manual_seed(int(self.config["seed"]) * 1_000_003 + self.step)
-            plain = (torch.rand(x.shape[0], generator=g) < share).to(x.device)[:, None, None, None]
-            x = torch.where(plain, batch.original, x)
-            hole = torch.where(plain, torch.zeros_like(hole), hole)
+        x, hole = show_unmasked(batch, float(self.config["unmasked_share"]), self.config["seed"], self.step)
         logits, coeffs = net(x)
         mask_loss = ohem_bce(logits, hole, lc["ohem_threshold"])
         coeff_loss = ((coeffs - target) / inner.coeff_std).abs().mean()

@@ -2,7 +2,7 @@
 with the predicted landmarks (green) and dlib's on the masked face (red), the output guided by each, and
 the original with its own landmarks (the target).
 
-Usage: ``python docs/figures/make_landmark_gan_figure.py DATASET [--n 5] [--out PATH]``
+Usage: ``python docs/figures/make_landmark_gan_figure.py DATASET [--n 5] [--out PATH] [--weights FILE]``
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--step", type=int, default=97, help="take every STEP-th test face")
     ap.add_argument("--out", default=str(Path(__file__).with_name("landmark-gan.png")))
+    ap.add_argument("--weights", default=None, help="weights file [default: the committed one]")
     a = ap.parse_args()
     ds = MaskedFaces(a.data, "test")
     samples = [ds[i] for i in range(0, len(ds), a.step)][: a.n]
     ims = np.stack([s.masked for s in samples])
-    ours = P.run_predictor(P.create_predictor("landmark-gan"), ims, None)
-    dlib = P.run_predictor(P.create_predictor("landmark-gan", landmarks="dlib"), ims, None)
+    opts = {"weights": a.weights} if a.weights else {}
+    ours = P.run_predictor(P.create_predictor("landmark-gan", **opts), ims, None)
+    dlib = P.run_predictor(P.create_predictor("landmark-gan", landmarks="dlib", **opts), ims, None)
     rows = []
     for i, s in enumerate(samples):
         m = ours.masks[i].astype(np.uint8)

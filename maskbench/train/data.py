@@ -29,7 +29,7 @@ from ..dataset import DatasetFormatError, MaskedFaces
 from ..format import MASK_TYPES
 from ..resources import cache_dir
 
-__all__ = ["Batch", "PairedFaces", "OnTheFlyFaces", "batch_indices", "downsize_hole", "downsize_image",
+__all__ = ["Batch", "show_unmasked", "PairedFaces", "OnTheFlyFaces", "batch_indices", "downsize_hole", "downsize_image",
            "to_batch", "open_training_data"]
 
 
@@ -62,6 +62,18 @@ class Batch:
     original: torch.Tensor
     hole: torch.Tensor
     index: torch.Tensor
+
+
+def show_unmasked(batch: Batch, share: float, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input, hole)`` with about ``share`` of the batch's faces shown unmasked: the original and an empty
+    hole (a segmenter then learns that a bare face has no mask). Which faces is drawn from ``(seed, step)``,
+    so a resumed run draws the same ones."""
+    x, hole = batch.masked, batch.hole
+    if share <= 0:
+        return x, hole
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+    plain = (torch.rand(x.shape[0], generator=g) < share).to(x.device)[:, None, None, None]
+    return torch.where(plain, batch.original, x), torch.where(plain, torch.zeros_like(hole), hole)
 
 
 def to_batch(masked: np.ndarray, original: np.ndarray, hole: np.ndarray, index, device: str = "cpu") -> Batch:
