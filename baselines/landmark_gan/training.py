@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from maskbench.train.config import ConfigError
-from maskbench.train.data import Batch, show_unmasked
+from maskbench.train.data import Batch, scale_landmarks, show_unmasked
 from maskbench.train.loop import Optimizers, Trainable
 from maskbench.train.losses import perceptual_loss, style_loss, total_variation
 
@@ -104,13 +104,12 @@ def record_landmarks(data, size: int) -> np.ndarray:
 
     if hasattr(data, "landmarks") and hasattr(data, "faces"):  # OnTheFlyFaces
         src = data.faces.shape[1]
-        return ((np.asarray(data.landmarks, np.float32) + 0.5) * (size / src) - 0.5).astype(np.float32)
+        return scale_landmarks(data.landmarks, src, size)
     recs = getattr(data, "records", None) or []
     if not recs or any("landmarks" not in r or "width" not in r for r in recs):
         raise DatasetFormatError("landmark-gan trains on data whose records hold the 68 landmarks of the original "
                                  "(a `maskbench synth` folder, or --synth-on-the-fly)")
-    return np.stack([(np.asarray(r["landmarks"], np.float32) + 0.5) * (size / int(r["width"])) - 0.5
-                     for r in recs]).astype(np.float32)
+    return np.stack([scale_landmarks(r["landmarks"], int(r["width"]), size) for r in recs]).astype(np.float32)
 
 
 def _gender_of(record: dict[str, Any], genders: dict[str, bool]) -> float:

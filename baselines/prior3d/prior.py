@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from maskbench.dataset import DatasetFormatError
 from maskbench.resources import cache_dir
 from maskbench.io import atomic_write_bytes
+from maskbench.train.data import scale_landmarks  # noqa: F401 - re-exported (was defined here)
 
 from .render import rasterize, render_colours
 from .sfm import EXPRESSIONS, CoeffLayout, SurreyModel, fit_landmarks, project
@@ -44,11 +45,6 @@ __all__ = ["SKIN", "vertex_colours", "render_prior", "apply_edit", "FitCache", "
 SKIN = (0.35, -0.05, -0.2)
 _DEPTH_TOL = 4.0  # model units (mm) a vertex may lie behind the z-buffer and still count as visible
 _FIT_VERSION = 1
-
-
-def scale_landmarks(landmarks: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """Points in pixels of a ``src``-side image -> of its ``dst``-side resize (pixel centres at integers)."""
-    return (np.asarray(landmarks, np.float32) + 0.5) * (dst / src) - 0.5
 
 
 def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:

@@ -29,8 +29,18 @@ from ..dataset import DatasetFormatError, MaskedFaces
 from ..format import MASK_TYPES
 from ..resources import cache_dir
 
-__all__ = ["Batch", "show_unmasked", "PairedFaces", "OnTheFlyFaces", "batch_indices", "downsize_hole", "downsize_image",
-           "to_batch", "open_training_data"]
+__all__ = [
+    "Batch",
+    "show_unmasked",
+    "scale_landmarks",
+    "PairedFaces",
+    "OnTheFlyFaces",
+    "batch_indices",
+    "downsize_hole",
+    "downsize_image",
+    "to_batch",
+    "open_training_data",
+]
 
 
 def downsize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -62,6 +72,11 @@ class Batch:
     original: torch.Tensor
     hole: torch.Tensor
     index: torch.Tensor
+
+
+def scale_landmarks(landmarks: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Points in pixels of a ``src``-side image -> of its ``dst``-side resize (pixel centres at integers)."""
+    return (np.asarray(landmarks, np.float32) + 0.5) * (dst / src) - 0.5
 
 
 def show_unmasked(batch: Batch, share: float, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
