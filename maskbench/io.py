@@ -163,8 +163,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return decode_image(data, str(path))
 
 
+_PNG_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """Encode ``(H, W, 3) uint8`` RGB or ``(H, W) uint8`` gray as PNG bytes (deterministic, lossless).
+
+    zlib level 1 with the run-length strategy: on 256 px CelebA faces 2.8 ms and 83 KiB an image, vs
+    3.0 ms / 87 KiB for level 1's default strategy and 4.4 ms / 83 KiB for level 3 (binary masks:
+    0.6 KiB vs 1.1 KiB), measured with ``cv2.imencode`` on this project's 2-core machine.
 
     Raises:
         ValueError: wrong dtype or shape.
@@ -172,7 +179,7 @@ def encode_png(image: np.ndarray) -> bytes:
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
         raise ValueError(f"expected (H, W, 3) or (H, W) uint8, got {image.shape} {image.dtype}")
     bgr = image if image.ndim == 2 else image[..., ::-1]
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr), _PNG_FLAGS)
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes()

@@ -23,7 +23,7 @@ import numpy as np
 from .predictors import Predictor, PredictorOutput, RegistryError
 from .resources import sha256_file
 
-__all__ = ["LearnedInpainter", "trainer_class", "config_dir", "default_weights"]
+__all__ = ["LearnedInpainter", "trainer_class", "config_dir", "default_weights", "load_stages"]
 
 
 def trainer_class(predictor_cls: type[Predictor]):
@@ -55,6 +55,52 @@ def config_dir(predictor_cls: type[Predictor]) -> Path:
 def default_weights(predictor_cls: type[Predictor]) -> Path:
     """The committed weights file: ``weights.safetensors`` beside the method's trainer module."""
     return _package_dir(predictor_cls) / "weights.safetensors"
+
+
+def load_stages(name: str, files: dict[str, Path], trainer, how_to_train: str) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Build and load the networks of a multi-stage method from its weights files.
+
+    Each file is either one stage's ``weights.safetensors`` (``maskbench train`` output; its card's
+    ``config.stage`` names the stage) or a combined file whose card lists ``stages`` (written by the
+    method's ``combine``); a combined file gives all its stages under their own names, a one-stage file
+    its stage under its key in ``files`` (``generator_male`` may hold a ``generator`` stage).
+
+    Args:
+        name: the method's name, for messages.
+        files: key -> path.
+        trainer: the method's :class:`~maskbench.train.Trainable` class (``build``, ``method``).
+        how_to_train: the end of the "not found" message.
+
+    Returns:
+        ``(nets, configs)``: ``torch.nn.Module`` and training config per stage name (eval mode not set).
+
+    Raises:
+        maskbench.resources.ModelNotFoundError: a file does not exist.
+        maskbench.train.checkpoint.CheckpointError: a file is unreadable, another method's, or a one-stage
+            file of another stage than its key says.
+    """
+    from .resources import ModelNotFoundError
+    from .train.checkpoint import CheckpointError, load_weights, read_card
+
+    for p in files.values():
+        if not p.is_file():
+            raise ModelNotFoundError(f"{name}: weights {p} not found; {how_to_train}")
+    nets: dict[str, Any] = {}
+    configs: dict[str, dict] = {}
+    for key, p in files.items():
+        card = read_card(p)
+        if "stages" in card:
+            entries = [(stage, stage, c["config"]) for stage, c in card["stages"].items()]
+        else:
+            stage = card["config"].get("stage", key)
+            if key != stage and not key.startswith(f"{stage}_"):
+                raise CheckpointError(f"{p} holds {name}'s {stage} stage, not its {key}")
+            entries = [(key, stage, card["config"])]
+        built = {in_file: trainer.build(cfg)[cfg.get("stage", in_file)] for _, in_file, cfg in entries}
+        load_weights(p, trainer.method, built)
+        for out_name, in_file, cfg in entries:
+            nets[out_name], configs[out_name] = built[in_file], cfg
+    return nets, configs
 
 
 @functools.lru_cache(maxsize=16)

@@ -299,28 +299,70 @@ def _init_worker(config: SynthConfig, out: str, source_name: str, assets: SynthA
 
 
 def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
-    """Make all samples of one source item; failures of the item become a skip entry.
+    """Make and write all samples of one source item (:func:`_process_batch` of one job)."""
+    return _process_batch([job])[0]
+
+
+def _process_batch(jobs: list[tuple[SourceItem, str, str]]) -> list[dict[str, Any]]:
+    """Make all samples of some source items, one result per item, each returned once its files are written.
+
+    The PNG encoding and writing of an item run on the worker's writer thread while the next item is
+    detected and masked (OpenCV's encoder releases the GIL), so a single worker uses a second core for
+    its I/O. A result is only returned, and so only logged as done, after its files are on disk: an
+    interrupted run resumes exactly as before.
 
     Raises:
-        Exception: only the worker's own set-up error (bad texture folder, missing model), for every job.
+        Exception: only the worker's own set-up error (bad texture folder, missing model), for every batch.
     """
-    item, base_id, split = job
     if _WORKER is None:
         raise _WORKER_ERROR or RuntimeError("synthesis worker not initialised")
+    writer = _writer()
+    results, pending = [], []
+    for job in jobs:
+        res, writes = _make_samples(job)
+        results.append(res)
+        pending.append(writer.submit(_write_samples, writes) if writes else None)
+    for i, (job, fut) in enumerate(zip(jobs, pending)):
+        if fut is None:
+            continue
+        try:
+            fut.result()
+        except Exception as e:  # a write failing on one face is recorded, the run goes on
+            results[i] = _skip(job[0], f"error: {stable_message(e)}")
+    return results
+
+
+def _writer():
+    """The worker's writer thread (one: the encoder is the only I/O, and its order does not matter)."""
+    if "writer" not in _WORKER_CTX:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _WORKER_CTX["writer"] = ThreadPoolExecutor(1, thread_name_prefix="maskbench-write")
+    return _WORKER_CTX["writer"]
+
+
+def _write_samples(writes: list[tuple[Path, SampleRecord, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    for split_dir, rec, masked, face, hole in writes:
+        write_sample(split_dir, rec, masked, face, hole)
+
+
+def _make_samples(job: tuple[SourceItem, str, str]) -> tuple[dict[str, Any], list]:
+    """One source item's result (records or a skip) and the sample files still to write."""
+    item, base_id, split = job
     if item.problem is not None:  # a folder entry that is not a readable file: accounted for, not read
-        return _skip(item, item.problem)
+        return _skip(item, item.problem), []
     worker, cfg, out = _WORKER, _WORKER.config, _WORKER_CTX["out"]
     try:
         face, lm, box, num_faces = worker.prepare(item)
     except ImageDecodeError as e:
-        return _skip(item, f"bad image: {str(e).split(': ', 1)[-1]}")
+        return _skip(item, f"bad image: {str(e).split(': ', 1)[-1]}"), []
     except FacePoseError as e:
-        return _skip(item, str(e))
+        return _skip(item, str(e)), []
     except NoFaceError:
-        return _skip(item, "no face found")
+        return _skip(item, "no face found"), []
     except Exception as e:  # a bad input must never stop the run: record it
-        return _skip(item, f"error: {stable_message(e)}")
-    records = []
+        return _skip(item, f"error: {stable_message(e)}"), []
+    records, writes = [], []
     try:
         for k in range(cfg.variants):
             seed = sample_seed(cfg.seed, item.source_id, k)
@@ -348,11 +390,11 @@ def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
                 width=int(face.shape[1]),
                 height=int(face.shape[0]),
             )
-            write_sample(out / split, rec, res["masked"], face, res["hole"])
+            writes.append((out / split, rec, res["masked"], face, res["hole"]))
             records.append(rec.as_dict())
     except Exception as e:  # a template/texture failure on one face is recorded, the run goes on
-        return _skip(item, f"error: {stable_message(e)}")
-    return {"source_id": item.source_id, "records": records}
+        return _skip(item, f"error: {stable_message(e)}"), []
+    return {"source_id": item.source_id, "records": records}, writes
 
 
 def _skip(item: SourceItem, reason: str) -> dict[str, Any]:
@@ -449,6 +491,9 @@ def synthesize(
     return report
 
 
+_BATCH = 8  # source items per worker call: their writes overlap the next item's compute
+
+
 def _run_jobs(todo, config, assets, out, source_name, workers, log_path, report, progress) -> None:
     from tqdm import tqdm
 
@@ -467,16 +512,19 @@ def _run_jobs(todo, config, assets, out, source_name, workers, log_path, report,
             bar.update(1)
             bar.set_postfix(skipped=sum(report.skipped.values()), refresh=False)
 
+        batches = [todo[i : i + _BATCH] for i in range(0, len(todo), _BATCH)]
         if workers == 1:
             _init_worker(config, str(out), source_name, assets)
-            for job in todo:
-                handle(_process(job))
+            for batch in batches:
+                for res in _process_batch(batch):
+                    handle(res)
         else:
             import multiprocessing as mp
 
             with mp.get_context("spawn").Pool(workers, _init_worker, (config, str(out), source_name, assets)) as pool:
-                for res in pool.imap(_process, todo, chunksize=8):
-                    handle(res)
+                for results in pool.imap(_process_batch, batches):
+                    for res in results:
+                        handle(res)
     bar.close()
 
 

@@ -296,3 +296,13 @@ def test_the_exported_segmenter_has_its_batch_norm_statistics_recomputed(tiny_we
     torch.testing.assert_close(final[w].float(), last[w].float(), atol=1e-3, rtol=1e-3)
     assert any(not torch.allclose(final[k].float(), last[k].float(), atol=1e-3) for k in stats)
     assert all(final[k.replace("running_mean", "num_batches_tracked")].item() > 0 for k in stats)
+
+
+def test_stage_files_load_separately_and_a_file_in_the_wrong_place_is_refused(tiny_weights):
+    from maskbench.train.checkpoint import CheckpointError
+
+    seg, lm, gen = (str(tiny_weights.parent / s / "weights.safetensors") for s in STAGES)
+    p = P.create_predictor("landmark-gan", segmenter_weights=seg, landmarks_weights=lm, generator_weights=gen)
+    assert sorted(p.nets) == ["generator", "landmarks", "segmenter"] and p.weights_path is None
+    with pytest.raises(CheckpointError, match="generator stage, not its landmarks"):
+        P.create_predictor("landmark-gan", segmenter_weights=seg, landmarks_weights=gen, generator_weights=gen)

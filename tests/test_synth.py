@@ -420,3 +420,31 @@ def test_a_log_line_cut_by_a_kill_is_dropped_before_appending(tmp_path):
     with open(log, "a") as f:
         f.write('{"source_id": "c", "skipped": "no face found"}\n')
     assert [e["source_id"] for e in _read_log(log)] == ["a", "c"]
+
+
+def test_a_failing_write_is_a_skip_and_every_logged_sample_has_its_files(celeba_dir, tmp_path, monkeypatch):
+    # the PNGs are written on the worker's writer thread; a face is reported done only once they exist
+    import maskbench.format as fmt
+    import maskbench.synth as synth
+
+    real = fmt.write_sample
+    calls = []
+
+    def flaky(split_dir, record, *images):
+        calls.append(record.id)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(split_dir, record, *images)
+
+    monkeypatch.setattr(synth, "write_sample", flaky)
+    r = synthesize(resolve_source("celeba", celeba_dir), tmp_path / "out", SynthConfig(), limit=12, progress=False)
+    assert len(calls) >= 10 and r.skipped["error"] == 1 and r.written == len(calls) - 1
+    skipped = (tmp_path / "out" / "skipped.csv").read_text()
+    assert "No space left on device" in skipped
+    ids = [json.loads(line)["id"] for s in ("train", "test") if (tmp_path / "out" / s / "metadata.jsonl").is_file()
+           for line in (tmp_path / "out" / s / "metadata.jsonl").read_text().splitlines()]
+    assert calls[2] not in ids and len(ids) == r.written
+    for s in ("train", "test"):
+        for i in ids:
+            if (tmp_path / "out" / s / "masked" / f"{i}.png").is_file():
+                assert (tmp_path / "out" / s / "mask" / f"{i}.png").is_file()

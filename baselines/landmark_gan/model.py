@@ -167,15 +167,19 @@ class AutoAttention(nn.Module):
     context), kept outside the hole as they are, and fused with ``out`` by a residual block.
 
     ``forward(x, pre=None, hole=None)``: ``(N, C, H, W)`` -> ``(N, C, H, W)``; ``gamma``, ``alpha`` start at 0.
+    ``context=False`` builds the self-attention alone (the discriminator's use: no encoder features).
     """
 
-    def __init__(self, c: int):
+    def __init__(self, c: int, context: bool = True):
         super().__init__()
         self.query = nn.Conv2d(c, max(c // 4, 1), 1)
         self.gamma = nn.Parameter(torch.zeros(1))
-        self.alpha = nn.Parameter(torch.zeros(1))
-        self.fuse = nn.Sequential(nn.Conv2d(2 * c, c, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(c, c, 3, padding=1))
-        self.skip = nn.Conv2d(2 * c, c, 1)
+        if context:
+            self.alpha = nn.Parameter(torch.zeros(1))
+            self.fuse = nn.Sequential(nn.Conv2d(2 * c, c, 3, padding=1), nn.LeakyReLU(0.2),
+                                      nn.Conv2d(c, c, 3, padding=1))
+            self.skip = nn.Conv2d(2 * c, c, 1)
+        self.context = context
 
     def forward(self, x, pre=None, hole=None):
         n, c, h, w = x.shape
@@ -184,6 +188,8 @@ class AutoAttention(nn.Module):
         out = self.gamma * (x.flatten(2) @ attn.transpose(1, 2)).view(n, c, h, w) + x
         if pre is None:
             return out
+        if not self.context:
+            raise ValueError("AutoAttention(context=False) takes no encoder features")
         ctx = (pre.flatten(2) @ attn.transpose(1, 2)).view(n, -1, h, w)
         ctx = self.alpha * (1 - hole) * ctx + hole * pre
         both = torch.cat([out, ctx], 1)
@@ -246,7 +252,7 @@ class Discriminator(nn.Module):
         w = width
         act = nn.LeakyReLU(0.2, True)
         self.head = nn.Sequential(_sn(nn.Conv2d(4, w, 4, 2, 1)), act, _sn(nn.Conv2d(w, 2 * w, 4, 2, 1)), act)
-        self.attention = AutoAttention(2 * w)
+        self.attention = AutoAttention(2 * w, context=False)
         self.tail = nn.Sequential(_sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), act, _sn(nn.Conv2d(4 * w, 8 * w, 4, 1, 1)), act,
                                   _sn(nn.Conv2d(8 * w, 1, 4, 1, 1)))
 

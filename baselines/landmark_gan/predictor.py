@@ -78,9 +78,9 @@ class LandmarkGan(LearnedInpainter):
         Predictor.__init__(self, device)
         import torch
 
-        from maskbench.learned import trainer_class
+        from maskbench.learned import load_stages, trainer_class
         from maskbench.resources import ModelNotFoundError
-        from maskbench.train.checkpoint import load_weights, read_card
+        from maskbench.train.checkpoint import read_card
 
         if landmarks not in LANDMARK_SOURCES:
             raise ValueError(f"landmark-gan: landmarks must be one of {', '.join(LANDMARK_SOURCES)}, got {landmarks!r}")
@@ -98,19 +98,7 @@ class LandmarkGan(LearnedInpainter):
                 files[f"generator_{key}" if key else "generator"] = Path(path)
         else:
             files = {"all": self._weights_path(weights, variant)}
-        for p in files.values():
-            if not p.is_file():
-                raise ModelNotFoundError(f"{self.name}: weights {p} not found; {self._how_to_train()}")
-        self.nets, self.configs = {}, {}
-        for key, p in files.items():
-            card = read_card(p)
-            stages = card.get("stages") or {key: card}
-            for net_name, c in stages.items():
-                cfg = c["config"]
-                built = T.build(cfg)[cfg["stage"]]
-                load_weights(p, T.method, {net_name if "stages" in card else cfg["stage"]: built})
-                self.nets[net_name] = built
-                self.configs[net_name] = cfg
+        self.nets, self.configs = load_stages(self.name, files, T, self._how_to_train())
         self.generators = sorted(k for k in self.nets if k.startswith("generator"))
         if "segmenter" not in self.nets or "landmarks" not in self.nets or not self.generators:
             raise ModelNotFoundError(f"{self.name}: a stage's weights are missing ({', '.join(sorted(self.nets))} "

@@ -38,6 +38,7 @@ one generator for everyone (``gender: all``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,25 @@ def record_landmarks(data, size: int) -> np.ndarray:
         raise DatasetFormatError("landmark-gan trains on data whose records hold the 68 landmarks of the original "
                                  "(a `maskbench synth` folder, or --synth-on-the-fly)")
     return np.stack([scale_landmarks(r["landmarks"], int(r["width"]), size) for r in recs]).astype(np.float32)
+
+
+@contextlib.contextmanager
+def batch_norm_statistics(net: nn.Module, momentum: float | None):
+    """Inside: ``net`` in eval mode except its batch-norm layers, which normalise with the batch's statistics
+    and update their running ones with ``momentum`` (0.0: left unchanged; None: cumulative average).
+    After: the momenta restored and ``net`` back in training mode."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    net.eval()
+    for m in bns:
+        m.train()
+        m.momentum = momentum
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        net.train()
 
 
 def _gender_of(record: dict[str, Any], genders: dict[str, bool]) -> float:
@@ -207,17 +227,9 @@ class LandmarkGanTraining(Trainable):
         stage = self.config["stage"]
         if stage == "segmenter":
             seg = nets["segmenter"]
-            seg.eval()
-            bns = [m for m in seg.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            momenta = [m.momentum for m in bns]
-            for m in bns:  # the batch's statistics (the running ones lag the weights), left unchanged
-                m.train()
-                m.momentum = 0.0
-            with torch.no_grad():
+            # the batch's statistics (the running ones lag the weights), left unchanged
+            with batch_norm_statistics(seg, momentum=0.0), torch.no_grad():
                 found = seg(list((masked + 1) / 2))
-            for m, mom in zip(bns, momenta):
-                m.momentum = mom
-            seg.train()
             out = masked.clone()
             for i, r in enumerate(found):
                 if len(r["masks"]):
@@ -249,23 +261,15 @@ class LandmarkGanTraining(Trainable):
         rng = np.random.default_rng([int(self.config["seed"]), 7])
         idx = np.sort(rng.choice(len(data), n, replace=False))
         plain = rng.random(n) < float(self.config["unmasked_share"])
-        momenta = [m.momentum for m in bns]
         for m in bns:
             m.reset_running_stats()
-            m.momentum = None  # cumulative average
-        seg.eval()
-        for m in bns:
-            m.train()
-        with torch.no_grad():
+        with batch_norm_statistics(seg, momentum=None), torch.no_grad():  # None: cumulative average
             for start in range(0, n, 16):
                 sl = slice(start, start + 16)
                 masked, original, _ = data.get(idx[sl], 0)
                 x = np.where(plain[sl, None, None, None], original, masked)
                 x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
                 seg.backbone(seg.transform(list(x))[0].tensors)
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        seg.train()
 
     # --- training -------------------------------------------------------------------------------------
     def training_step(self, batch: Batch, opt: Optimizers) -> dict[str, float]:

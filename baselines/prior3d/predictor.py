@@ -70,9 +70,9 @@ class Prior3D(LearnedInpainter):
         Predictor.__init__(self, device)
         import torch
 
+        from maskbench.learned import load_stages, trainer_class
         from maskbench.resources import ModelNotFoundError
-        from maskbench.learned import trainer_class
-        from maskbench.train.checkpoint import load_weights, read_card
+        from maskbench.train.checkpoint import read_card
 
         from .sfm import load_sfm
 
@@ -81,18 +81,7 @@ class Prior3D(LearnedInpainter):
             raise TypeError("3dprior: give both n3d_weights and generator_weights, or neither")
         files = ({"n3d": Path(n3d_weights), "generator": Path(generator_weights)} if n3d_weights
                  else {"both": self._weights_path(weights, variant)})
-        for p in files.values():
-            if not p.is_file():
-                raise ModelNotFoundError(f"{self.name}: weights {p} not found; {self._how_to_train()}")
-        self.nets, self.configs = {}, {}
-        for key, p in files.items():
-            card = read_card(p)
-            stages = card.get("stages") or {card.get("config", {}).get("stage", key): card}
-            for stage, c in stages.items():
-                self.configs[stage] = c["config"]
-            nets = {s: T.build(self.configs[s])[s] for s in stages}
-            load_weights(p, T.method, nets)
-            self.nets.update(nets)
+        self.nets, self.configs = load_stages(self.name, files, T, self._how_to_train())
         missing = {"n3d", "generator"} - set(self.nets)
         if missing:
             raise ModelNotFoundError(f"{self.name}: {', '.join(sorted(missing))} weights missing; {self._how_to_train()}")
