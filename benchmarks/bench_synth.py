@@ -27,7 +27,8 @@ def stage_profile(source, config: SynthConfig, n: int) -> dict[str, float]:
     from maskbench.io import decode_image, encode_png
 
     syn = MaskSynthesizer(config)
-    t = dict.fromkeys(["decode", "detect+landmarks", "align", "mask (render+warp+composite)", "png encode"], 0.0)
+    t = dict.fromkeys(["decode", "detect+landmarks", "align", "mask (render+warp+composite)",
+                       "png encode (writer thread)"], 0.0)
     done = 0
     for item in source.items[:n]:
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Make ``docs/figures/landmark-gan.png``: for a few test faces, the masked input, the predicted mask outline
+"""Make ``docs/figures/landmark-gan.jpg``: for a few test faces, the masked input, the predicted mask outline
 with the predicted landmarks (green) and dlib's on the masked face (red), the output guided by each, and
 the original with its own landmarks (the target).
 
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("data")
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--step", type=int, default=97, help="take every STEP-th test face")
-    ap.add_argument("--out", default=str(Path(__file__).with_name("landmark-gan.png")))
+    ap.add_argument("--out", default=str(Path(__file__).with_name("landmark-gan.jpg")))
     ap.add_argument("--weights", default=None, help="weights file [default: the committed one]")
     a = ap.parse_args()
     ds = MaskedFaces(a.data, "test")
@@ -55,7 +55,10 @@ def main() -> None:
                            "original, its landmarks"]):
         cv2.putText(head, t, (k * w + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     small = cv2.resize(np.concatenate([head, grid], 0), None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
-    write_png(a.out, small)
+    if a.out.lower().endswith((".jpg", ".jpeg")):  # the README's copy: JPEG keeps it well under 1 MB
+        cv2.imwrite(a.out, small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    else:
+        write_png(a.out, small)
     print(f"wrote {a.out}")
 
 
