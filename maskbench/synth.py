@@ -293,14 +293,9 @@ def _init_worker(config: SynthConfig, out: str, source_name: str, assets: SynthA
     _WORKER_CTX.update(out=Path(out), source=source_name)
     try:
         _WORKER = MaskSynthesizer(config, assets=assets)
-    except Exception as e:  # noqa: BLE001 - raised by _process: a Pool respawns a failing initializer forever
+    except Exception as e:  # noqa: BLE001 - raised by _process_batch: a Pool respawns a failing initializer forever
         # (what can fail on disk is loaded by the parent, SynthAssets.load; this catches the rest)
         _WORKER, _WORKER_ERROR = None, e
-
-
-def _process(job: tuple[SourceItem, str, str]) -> dict[str, Any]:
-    """Make and write all samples of one source item (:func:`_process_batch` of one job)."""
-    return _process_batch([job])[0]
 
 
 def _process_batch(jobs: list[tuple[SourceItem, str, str]]) -> list[dict[str, Any]]:

@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from maskbench.dataset import DatasetFormatError
 from maskbench.resources import cache_dir
 from maskbench.io import atomic_write_bytes
-from maskbench.train.data import scale_landmarks  # noqa: F401 - re-exported (was defined here)
+from maskbench.train.data import scale_landmarks
 
 from .render import rasterize, render_colours
 from .sfm import EXPRESSIONS, CoeffLayout, SurreyModel, fit_landmarks, project
 
-__all__ = ["SKIN", "vertex_colours", "render_prior", "apply_edit", "FitCache", "fit_cache", "scale_landmarks"]
+__all__ = ["SKIN", "vertex_colours", "render_prior", "apply_edit", "FitCache", "fit_cache"]
 
 #: fallback skin colour in [-1, 1] when a face shows no visible vertex
 SKIN = (0.35, -0.05, -0.2)

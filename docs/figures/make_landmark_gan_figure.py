@@ -15,7 +15,7 @@ import numpy as np
 
 from maskbench import predictors as P
 from maskbench.dataset import MaskedFaces
-from maskbench.io import write_png
+from maskbench.io import atomic_write_bytes, write_png
 
 
 def _dots(image: np.ndarray, pts: np.ndarray, colour) -> np.ndarray:
@@ -56,7 +56,7 @@ def main() -> None:
         cv2.putText(head, t, (k * w + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     small = cv2.resize(np.concatenate([head, grid], 0), None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
     if a.out.lower().endswith((".jpg", ".jpeg")):  # the README's copy: JPEG keeps it well under 1 MB
-        cv2.imwrite(a.out, small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        atomic_write_bytes(a.out, cv2.imencode(".jpg", small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
     else:
         write_png(a.out, small)
     print(f"wrote {a.out}")
