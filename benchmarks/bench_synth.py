@@ -24,15 +24,17 @@ from maskbench.synth import MaskSynthesizer, SynthConfig, sample_seed, synthesiz
 def stage_profile(source, config: SynthConfig, n: int) -> dict[str, float]:
     """Milliseconds per face for each stage, in one process."""
     from maskbench.faces import align_ffhq, transform_points
-    from maskbench.io import decode_image, encode_png
+    from maskbench.io import decode_image, encode_png, jpeg_quality
 
     syn = MaskSynthesizer(config)
-    t = dict.fromkeys(["decode", "detect+landmarks", "align", "mask (render+warp+composite)",
+    t = dict.fromkeys(["decode", "detect+landmarks", "align", "mask (render+warp+composite+jpeg)",
                        "png encode (writer thread)"], 0.0)
     done = 0
     for item in source.items[:n]:
         t0 = time.perf_counter()
-        img = decode_image(item.read_bytes())
+        data = item.read_bytes()
+        img = decode_image(data)
+        quality = jpeg_quality(data)
         t1 = time.perf_counter()
         try:
             det = syn.detector(img)
@@ -41,9 +43,10 @@ def stage_profile(source, config: SynthConfig, n: int) -> dict[str, float]:
         t2 = time.perf_counter()
         face, m = align_ffhq(img, det.landmarks, config.size)
         lm = transform_points(det.landmarks, m)
+        jpeg = None if quality is None else (quality, float(np.sqrt(abs(np.linalg.det(m[:, :2])))))
         t3 = time.perf_counter()
         rng = np.random.default_rng(sample_seed(0, item.source_id, 0))
-        res = syn.mask_face(face, lm, rng, config.mask_types[done % len(config.mask_types)])
+        res = syn.mask_face(face, lm, rng, config.mask_types[done % len(config.mask_types)], jpeg)
         t4 = time.perf_counter()
         for a in (res["masked"], face, res["hole"].astype(np.uint8) * 255):
             encode_png(a)
@@ -60,11 +63,20 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=600)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--cold", action="store_true", help="do not fill the texture disk cache first")
     args = ap.parse_args()
 
     source = resolve_source("celeba", args.data_dir)
     config = SynthConfig(size=args.size)
     print(f"maskbench synthesis benchmark: {args.limit} CelebA images, --size {args.size}, {os.cpu_count()} CPUs")
+    if not args.cold:  # the steady state of a machine that has synthesized once: every texture drawn and kept
+        from maskbench.masks import TextureBank
+
+        t0 = time.perf_counter()
+        bank = TextureBank()
+        for tid in bank.ids:
+            bank.image(tid, args.size)
+        print(f"texture cache warm ({len(bank.ids)} textures, {time.perf_counter() - t0:.1f} s; --cold skips this)")
     print(f"{'workers':>8} {'faces':>7} {'skipped':>8} {'seconds':>8} {'faces/s':>8}")
     for w in args.workers:
         with tempfile.TemporaryDirectory() as out:

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -29,7 +29,7 @@ import numpy as np
 from . import __version__
 from .faces import FaceDetector, FacePoseError, NoFaceError, align_ffhq, estimate_yaw, nose_inside_outline, transform_points
 from .format import FORMAT_VERSION, MASK_TYPES, SampleRecord, sample_file_names, write_sample
-from .io import ImageDecodeError, atomic_write_json, decode_image, stable_message
+from .io import ImageDecodeError, atomic_write_json, decode_image, jpeg_quality, stable_message
 from .masks import (
     PiecewiseAffineWarp,
     TemplateSpec,
@@ -62,6 +62,7 @@ __all__ = [
     "SynthReport",
     "SynthAssets",
     "MaskSynthesizer",
+    "PreparedFace",
     "synthesize",
     "DatasetMismatchError",
     "OutputFolderError",
@@ -148,6 +149,25 @@ class SynthAssets:
         return cls(tuple(load_templates()), photos, str(resolve_dlib_model("shape_predictor_68_face_landmarks.dat")))
 
 
+class PreparedFace(NamedTuple):
+    """A source image decoded, detected and aligned (:meth:`MaskSynthesizer.prepare_photo`).
+
+    Attributes:
+        face: ``(S, S, 3) uint8`` RGB crop (the image itself when not aligning).
+        landmarks: ``(68, 2) float32`` in ``face`` pixels.
+        box: ``(4,) float32`` the detector's box in ``face`` pixels.
+        num_faces: faces the detector found in the image.
+        jpeg: ``(quality, scale)``: the source's estimated JPEG quality (:func:`maskbench.io.jpeg_quality`)
+            and the crop's pixels per source pixel; None for a source that is not a JPEG.
+    """
+
+    face: np.ndarray
+    landmarks: np.ndarray
+    box: np.ndarray
+    num_faces: int
+    jpeg: tuple[float, float] | None
+
+
 class MaskSynthesizer:
     """Puts masks on faces: the per-process worker of :func:`synthesize`, usable on its own.
 
@@ -172,7 +192,12 @@ class MaskSynthesizer:
         self._warps = {name: PiecewiseAffineWarp(a.points(canon)) for name, a in self._anchors.items()}
 
     def mask_face(
-        self, face: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator, mask_type: str
+        self,
+        face: np.ndarray,
+        landmarks: np.ndarray,
+        rng: np.random.Generator,
+        mask_type: str,
+        jpeg: tuple[float, float] | None = None,
     ) -> dict[str, Any]:
         """Draw one mask of ``mask_type`` on an (aligned) face.
 
@@ -181,6 +206,8 @@ class MaskSynthesizer:
             landmarks: ``(68, 2)`` landmarks in ``face`` pixels.
             rng: the sample's generator (picks template and texture).
             mask_type: one of ``MASK_TYPES``.
+            jpeg: ``(quality, scale)`` of the source photo (:attr:`PreparedFace.jpeg`): the mask gets its JPEG
+                artefacts; None for none.
 
         Returns:
             dict with ``masked`` ``(H, W, 3) uint8``, ``hole`` ``(H, W) bool``, ``template_id``, ``texture_id``.
@@ -191,14 +218,25 @@ class MaskSynthesizer:
         texture = None if texture_id is None else self.bank.image(texture_id, self.config.size)
         rgb, alpha = render_template(spec, texture, size=self.config.size)
         dst = self._anchors[spec.anchors].points(landmarks)
-        masked, hole = put_mask(face, rgb, alpha, self._warps[spec.anchors], dst, rng, landmarks=landmarks)
+        masked, hole = put_mask(face, rgb, alpha, self._warps[spec.anchors], dst, rng, landmarks=landmarks, jpeg=jpeg)
         return {"masked": masked, "hole": hole, "template_id": spec.template_id, "texture_id": texture_id}
 
     def prepare(self, item: SourceItem) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Decode, detect and align one source image.
+        """Decode, detect and align one source image: the first four fields of :meth:`prepare_photo`.
 
         Returns:
             ``(face (S, S, 3) uint8, landmarks (68, 2) float32, box (4,) float32, num_faces)``, in output pixels.
+
+        Raises:
+            as :meth:`prepare_photo`.
+        """
+        return tuple(self.prepare_photo(item))[:4]
+
+    def prepare_photo(self, item: SourceItem) -> PreparedFace:
+        """Decode, detect and align one source image, and note its JPEG quality.
+
+        Returns:
+            :class:`PreparedFace`, in output pixels.
 
         Raises:
             ImageDecodeError: the file is not a usable image.
@@ -219,12 +257,14 @@ class MaskSynthesizer:
         if folds > MAX_FOLDED_TRIANGLES:
             raise FacePoseError(f"face turned too far: yaw {estimate_yaw(det.landmarks):.0f} deg, {folds} "
                                 "anchor triangles fold over")
+        quality = jpeg_quality(data)
         if not self.config.align:
-            return image, det.landmarks, det.box, det.num_faces
+            return PreparedFace(image, det.landmarks, det.box, det.num_faces, None if quality is None else (quality, 1.0))
         face, m = align_ffhq(image, det.landmarks, self.config.size)
         lm = transform_points(det.landmarks, m)
         corners = transform_points(det.box.reshape(2, 2), m).reshape(-1)
-        return face, lm, corners, det.num_faces
+        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # crop pixels per source pixel
+        return PreparedFace(face, lm, corners, det.num_faces, None if quality is None else (quality, scale))
 
 
 # ----------------------------------------------------------------------------------------------- runner
@@ -348,7 +388,7 @@ def _make_samples(job: tuple[SourceItem, str, str]) -> tuple[dict[str, Any], lis
         return _skip(item, item.problem), []
     worker, cfg, out = _WORKER, _WORKER.config, _WORKER_CTX["out"]
     try:
-        face, lm, box, num_faces = worker.prepare(item)
+        face, lm, box, num_faces, jpeg = worker.prepare_photo(item)
     except ImageDecodeError as e:
         return _skip(item, f"bad image: {str(e).split(': ', 1)[-1]}"), []
     except FacePoseError as e:
@@ -364,7 +404,7 @@ def _make_samples(job: tuple[SourceItem, str, str]) -> tuple[dict[str, Any], lis
             rng = np.random.default_rng(seed)
             types = cfg.mask_types  # the variants of one face cycle through the types from a seeded start
             mask_type = types[(sample_seed(cfg.seed, item.source_id, 0) + k) % len(types)]
-            res = worker.mask_face(face, lm, rng, mask_type)
+            res = worker.mask_face(face, lm, rng, mask_type, jpeg)
             sid = base_id if cfg.variants == 1 else f"{base_id}_{k}"
             rec = SampleRecord(
                 id=sid,

@@ -182,3 +182,19 @@ def test_bank_travels_to_another_process_without_its_cache(specs):
     copy = pickle.loads(pickle.dumps(bank))
     assert copy.image.cache_info().currsize == 0 and copy.image.cache_info().maxsize == 2
     assert np.array_equal(copy.image(bank.ids[0], 32), img)
+
+
+def test_bank_keeps_drawn_textures_on_disk(specs, tmp_path, monkeypatch):
+    """A texture drawn once is read back from the cache folder, byte for byte; a damaged file is redrawn."""
+    monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path))
+    ids = [s.texture_id for s in specs[::97]]
+    first = {i: TextureBank(specs).image(i, 64).copy() for i in ids}
+    files = sorted((tmp_path / "textures").glob("*.npy"))
+    assert len(files) == len(ids)
+    files[0].write_bytes(b"not a numpy file")
+    again = TextureBank(specs)
+    for i in ids:
+        assert np.array_equal(again.image(i, 64), first[i])
+    assert np.array_equal(np.load(files[0]), first[files[0].name.split("-64-")[0]])  # redrawn and stored again
+    off = TextureBank(specs, disk_cache=False)
+    assert all(np.array_equal(off.image(i, 64), first[i]) for i in ids)

@@ -41,6 +41,13 @@ class Body:
     d_top: np.ndarray  # (S, S) distance below the top edge, output px
     u: np.ndarray  # (S,) (x - 128) / half_width
     v: np.ndarray  # (S, S) (y - top) / (bot - top), 0 at top, 1 at bottom
+    top_arc: np.ndarray  # (S,) arc length (output px) along the top edge from the frame's first column
+    bot_arc: np.ndarray  # (S,) the same along the bottom edge
+
+    def crop(self, ys: slice, xs: slice) -> "Body":
+        """The body on rows ``ys`` and columns ``xs`` of its frame (as :meth:`Frame.crop`)."""
+        return Body(self.top[xs], self.bot[xs], self.dist[ys, xs], self.d_top[ys, xs], self.u[xs],
+                    self.v[ys, xs], self.top_arc[xs], self.bot_arc[xs])
 
 
 def edges(spec: TemplateSpec, cx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,7 +119,9 @@ def mask_body(spec: TemplateSpec, fr: Frame) -> Body:
     dist = np.minimum(np.minimum(d_top, d_bot), d_side).astype(np.float32)
     height = np.maximum(bot - top, 1e-3)
     v = ((y - top[None, :]) / height[None, :]).astype(np.float32)
-    return Body(top, bot, dist, d_top, u, v)
+    top_arc = np.concatenate([[0.0], np.cumsum(np.hypot(1.0, np.diff(top)))]) * s
+    bot_arc = np.concatenate([[0.0], np.cumsum(np.hypot(1.0, np.diff(bot)))]) * s
+    return Body(top, bot, dist, d_top, u, v, top_arc, bot_arc)
 
 
 def edges_at(spec: TemplateSpec, x: float) -> tuple[float, float]:

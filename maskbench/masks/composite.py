@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .degrade import match_face_statistics, soften_alpha
+from .degrade import bbox, match_face_statistics, match_jpeg, soften_alpha
 from .light import contact_shade, skin_light
 from .warp import PiecewiseAffineWarp
 
@@ -17,6 +17,8 @@ __all__ = ["FAR_SIDE_YAW", "clip_far_side", "composite", "face_shading", "mask_l
 #: the face outline: the 2-D warp of a turned head otherwise carries the mask's (or scarf's) far edge past the
 #: cheek into the background.
 FAR_SIDE_YAW = 40.0
+
+_RING = 0.06  # width of the face ring around the hole for the sharpness/noise match, share of the image side
 
 
 def put_mask(
@@ -29,6 +31,7 @@ def put_mask(
     *,
     match_face: bool = True,
     landmarks: np.ndarray | None = None,
+    jpeg: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warp a mask rendered in the canonical frame onto a face, light it, match it to the photo, composite it.
 
@@ -37,7 +40,8 @@ def put_mask(
     (:func:`face_shading`: with ``landmarks``, the light of the skin only, :func:`~maskbench.masks.light.skin_light`,
     and the contact shade along the mask's top and bottom edges, :func:`~maskbench.masks.light.contact_shade`);
     the face's sharpness and noise (:func:`~maskbench.masks.degrade.match_face_statistics`);
-    "over" composite (:func:`composite`). With ``landmarks``, the far side of a head turned more than
+    "over" composite (:func:`composite`); with ``jpeg``, the source photo's JPEG artefacts on the hole
+    (:func:`~maskbench.masks.degrade.match_jpeg`). With ``landmarks``, the far side of a head turned more than
     :data:`FAR_SIDE_YAW` is cut at the face outline (:func:`clip_far_side`). Only hole pixels change.
 
     Args:
@@ -51,12 +55,17 @@ def put_mask(
             renderer version 1).
         landmarks: ``(68, 2)`` the face's landmarks, ``face`` pixels; None lights the mask with the plain
             blurred luma under it and draws no contact shade (renderer versions 1 and 2).
+        jpeg: ``(quality, scale)``: the source photo's JPEG quality (:func:`maskbench.io.jpeg_quality`) and
+            the crop's pixels per source pixel; None (a lossless source) adds no JPEG artefacts.
 
     Returns:
         ``(masked, hole)``: ``(H, W, 3) uint8`` and ``(H, W) bool``, as :func:`composite`.
     """
     colour, coverage = mask_layer(face, rgb, alpha, warp, dst_points, rng, match_face=match_face, landmarks=landmarks)
-    return composite(face, colour * coverage[..., None], coverage)
+    masked, hole = composite(face, colour * coverage[..., None], coverage)
+    if jpeg is not None and match_face:
+        masked = match_jpeg(masked, hole, *jpeg)
+    return masked, hole
 
 
 def mask_layer(
@@ -78,23 +87,42 @@ def mask_layer(
         ``(colour, alpha)``: ``(H, W, 3) float32`` lit colour in [0, 1] (not premultiplied) and
         ``(H, W) float32`` coverage in [0, 1]; alpha is 0 where it would round to 0 in 8 bits.
     """
-    premult = np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=2).astype(np.float32)
-    ys, xs = np.nonzero(alpha > 0)
-    support = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
-    warped = warp(premult, dst_points, face.shape[:2], support)
-    w_alpha = np.clip(warped[..., 3], 0.0, 1.0)
-    if landmarks is not None:
-        w_alpha = clip_far_side(w_alpha, landmarks)
-    shading = face_shading(face, w_alpha > 0.5, landmarks=landmarks)
-    if landmarks is not None:
-        shading = shading * contact_shade(w_alpha, landmarks)
-    colour = np.clip(warped[..., :3] / np.maximum(w_alpha, 1e-6)[..., None] * shading[..., None], 0.0, 1.0)
+    h, w = face.shape[:2]
+    colour_full = np.zeros((h, w, 3), np.float32)
+    alpha_full = np.zeros((h, w), np.float32)
+    box = bbox(alpha > 0)
+    if box is None:
+        return colour_full, alpha_full
+    # only the template's drawn box is premultiplied and sampled (the warp is told where it sits)
+    sy0, sy1, sx0, sx1 = box
+    a = alpha[sy0:sy1, sx0:sx1, None]
+    premult = np.concatenate([rgb[sy0:sy1, sx0:sx1] * a, a], axis=2).astype(np.float32)
+    (y0, y1, x0, x1), warped = warp.window(premult, dst_points, (h, w), (sx0, sy0, sx1, sy1), origin=(sx0, sy0))
+    if y1 <= y0 or x1 <= x0:
+        return colour_full, alpha_full
+    # everything below works on the warped box grown by the face ring the noise/sharpness match reads
+    # (and a few px for the outline blur): the same pixels as on the whole image, a fraction of the work
+    pad = int(round(_RING * max(h, w))) + 12
+    wy0, wy1, wx0, wx1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
+    win = (slice(wy0, wy1), slice(wx0, wx1))
+    layer = np.zeros((wy1 - wy0, wx1 - wx0, 4), np.float32)
+    layer[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] = warped
+    w_alpha = np.clip(layer[..., 3], 0.0, 1.0)
+    lm = None if landmarks is None else np.asarray(landmarks, np.float64) - (wx0, wy0)
+    if lm is not None:
+        w_alpha = clip_far_side(w_alpha, lm)
+    shading = face_shading(face, w_alpha > 0.5, landmarks=landmarks, window=win)
+    if lm is not None:
+        shading = shading * contact_shade(w_alpha, lm, image_bottom=h - 1 - wy0)
+    colour = np.clip(layer[..., :3] / np.maximum(w_alpha, 1e-6)[..., None] * shading[..., None], 0.0, 1.0)
     if match_face:
         w_alpha = soften_alpha(w_alpha)
     w_alpha[w_alpha < 0.5 / 255.0] = 0.0  # what rounds to 0 in 8 bits is outside the hole
     if match_face:
-        colour, _ = match_face_statistics(face, colour, w_alpha, rng)
-    return colour.astype(np.float32), w_alpha
+        colour, _ = match_face_statistics(face[win], colour, w_alpha, rng, ring=_RING, side=max(h, w))
+    colour_full[win] = colour
+    alpha_full[win] = w_alpha
+    return colour_full, alpha_full
 
 
 def clip_far_side(alpha: np.ndarray, landmarks: np.ndarray, yaw_limit: float = FAR_SIDE_YAW) -> np.ndarray:
@@ -131,7 +159,11 @@ def clip_far_side(alpha: np.ndarray, landmarks: np.ndarray, yaw_limit: float = F
 
 
 def face_shading(
-    face: np.ndarray, region: np.ndarray, strength: float = 0.8, landmarks: np.ndarray | None = None
+    face: np.ndarray,
+    region: np.ndarray,
+    strength: float = 0.8,
+    landmarks: np.ndarray | None = None,
+    window: tuple[slice, slice] | None = None,
 ) -> np.ndarray:
     """Low-frequency shading of a face, to light a mask drawn over it.
 
@@ -143,18 +175,21 @@ def face_shading(
 
     Args:
         face: ``(H, W, 3) uint8`` RGB.
-        region: ``(H, W) bool``, the pixels the mask covers.
+        region: ``(H, W) bool``, the pixels the mask covers (``window``'s shape when a window is given).
         strength: in [0, 1].
         landmarks: optional ``(68, 2)`` landmarks, ``face`` pixels.
+        window: optional ``(rows, cols)`` slices: the light is computed on the whole face, returned there only.
 
     Returns:
-        ``(H, W) float32`` multiplicative factor, clipped to [0.45, 1.4].
+        ``(H, W) float32`` (or the window's shape) multiplicative factor, clipped to [0.45, 1.4].
     """
     if landmarks is not None:
         blurred = skin_light(face, landmarks) + 1.0
     else:
         luma = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
         blurred = cv2.GaussianBlur(luma, (0, 0), 0.04 * max(face.shape[:2]))
+    if window is not None:
+        blurred = blurred[window]
     ref = float(np.median(blurred[region])) if region.any() else float(blurred.mean())
     return np.clip(1.0 + strength * (blurred / ref - 1.0), 0.45, 1.4).astype(np.float32)
 
@@ -178,10 +213,10 @@ def composite(face: np.ndarray, premultiplied: np.ndarray, alpha: np.ndarray, sh
     a8 = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     hole = a8 > 0
     out = face.copy()
-    ys, xs = np.nonzero(hole)
-    if len(ys) == 0:
+    box = bbox(hole)
+    if box is None:
         return out, hole
-    win = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))  # work on the hole's box only
+    win = (slice(box[0], box[1]), slice(box[2], box[3]))  # work on the hole's box only
     h = hole[win]
     a = a8[win].astype(np.float32)[..., None] / 255.0
     colour = premultiplied[win] / np.maximum(alpha[win], 1e-6)[..., None]

@@ -127,6 +127,18 @@ class Frame:
     cy: np.ndarray  # (S,) canonical y of each row
     hull_clip: np.ndarray  # (S, S) float32 alpha of the face hull shrunk by HULL_CLIP
     grain: np.ndarray  # (S, S) float32 fabric grain, mean 0
+    x0: int = 0  # a cropped frame (:meth:`crop`): its first column and row in the full frame
+    y0: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` of this frame's arrays (``(size, size)`` unless cropped)."""
+        return len(self.cy), len(self.cx)
+
+    def crop(self, y0: int, y1: int, x0: int, x1: int) -> "Frame":
+        """The rows ``y0:y1`` and columns ``x0:x1`` of this (full) frame: the same pixels, fewer of them."""
+        return Frame(self.size, self.scale, self.cx[x0:x1], self.cy[y0:y1], self.hull_clip[y0:y1, x0:x1],
+                     self.grain[y0:y1, x0:x1], x0, y0)
 
 
 @lru_cache(maxsize=8)

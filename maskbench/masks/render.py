@@ -18,7 +18,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .body import Body, edges_at, mask_body
+from .body import Body, edges, edges_at, mask_body
 from .frame import CANONICAL_SIZE, CENTER_X, Frame, canonical_landmarks, data_file, get_frame, jaw_point
 from .shaders import SHADERS, Shading, gauss
 from .spec import MASK_TYPES_FILE, TemplateSpec, hex_rgb, mask_type_rules
@@ -30,7 +30,12 @@ __all__ = ["RENDERER_VERSION", "library_hash", "render_template", "write_contact
 #: :func:`library_hash`. 2: outline anti-aliasing and the face's sharpness and noise on the mask (issue 10).
 #: 3: scarves follow the jaw and drape to the neck, skin light and contact shade, the far side of turned
 #: faces clipped at the outline (issue 10).
-RENDERER_VERSION = "3"
+#: 4: texture foreshortened round the face (WRAP_RADIUS), the photo's JPEG artefacts on the mask
+#: (degrade.match_jpeg), skin light at a quarter resolution, blur search by bisection, cropped rendering (issue 10).
+RENDERER_VERSION = "4"
+
+#: Radius of the cylinder a mask's fabric wraps round, in half widths (texture foreshortening, renderer 4).
+WRAP_RADIUS = 1.15
 
 #: Every data file that decides how masks look.
 DATA_FILES = ("mean_face_68.csv", "anchors.json", "templates.csv", "textures.csv", MASK_TYPES_FILE)
@@ -59,13 +64,23 @@ def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 14) -> np.n
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
-def _stroke_distance(pts: np.ndarray, width: float, size: int) -> tuple[tuple[slice, slice], np.ndarray] | None:
-    """Distance (output px) from each pixel of the stroke's bounding box to the polyline ``pts`` (px)."""
+def _stroke_box(pts: np.ndarray, width: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the pixels a stroke of ``width`` px along ``pts`` (px) can touch, inside ``shape``."""
     pad = width / 2 + 2
     x0 = max(int(math.floor(pts[:, 0].min() - pad)), 0)
-    x1 = min(int(math.ceil(pts[:, 0].max() + pad)) + 1, size)
+    x1 = min(int(math.ceil(pts[:, 0].max() + pad)) + 1, shape[1])
     y0 = max(int(math.floor(pts[:, 1].min() - pad)), 0)
-    y1 = min(int(math.ceil(pts[:, 1].max() + pad)) + 1, size)
+    y1 = min(int(math.ceil(pts[:, 1].max() + pad)) + 1, shape[0])
+    return y0, y1, x0, x1
+
+
+def _stroke_distance(
+    pts: np.ndarray, width: float, shape: tuple[int, int], origin: tuple[int, int] = (0, 0)
+) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """Distance (output px) from each pixel of the stroke's bounding box to the polyline ``pts`` (px of the
+    full frame); the box is clipped to a layer of ``shape`` whose first pixel is ``origin`` = (x0, y0)."""
+    pts = pts - np.asarray(origin, np.float32)
+    y0, y1, x0, x1 = _stroke_box(pts, width, shape)
     if x1 <= x0 or y1 <= y0:
         return None
     px = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5
@@ -82,11 +97,12 @@ def _stroke_distance(pts: np.ndarray, width: float, size: int) -> tuple[tuple[sl
 
 
 def _draw_stroke(
-    layer_a: np.ndarray, layer_rgb: np.ndarray, pts: np.ndarray, width: float, rgb: np.ndarray, flat: bool
+    layer_a: np.ndarray, layer_rgb: np.ndarray, pts: np.ndarray, width: float, rgb: np.ndarray, flat: bool,
+    origin: tuple[int, int] = (0, 0),
 ) -> None:
-    """Paint a cord (round shading) or flat band (darker rims) of ``width`` px along ``pts`` (px)."""
-    size = layer_a.shape[0]
-    res = _stroke_distance(pts, width, size)
+    """Paint a cord (round shading) or flat band (darker rims) of ``width`` px along ``pts`` (px of the full
+    frame) on layers that start at ``origin`` = (x0, y0) of it."""
+    res = _stroke_distance(pts, width, layer_a.shape, origin)
     if res is None:
         return
     sl, d = res
@@ -172,24 +188,31 @@ def _prepare_texture(texture: np.ndarray, size: int) -> np.ndarray:
 def _albedo(
     spec: TemplateSpec, texture: np.ndarray | None, b: Body, fr: Frame, sh: Shading
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The fabric colour per pixel, ``(S, S, 3) float32``, and its mean colour ``(3,)``.
+    """The fabric colour per pixel on frame ``fr`` (``fr.shape + (3,)`` float32), and its mean colour ``(3,)``.
 
     Without a texture: the template's colour with a fine non-woven grain. With one: the texture laid on
-    the mask, bent along the top edge, displaced along pleats and folds, mirrored on two-panel masks.
+    the mask, foreshortened towards the sides as on a cylinder (:data:`WRAP_RADIUS`), bent along the top
+    edge, displaced along pleats and folds, mirrored on two-panel masks.
     """
     size, s = fr.size, fr.scale
     if texture is None:
         base = hex_rgb(spec.color)
         return (1.0 + 0.025 * fr.grain)[..., None] * base[None, None, :], base
     tex = _prepare_texture(texture, size)
-    top_c = float(np.interp(CENTER_X, fr.cx, b.top))
+    top_c = float(_centre_top(spec, fr))
     bend = 0.55 * (b.top - top_c) * s  # px per column
-    cols = np.arange(size, dtype=np.float32)
+    h, w = fr.shape
+    cols = np.arange(fr.x0, fr.x0 + w, dtype=np.float32)  # the full frame's columns and rows
+    # the fabric wraps round the face (a cylinder of radius WRAP_RADIUS x half width): seen from the front,
+    # its texture is foreshortened towards the sides (surface coordinate R asin(x / R))
+    radius = WRAP_RADIUS * spec.half_width * s
+    centre = CENTER_X * s - 0.5
+    cols = (centre + radius * np.arcsin(np.clip((cols - centre) / radius, -1.0, 1.0))).astype(np.float32)
     if sh.two_panels:  # both halves cut from the same folded fabric
         cols = np.where(cols >= size / 2, size - 1 - cols, cols) + np.float32(size / 7)
-    map_x = np.broadcast_to(cols[None, :], (size, size))
-    map_y = np.arange(size, dtype=np.float32)[:, None] - bend[None, :]
-    map_y = map_y + sh.disp * s if sh.disp is not None else np.broadcast_to(map_y, (size, size))
+    map_x = np.broadcast_to(cols[None, :], (h, w))
+    map_y = np.arange(fr.y0, fr.y0 + h, dtype=np.float32)[:, None] - bend[None, :]
+    map_y = map_y + sh.disp * s if sh.disp is not None else np.broadcast_to(map_y, (h, w))
     albedo = cv2.remap(tex, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y, dtype=np.float32),
                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     return albedo, tex.reshape(-1, 3).mean(0)
@@ -199,16 +222,15 @@ def _add_straps(
     spec: TemplateSpec, fr: Frame, rgb: np.ndarray, alpha: np.ndarray, mean_rgb: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loops/straps drawn under the body; returns the combined (rgb, alpha)."""
-    size = fr.size
-    la = np.zeros((size, size), np.float32)
-    lrgb = np.zeros((size, size, 3), np.float32)
+    la = np.zeros(fr.shape, np.float32)
+    lrgb = np.zeros(fr.shape + (3,), np.float32)
     if spec.strap_color == "match":
         colour = np.clip(mean_rgb * 0.92, 0, 1).astype(np.float32)
     else:
         colour = hex_rgb(spec.strap_color)
     flat = spec.straps == "head_straps"
     for path in _strap_paths(spec, fr):
-        _draw_stroke(la, lrgb, path.astype(np.float32), spec.strap_width * fr.scale, colour, flat)
+        _draw_stroke(la, lrgb, path.astype(np.float32), spec.strap_width * fr.scale, colour, flat, (fr.x0, fr.y0))
     la *= 1.0 - alpha  # loops pass under the body
     total = alpha + la
     rgb = (rgb * alpha[..., None] + lrgb * la[..., None]) / np.maximum(total, 1e-6)[..., None]
@@ -239,8 +261,16 @@ def render_template(
     if not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f"size must be an integer >= 16, got {size!r}")
     size = int(size)
-    fr = get_frame(size)
-    b = mask_body(spec, fr)
+    full = get_frame(size)
+    body = mask_body(spec, full)
+    # everything after the body's outline is drawn only on the box that the body and its straps can cover
+    y0, y1, x0, x1 = _render_box(spec, full, body)
+    rgb_full = np.zeros((size, size, 3), np.float32)
+    alpha_full = np.zeros((size, size), np.float32)
+    if y1 <= y0 or x1 <= x0:
+        return rgb_full, alpha_full
+    fr = full.crop(y0, y1, x0, x1)
+    b = body.crop(slice(y0, y1), slice(x0, x1))
     alpha = np.clip(b.dist + 0.5, 0.0, 1.0)
 
     sh = SHADERS[mask_type_rules()[spec.mask_type].shader](spec, b, fr)
@@ -253,8 +283,29 @@ def render_template(
 
     if spec.mask_type != "scarf":
         alpha = alpha * fr.hull_clip
-    rgb = np.where(alpha[..., None] > 0, rgb, 0.0).astype(np.float32)
-    return np.ascontiguousarray(rgb), np.clip(alpha, 0.0, 1.0).astype(np.float32)
+    rgb_full[y0:y1, x0:x1] = np.where(alpha[..., None] > 0, rgb, 0.0)
+    alpha_full[y0:y1, x0:x1] = np.clip(alpha, 0.0, 1.0)
+    return rgb_full, alpha_full
+
+
+def _centre_top(spec: TemplateSpec, fr: Frame) -> float:
+    """The top edge's y (canonical) at the frame's centre column, as interpolated on the full frame."""
+    full = get_frame(fr.size)
+    top, _, _ = edges(spec, full.cx)
+    return float(np.interp(CENTER_X, full.cx, top))
+
+
+def _render_box(spec: TemplateSpec, fr: Frame, b: Body) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)`` on the full frame ``fr``: every pixel the body (``dist > -0.5``) or a strap covers."""
+    ys, xs = np.nonzero(b.dist > -0.5)
+    if len(ys) == 0:
+        return 0, 0, 0, 0
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    if spec.straps != "none":
+        for path in _strap_paths(spec, fr):
+            sy0, sy1, sx0, sx1 = _stroke_box(path.astype(np.float32), spec.strap_width * fr.scale, fr.shape)
+            y0, y1, x0, x1 = min(y0, sy0), max(y1, sy1), min(x0, sx0), max(x1, sx1)
+    return y0, y1, x0, x1
 
 
 # ----------------------------------------------------------------------------------- contact sheet

@@ -40,12 +40,12 @@ def gauss(x: np.ndarray, sigma: float) -> np.ndarray:
 def shade_surgical(spec: TemplateSpec, b: Body, fr: Frame) -> Shading:
     """Pleats (light band, fold edge, cast shadow), bound edges, heat-sealed sides, nose wire."""
     s = fr.scale
-    size = fr.size
+    shape = fr.shape
     v = b.v
     height_px = (b.bot - b.top)[None, :] * s
-    shade = np.ones((size, size), np.float32)
-    add = np.zeros((size, size), np.float32)
-    disp = np.zeros((size, size), np.float32)
+    shade = np.ones(shape, np.float32)
+    add = np.zeros(shape, np.float32)
+    disp = np.zeros(shape, np.float32)
     n = spec.pleats
     # pleats sit in the middle 64 % of the height; each fold edge casts a shadow downwards and hides a
     # strip of fabric (the texture jumps there)
@@ -100,10 +100,8 @@ def _stitches(d: np.ndarray, along: np.ndarray, at: float, period: float, fr: Fr
 def _edge_along(b: Body, fr: Frame) -> np.ndarray:
     """Approximate arc-length coordinate (px) along the outline, for dashes and dots."""
     s = fr.scale
-    topl = np.concatenate([[0.0], np.cumsum(np.hypot(1.0, np.diff(b.top)))]) * s
-    botl = np.concatenate([[0.0], np.cumsum(np.hypot(1.0, np.diff(b.bot)))]) * s
     vmid = b.v < 0.5
-    return np.where(vmid, topl[None, :], botl[None, :]) + np.where(
+    return np.where(vmid, b.top_arc[None, :], b.bot_arc[None, :]) + np.where(
         np.abs(b.u)[None, :] > 0.97, fr.cy[:, None] * s, 0.0
     )
 
@@ -164,7 +162,7 @@ def shade_kn95(spec: TemplateSpec, b: Body, fr: Frame) -> Shading:
     # each panel is a shallow cylinder; the light side panel is brighter
     panel = 0.86 + 0.14 * np.sqrt(np.clip(1.0 - ((au - 0.45) / 0.6) ** 2, 0, 1))
     side = np.where((u < 0) == lit_left, 1.0, 0.90)
-    shade = np.broadcast_to(panel * side, (fr.size, fr.size)).astype(np.float32)
+    shade = np.broadcast_to(panel * side, fr.shape).astype(np.float32)
     add = np.zeros_like(shade)
     dx = (fr.cx - CENTER_X)[None, :] * s
     shade -= 0.25 * gauss(dx, 0.6 * s + 0.2)

@@ -499,6 +499,11 @@ class TextureBank:
         photos: ``(texture_id, (H, W, 3) uint8)`` pairs as from :func:`load_photo_textures`, or None.
         cache_size: images kept in memory (least recently used dropped first).
         photo_prob: chance that :meth:`pick` draws a photo when photos are given.
+        disk_cache: keep each procedural texture, once drawn, in the cache folder
+            (``cache_dir()/textures``, 192 KiB a texture at 256 px, 160 MiB for the whole library): drawing
+            one takes 6-34 ms (mean about 14), reading it back well under 1 ms, and nearly every sample of a
+            synthesis run draws a different texture. Files are keyed by the texture's row, the size and
+            :data:`TEXTURE_CODE_VERSION`; an unreadable or unwritable cache is skipped.
 
     Raises:
         ValueError: an id appears twice, or ``cache_size`` < 1, or ``photo_prob`` outside [0, 1].
@@ -510,6 +515,7 @@ class TextureBank:
         photos: Sequence[tuple[str, np.ndarray]] | None = None,
         cache_size: int = 256,
         photo_prob: float = 0.85,
+        disk_cache: bool = True,
     ):
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}")
@@ -526,6 +532,7 @@ class TextureBank:
         self._photo_ids = sorted(self._photos)
         self._photo_prob = photo_prob
         self._mix = {t: r.texture_mix for t, r in mask_type_rules().items()}
+        self._disk_cache = bool(disk_cache)
         self.image = lru_cache(maxsize=cache_size)(self._image)
 
     def __getstate__(self) -> dict:  # the cache does not travel to another process
@@ -593,7 +600,11 @@ class TextureBank:
         if texture_id is None:
             return None
         if texture_id in self._specs:
-            img = render_texture(self._specs[texture_id], int(size))
+            img = _cached_texture(self._specs[texture_id], int(size)) if self._disk_cache else None
+            if img is None:
+                img = render_texture(self._specs[texture_id], int(size))
+                if self._disk_cache:
+                    _store_texture(self._specs[texture_id], int(size), img)
         elif texture_id in self._photos:
             img = center_square(self._photos[texture_id], int(size))
         else:
@@ -620,3 +631,42 @@ def center_square(image: np.ndarray, size: int) -> np.ndarray:
         interp = cv2.INTER_AREA if m > size else cv2.INTER_LINEAR
         crop = cv2.resize(crop, (size, size), interpolation=interp)
     return np.ascontiguousarray(crop)
+
+
+#: Bumped whenever :func:`render_texture` draws differently: part of the disk cache key of :class:`TextureBank`.
+TEXTURE_CODE_VERSION = "1"
+
+
+def _texture_cache_path(spec: TextureSpec, size: int) -> Path:
+    import hashlib
+
+    from .. import __version__
+    from ..resources import cache_dir
+
+    key = hashlib.sha256(f"{TEXTURE_CODE_VERSION}|{__version__}|{size}|{spec!r}".encode()).hexdigest()[:16]
+    return cache_dir() / "textures" / f"{spec.texture_id}-{size}-{key}.npy"
+
+
+def _cached_texture(spec: TextureSpec, size: int) -> np.ndarray | None:
+    """The texture as stored by :func:`_store_texture`, or None (absent, unreadable or of the wrong shape)."""
+    path = _texture_cache_path(spec, size)
+    try:
+        img = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if img.shape != (size, size, 3) or img.dtype != np.uint8:
+        return None
+    return img
+
+
+def _store_texture(spec: TextureSpec, size: int, img: np.ndarray) -> None:
+    import io as _io
+
+    from ..io import atomic_write_bytes
+
+    buf = _io.BytesIO()
+    np.save(buf, np.ascontiguousarray(img), allow_pickle=False)
+    try:
+        atomic_write_bytes(_texture_cache_path(spec, size), buf.getvalue())
+    except OSError:  # a read-only or full cache folder only costs speed
+        pass
