@@ -23,7 +23,7 @@ from maskbench.synth import MaskSynthesizer, SynthConfig, sample_seed, synthesiz
 
 def stage_profile(source, config: SynthConfig, n: int) -> dict[str, float]:
     """Milliseconds per face for each stage, in one process."""
-    from maskbench.faces import align_ffhq, transform_points
+    from maskbench.faces import affine_scale, align_ffhq, transform_points
     from maskbench.io import decode_image, encode_png, jpeg_quality
 
     syn = MaskSynthesizer(config)
@@ -43,7 +43,7 @@ def stage_profile(source, config: SynthConfig, n: int) -> dict[str, float]:
         t2 = time.perf_counter()
         face, m = align_ffhq(img, det.landmarks, config.size)
         lm = transform_points(det.landmarks, m)
-        jpeg = None if quality is None else (quality, float(np.sqrt(abs(np.linalg.det(m[:, :2])))))
+        jpeg = None if quality is None else (quality, affine_scale(m))
         t3 = time.perf_counter()
         rng = np.random.default_rng(sample_seed(0, item.source_id, 0))
         res = syn.mask_face(face, lm, rng, config.mask_types[done % len(config.mask_types)], jpeg)

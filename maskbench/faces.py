@@ -26,6 +26,7 @@ __all__ = [
     "estimate_yaw",
     "nose_inside_outline",
     "align_ffhq",
+    "affine_scale",
     "ffhq_quad",
     "ffhq_quad_from_points",
     "warp_quad",
@@ -201,6 +202,12 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, size: int = 256) -> tuple[np.
         m_img = np.concatenate([m[:, :2] / f, m[:, 2:]], axis=1)
     out = cv2.warpAffine(img, m_img, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     return out, m
+
+
+def affine_scale(m: np.ndarray) -> float:
+    """Output pixels per source pixel of a ``(2, 3)`` similarity (or any affine): ``sqrt(|det|)`` of its
+    linear part (e.g. the crop of :func:`align_ffhq`)."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(m, np.float64)[:, :2]))))
 
 
 def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -27,7 +27,16 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .faces import FaceDetector, FacePoseError, NoFaceError, align_ffhq, estimate_yaw, nose_inside_outline, transform_points
+from .faces import (
+    FaceDetector,
+    FacePoseError,
+    NoFaceError,
+    affine_scale,
+    align_ffhq,
+    estimate_yaw,
+    nose_inside_outline,
+    transform_points,
+)
 from .format import FORMAT_VERSION, MASK_TYPES, SampleRecord, sample_file_names, write_sample
 from .io import ImageDecodeError, atomic_write_json, decode_image, jpeg_quality, stable_message
 from .masks import (
@@ -263,8 +272,8 @@ class MaskSynthesizer:
         face, m = align_ffhq(image, det.landmarks, self.config.size)
         lm = transform_points(det.landmarks, m)
         corners = transform_points(det.box.reshape(2, 2), m).reshape(-1)
-        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # crop pixels per source pixel
-        return PreparedFace(face, lm, corners, det.num_faces, None if quality is None else (quality, scale))
+        jpeg = None if quality is None else (quality, affine_scale(m))  # crop pixels per source pixel
+        return PreparedFace(face, lm, corners, det.num_faces, jpeg)
 
 
 # ----------------------------------------------------------------------------------------------- runner

@@ -362,3 +362,15 @@ def test_texture_is_foreshortened_towards_the_sides():
     middle = ((edges > x0 + third) & (edges < x1 - third)).sum() / third
     sides = ((edges <= x0 + third) | (edges >= x1 - third)).sum() / (2 * third)
     assert sides > 1.15 * middle, (sides, middle)
+
+
+def test_blur_search_by_bisection_picks_what_a_full_search_picks():
+    """For a sharpness curve that falls with the blur (the case it is built for), bisection over the
+    candidate sigmas returns the argmin of |log ratio| that trying all of them returns, ends included."""
+    from maskbench.masks.degrade import BLUR_SIGMAS, _closest_blur
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        curve = np.sort(rng.normal(size=len(BLUR_SIGMAS)) * rng.uniform(0.1, 3.0))[::-1] + 2.0 * rng.normal()
+        table = dict(zip(BLUR_SIGMAS, curve))
+        assert _closest_blur(table.__getitem__) == int(np.argmin(np.abs(curve))), curve

@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .degrade import bbox, match_face_statistics, match_jpeg, soften_alpha
+from .degrade import FACE_RING, bbox, match_face_statistics, match_jpeg, soften_alpha
 from .light import contact_shade, skin_light
 from .warp import PiecewiseAffineWarp
 
@@ -17,8 +17,6 @@ __all__ = ["FAR_SIDE_YAW", "clip_far_side", "composite", "face_shading", "mask_l
 #: the face outline: the 2-D warp of a turned head otherwise carries the mask's (or scarf's) far edge past the
 #: cheek into the background.
 FAR_SIDE_YAW = 40.0
-
-_RING = 0.06  # width of the face ring around the hole for the sharpness/noise match, share of the image side
 
 
 def put_mask(
@@ -102,7 +100,7 @@ def mask_layer(
         return colour_full, alpha_full
     # everything below works on the warped box grown by the face ring the noise/sharpness match reads
     # (and a few px for the outline blur): the same pixels as on the whole image, a fraction of the work
-    pad = int(round(_RING * max(h, w))) + 12
+    pad = int(round(FACE_RING * max(h, w))) + 12
     wy0, wy1, wx0, wx1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
     win = (slice(wy0, wy1), slice(wx0, wx1))
     layer = np.zeros((wy1 - wy0, wx1 - wx0, 4), np.float32)
@@ -119,7 +117,7 @@ def mask_layer(
         w_alpha = soften_alpha(w_alpha)
     w_alpha[w_alpha < 0.5 / 255.0] = 0.0  # what rounds to 0 in 8 bits is outside the hole
     if match_face:
-        colour, _ = match_face_statistics(face[win], colour, w_alpha, rng, ring=_RING, side=max(h, w))
+        colour, _ = match_face_statistics(face[win], colour, w_alpha, rng, ring=FACE_RING, side=max(h, w))
     colour_full[win] = colour
     alpha_full[win] = w_alpha
     return colour_full, alpha_full

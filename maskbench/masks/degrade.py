@@ -27,7 +27,10 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["BLUR_SIGMAS", "match_face_statistics", "match_jpeg", "noise_sigma", "sharpness", "soften_alpha"]
+__all__ = ["BLUR_SIGMAS", "FACE_RING", "match_face_statistics", "match_jpeg", "noise_sigma", "sharpness", "soften_alpha"]
+
+#: Width of the face ring around the hole that the sharpness and noise are read from, share of the image side.
+FACE_RING = 0.06
 
 #: Below this many crop pixels per source pixel the source's JPEG blocks are averaged away: no JPEG match.
 MIN_JPEG_SCALE = 1.1
@@ -137,7 +140,7 @@ def match_face_statistics(
     colour: np.ndarray,
     alpha: np.ndarray,
     rng: np.random.Generator | None,
-    ring: float = 0.06,
+    ring: float = FACE_RING,
     side: int | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Blur and add noise to a mask's colour layer so it matches the face around it.

@@ -82,7 +82,7 @@ def skin_light(face: np.ndarray, landmarks: np.ndarray, sigma: float = 0.06, ste
     if weight.sum() < 16:
         return cv2.GaussianBlur(luma, (0, 0), s)
     mean = float((luma * weight).sum() / weight.sum())
-    step = max(1, min(int(step), int(s // 2) or 1))
+    step = max(1, min(int(step), int(s // 2)))  # the blur keeps at least 2 px of sigma at low resolution
     small = (max(1, w // step), max(1, h // step))
     wl = cv2.resize(luma * weight, small, interpolation=cv2.INTER_AREA) if step > 1 else luma * weight
     ws = cv2.resize(weight, small, interpolation=cv2.INTER_AREA) if step > 1 else weight

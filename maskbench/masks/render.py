@@ -18,7 +18,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .body import Body, edges, edges_at, mask_body
+from .body import Body, edges_at, mask_body
 from .frame import CANONICAL_SIZE, CENTER_X, Frame, canonical_landmarks, data_file, get_frame, jaw_point
 from .shaders import SHADERS, Shading, gauss
 from .spec import MASK_TYPES_FILE, TemplateSpec, hex_rgb, mask_type_rules
@@ -186,20 +186,20 @@ def _prepare_texture(texture: np.ndarray, size: int) -> np.ndarray:
 
 
 def _albedo(
-    spec: TemplateSpec, texture: np.ndarray | None, b: Body, fr: Frame, sh: Shading
+    spec: TemplateSpec, texture: np.ndarray | None, b: Body, fr: Frame, sh: Shading, top_c: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fabric colour per pixel on frame ``fr`` (``fr.shape + (3,)`` float32), and its mean colour ``(3,)``.
 
     Without a texture: the template's colour with a fine non-woven grain. With one: the texture laid on
     the mask, foreshortened towards the sides as on a cylinder (:data:`WRAP_RADIUS`), bent along the top
-    edge, displaced along pleats and folds, mirrored on two-panel masks.
+    edge (``top_c``: its y on the centre line, canonical), displaced along pleats and folds, mirrored on
+    two-panel masks.
     """
     size, s = fr.size, fr.scale
     if texture is None:
         base = hex_rgb(spec.color)
         return (1.0 + 0.025 * fr.grain)[..., None] * base[None, None, :], base
     tex = _prepare_texture(texture, size)
-    top_c = float(_centre_top(spec, fr))
     bend = 0.55 * (b.top - top_c) * s  # px per column
     h, w = fr.shape
     cols = np.arange(fr.x0, fr.x0 + w, dtype=np.float32)  # the full frame's columns and rows
@@ -274,7 +274,7 @@ def render_template(
     alpha = np.clip(b.dist + 0.5, 0.0, 1.0)
 
     sh = SHADERS[mask_type_rules()[spec.mask_type].shader](spec, b, fr)
-    albedo, mean_rgb = _albedo(spec, texture, b, fr, sh)
+    albedo, mean_rgb = _albedo(spec, texture, b, fr, sh, float(np.interp(CENTER_X, full.cx, body.top)))
     rgb = np.clip(albedo * sh.shade[..., None] + sh.add[..., None], 0.0, 1.0).astype(np.float32)
     if spec.valve != "none":
         _valve(spec, fr, rgb, alpha)
@@ -286,13 +286,6 @@ def render_template(
     rgb_full[y0:y1, x0:x1] = np.where(alpha[..., None] > 0, rgb, 0.0)
     alpha_full[y0:y1, x0:x1] = np.clip(alpha, 0.0, 1.0)
     return rgb_full, alpha_full
-
-
-def _centre_top(spec: TemplateSpec, fr: Frame) -> float:
-    """The top edge's y (canonical) at the frame's centre column, as interpolated on the full frame."""
-    full = get_frame(fr.size)
-    top, _, _ = edges(spec, full.cx)
-    return float(np.interp(CENTER_X, full.cx, top))
 
 
 def _render_box(spec: TemplateSpec, fr: Frame, b: Body) -> tuple[int, int, int, int]:
