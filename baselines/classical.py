@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from maskbench.predictors import Predictor, PredictorOutput
+from maskbench.methods.predictors import Predictor, PredictorOutput
 
 __all__ = ["MaskedInput", "Telea", "NavierStokes", "Biharmonic"]
 

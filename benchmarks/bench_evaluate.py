@@ -6,12 +6,12 @@ Usage::
 
 ``--data`` is a Masked-Faces dataset folder (``maskbench synth`` output); without it a stand-in dataset
 is written from ``--celeba`` (default ``$MASKBENCH_TEST_DATA/celeba-id200``) at 256 x 256 with
-:func:`maskbench.testing.write_fake_dataset`. Prints one table:
+:func:`maskbench.data.testing.write_fake_dataset`. Prints one table:
 
 - ``pixel metrics``: L1 + PSNR + SSIM (whole image and hole) on decoded 256 px composites, scored in
   batches by the evaluator's thread pool (target >= 200 images/s on a 2-core CPU);
 - ``inception only``: the FID Inception forward alone on the same batches;
-- ``pipeline``: ``maskbench.evaluate`` end to end with the ``masked-input`` method (decode, predict,
+- ``pipeline``: ``maskbench.bench.evaluate`` end to end with the ``masked-input`` method (decode, predict,
   composite, pixel metrics, FID features, identity) and its ratio to Inception-only throughput (target
   >= 0.70): ``cold`` is a dataset's first evaluation (it also computes the reference statistics and
   original-face embeddings), ``warm`` a later one (both cached), ``warm, no identity`` without the
@@ -33,11 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maskbench.dataset import MaskedFaces  # noqa: E402
-from maskbench.evaluate import EvalConfig, evaluate  # noqa: E402
-from maskbench.fid import InceptionFeatures  # noqa: E402
-from maskbench.metrics import image_scores  # noqa: E402
-from maskbench.testing import write_fake_dataset  # noqa: E402
+from maskbench.bench.evaluate import EvalConfig, evaluate  # noqa: E402
+from maskbench.data.dataset import MaskedFaces  # noqa: E402
+from maskbench.data.testing import write_fake_dataset  # noqa: E402
+from maskbench.measures.fid import InceptionFeatures  # noqa: E402
+from maskbench.measures.metrics import image_scores  # noqa: E402
 
 
 def _rate(n: int, seconds: float) -> str:

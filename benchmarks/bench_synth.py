@@ -17,14 +17,14 @@ import time
 
 import numpy as np
 
-from maskbench.sources import resolve_source
-from maskbench.synth import MaskSynthesizer, SynthConfig, sample_seed, synthesize
+from maskbench.data.sources import resolve_source
+from maskbench.data.synth import MaskSynthesizer, SynthConfig, sample_seed, synthesize
 
 
 def stage_profile(source, config: SynthConfig, n: int) -> dict[str, float]:
     """Milliseconds per face for each stage, in one process."""
-    from maskbench.faces import affine_scale, align_ffhq, transform_points
-    from maskbench.io import decode_image, encode_png, jpeg_quality
+    from maskbench.core.io import decode_image, encode_png, jpeg_quality
+    from maskbench.faces.landmarks import affine_scale, align_ffhq, transform_points
 
     syn = MaskSynthesizer(config)
     t = dict.fromkeys(["decode", "detect+landmarks", "align", "mask (render+warp+composite+jpeg)",
@@ -70,7 +70,7 @@ def main() -> None:
     config = SynthConfig(size=args.size)
     print(f"maskbench synthesis benchmark: {args.limit} CelebA images, --size {args.size}, {os.cpu_count()} CPUs")
     if not args.cold:  # the steady state of a machine that has synthesized once: every texture drawn and kept
-        from maskbench.masks import TextureBank
+        from maskbench.data.masks import TextureBank
 
         t0 = time.perf_counter()
         bank = TextureBank()

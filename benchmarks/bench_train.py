@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maskbench import predictors as P  # noqa: E402
-from maskbench.learned import config_dir, trainer_class  # noqa: E402
+from maskbench.methods import predictors as P  # noqa: E402
+from maskbench.methods.learned import config_dir, trainer_class  # noqa: E402
 from maskbench.train.checkpoint import export_weights  # noqa: E402
 from maskbench.train.config import load_config  # noqa: E402
 from maskbench.train.data import to_batch  # noqa: E402

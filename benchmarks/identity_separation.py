@@ -16,8 +16,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from maskbench.dataset import MaskedFaces
-from maskbench.identity import cosine_similarity, load_identity_model
+from maskbench.data.dataset import MaskedFaces
+from maskbench.faces.identity import cosine_similarity, load_identity_model
 
 
 def _pick(data: str, per_identity: int) -> list[tuple[MaskedFaces, int]]:

@@ -13,12 +13,12 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .dataset import DatasetFormatError, write_sample_sheet
-from .format import MASK_TYPES
-from .identity import IDENTITY_MODELS
-from .publish import PublishError
-from .sources import SourceError, resolve_source
-from .synth import SynthConfig, synthesize
+from .data.dataset import DatasetFormatError, write_sample_sheet
+from .data.format import MASK_TYPES
+from .data.publish import PublishError
+from .data.sources import SourceError, resolve_source
+from .data.synth import SynthConfig, synthesize
+from .faces.identity import IDENTITY_MODELS
 
 
 class UserError(click.ClickException):
@@ -114,7 +114,8 @@ def sheet(folder, out, split, per_type):
 @user_errors(PublishError)
 def publish(folder, repo_id, private, to_disk):
     """Publish a dataset folder to the Hugging Face hub (or write what would be pushed)."""
-    from .publish import build_hub_folder, publish as push
+    from .data.publish import build_hub_folder
+    from .data.publish import publish as push
 
     if to_disk:
         dest = build_hub_folder(folder, to_disk)
@@ -137,7 +138,7 @@ def templates_cmd(mask_type: str | None, sheet: str | None, limit: int | None, s
     """List the mask templates (counts per type, then one line each); optionally draw a contact sheet."""
     from collections import Counter
 
-    from .masks import load_templates, write_contact_sheet
+    from .data.masks import load_templates, write_contact_sheet
 
     specs = load_templates()
     counts = Counter(t.mask_type for t in specs)
@@ -158,7 +159,7 @@ def templates_cmd(mask_type: str | None, sheet: str | None, limit: int | None, s
 @main.command("methods")
 def methods_cmd() -> None:
     """List registered mask-removal methods: track, input size, device needs, weights status."""
-    from .predictors import list_methods, method_info, registry_warnings
+    from .methods.predictors import list_methods, method_info, registry_warnings
 
     rows = [method_info(n) for n in list_methods()]
     head = ("name", "track", "input", "device", "weights", "training", "source", "description")
@@ -183,17 +184,17 @@ def methods_cmd() -> None:
 
 
 def _evaluate_errors():
-    from .dataset import DatasetFormatError
-    from .resources import ModelNotFoundError
-    from .predictors import RegistryError, UnknownMethodError
+    from .core.resources import ModelNotFoundError
+    from .data.dataset import DatasetFormatError
+    from .methods.predictors import RegistryError, UnknownMethodError
 
     return (DatasetFormatError, ModelNotFoundError, RegistryError, UnknownMethodError, ValueError, OSError)
 
 
 def _train_errors():
-    from .dataset import DatasetFormatError
-    from .resources import ModelNotFoundError
-    from .predictors import RegistryError, UnknownMethodError
+    from .core.resources import ModelNotFoundError
+    from .data.dataset import DatasetFormatError
+    from .methods.predictors import RegistryError, UnknownMethodError
     from .train.checkpoint import CheckpointError
     from .train.config import ConfigError
 
@@ -228,8 +229,8 @@ def _train_errors():
 def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batch_size, lr, seed, sets, attributes,
               device, out, resume, limit, progress) -> None:
     """Train METHOD on a Masked-Faces dataset; writes log, sample grids, checkpoints and weights."""
+    from .methods.launch import launch
     from .train.config import parse_override
-    from .train.launch import launch
 
     overrides = {k: v for k, v in {"size": size, "steps": steps, "batch_size": batch_size, "seed": seed,
                                    "optim.lr": lr, "attributes": attributes and str(Path(attributes).resolve())}.items()
@@ -255,8 +256,8 @@ def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batc
 def demo_cmd(method, image, out, seeds, device, method_args, weights) -> None:
     """A figure of METHOD's outputs for one masked face IMAGE: seeds, and expression edits where the method
     has them (3dprior)."""
-    from .demo import variation_figure
-    from .predictors import parse_method_args, resolve_device
+    from .bench.demo import variation_figure
+    from .methods.predictors import parse_method_args, resolve_device
 
     try:
         margs = parse_method_args(method_args)
@@ -302,11 +303,11 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
     """Run METHOD on a dataset split and write per-image scores, a summary and a manifest.
 
     With --data wild:DIR (real photos of masked faces, no ground truth) and --reference DIR: FID, KID and
-    the share of outputs that still show a mask, each with its 95 % interval (see maskbench.wild)."""
-    from .evaluate import EvalConfig, evaluate
-    from .predictors import parse_method_args
-    from .stats import summary_lines
-    from .wild import is_wild
+    the share of outputs that still show a mask, each with its 95 % interval (see maskbench.bench.wild)."""
+    from .bench.evaluate import EvalConfig, evaluate
+    from .bench.wild import is_wild
+    from .measures.stats import summary_lines
+    from .methods.predictors import parse_method_args
 
     try:
         margs = parse_method_args(method_args)
@@ -323,7 +324,7 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
         raise UserError("--reference, --mask-from and --mask-from-arg belong to the in-the-wild track "
                         "(--data wild:DIR)")
     if data is None:
-        from .evaluate import default_data
+        from .bench.evaluate import default_data
 
         try:
             data, said = default_data(split)
@@ -354,8 +355,8 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
 
 def _evaluate_wild(method, data, reference, mask_from, mask_margs, margs, limit, device, batch_size, out, seed,
                    fid_weights) -> None:
-    """``maskbench evaluate --data wild:DIR``: call :func:`maskbench.wild.evaluate_wild`, print the scores."""
-    from .wild import WildConfig, evaluate_wild, format_wild_summary
+    """``maskbench evaluate --data wild:DIR``: call :func:`maskbench.bench.wild.evaluate_wild`, print the scores."""
+    from .bench.wild import WildConfig, evaluate_wild, format_wild_summary
 
     if not reference:
         raise UserError("--data wild:... needs --reference DIR (real unmasked faces to compare with)")
@@ -416,7 +417,7 @@ def leaderboard_cmd(results, out, reported, primary) -> None:
     """Merge results into one row per method, options, weights and dataset: CSV, Markdown, HTML, charts."""
     import warnings
 
-    from .leaderboard import DamagedRunWarning, build_leaderboard
+    from .bench.leaderboard import DamagedRunWarning, build_leaderboard
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DamagedRunWarning)
@@ -441,8 +442,8 @@ def leaderboard_cmd(results, out, reported, primary) -> None:
 def compare_cmd(a, b, results, dataset, metrics) -> None:
     """Paired comparison of methods (or run folders) A and B on the images both scored: per metric the mean
     difference A - B, its 95% bootstrap interval and a Wilcoxon signed-rank p-value."""
-    from .leaderboard import compare_methods, format_comparison
-    from .metrics import get_metric
+    from .bench.leaderboard import compare_methods, format_comparison
+    from .measures.metrics import get_metric
 
     for m in metrics:
         get_metric(m)
@@ -468,8 +469,8 @@ def compare_cmd(a, b, results, dataset, metrics) -> None:
 @user_errors(ValueError, OSError)
 def realism_cmd(synth_dir, real, control_a, control_b, shared_data, limit, seed, device, no_cache, json_out) -> None:
     """Classifier two-sample test of a Masked-Faces dataset's masked images against real masked photos,
-    with a control pair through the same pipeline; prints the realism gap (see maskbench.realism)."""
-    from .realism import format_report, realism_report, resolve_sets, write_report_json
+    with a control pair through the same pipeline; prints the realism gap (see maskbench.data.realism)."""
+    from .data.realism import format_report, realism_report, resolve_sets, write_report_json
 
     sets = resolve_sets(synth_dir, real=real, control_a=control_a, control_b=control_b, shared_data=shared_data,
                         limit=limit, seed=seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maskbench.testing import write_fake_dataset
+from maskbench.data.testing import write_fake_dataset
 
 
 def _data_root() -> Path | None:
@@ -58,8 +58,8 @@ def isolated_cache(tmp_path_factory) -> Path:
 def real_faces(tmp_path_factory, celeba_dir) -> Path:
     """A real Masked-Faces test split: ``maskbench synth`` on the first 24 CelebA images, all moved to
     the test split (skips without the shared data)."""
-    from maskbench.sources import resolve_source
-    from maskbench.synth import SynthConfig, synthesize
+    from maskbench.data.sources import resolve_source
+    from maskbench.data.synth import SynthConfig, synthesize
 
     out = tmp_path_factory.mktemp("real")
     synthesize(resolve_source("celeba", celeba_dir), out, SynthConfig(seed=1, test_fraction=1.0), limit=24,
@@ -80,8 +80,8 @@ def celeba_faces_two_splits(celeba_dir):
     ``identity_CelebA.txt`` (CelebA aligned crops, landmarks from dlib)."""
     import numpy as np
 
-    from maskbench.faces import FaceDetector, NoFaceError
-    from maskbench.io import read_image
+    from maskbench.core.io import read_image
+    from maskbench.faces.landmarks import FaceDetector, NoFaceError
 
     by_id: dict[str, list[str]] = {}
     for line in (celeba_dir / "identity_CelebA.txt").read_text().splitlines():

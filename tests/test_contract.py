@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from maskbench import predictors as P
+from maskbench.bench.evaluate import EvalConfig, evaluate, run_dir_for
 from maskbench.cli import main
-from maskbench.dataset import MaskedFaces
-from maskbench.evaluate import EvalConfig, evaluate, run_dir_for
-from maskbench.io import read_png
+from maskbench.core.io import read_png
+from maskbench.data.dataset import MaskedFaces
+from maskbench.methods import predictors as P
 
 
 class _Noise(P.Predictor):

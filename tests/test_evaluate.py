@@ -12,12 +12,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from maskbench import predictors as P
+from maskbench.bench.evaluate import EvalConfig, evaluate, summarize
 from maskbench.cli import main
-from maskbench.dataset import MaskedFaces
-from maskbench.evaluate import EvalConfig, evaluate, summarize
-from maskbench.stats import HOLE_BUCKET_LABELS, hole_buckets
-
+from maskbench.data.dataset import MaskedFaces
+from maskbench.measures.stats import HOLE_BUCKET_LABELS, hole_buckets
+from maskbench.methods import predictors as P
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
 
@@ -120,7 +119,7 @@ class _Counting(P.Predictor):
 
 
 def test_interrupted_run_resumes_per_batch(synthetic_faces, tmp_path, isolated_cache):
-    from maskbench.dataset import MaskedFaces
+    from maskbench.data.dataset import MaskedFaces
 
     P.register("test-counting", _Counting)
     try:
@@ -150,7 +149,7 @@ class _FailsOnOne(P.Predictor):
 
 
 def test_a_failing_image_is_recorded_and_the_run_goes_on(synthetic_faces, tmp_path, isolated_cache):
-    from maskbench.dataset import MaskedFaces
+    from maskbench.data.dataset import MaskedFaces
 
     _FailsOnOne.bad_mean = MaskedFaces(synthetic_faces)[3].masked.mean()
     P.register("test-fails-on-one", _FailsOnOne)
@@ -164,7 +163,7 @@ def test_a_failing_image_is_recorded_and_the_run_goes_on(synthetic_faces, tmp_pa
         table = pd.read_parquet(run / "per_image.parquet").set_index("id")
         assert table["error"].notna().sum() == 1
         # the failed image is scored as the unrestored input (the floor), not dropped
-        from maskbench.metrics import image_scores
+        from maskbench.measures.metrics import image_scores
 
         sample = MaskedFaces(synthetic_faces)[3]
         floor = image_scores(sample.masked, sample.original, sample.mask)

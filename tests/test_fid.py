@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskbench import fid
+from maskbench.measures import fid
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from maskbench import predictors as P
 from maskbench.cli import main
-from maskbench.metrics import landmark_nme
-from maskbench.testing import write_fake_dataset
+from maskbench.data.testing import write_fake_dataset
+from maskbench.measures.metrics import landmark_nme
+from maskbench.methods import predictors as P
 
 STAGES = ("segmenter", "landmarks", "generator")
 
@@ -40,8 +40,13 @@ def test_landmark_map_has_one_pixel_per_point_clamped_to_the_image():
 
 
 def test_network_shapes_and_gradients():
-    from maskbench.baselines.landmark_gan.model import (Discriminator, LandmarkGenerator, LandmarkRegressor,
-                                                         landmark_map, mask_rcnn)
+    from maskbench.baselines.landmark_gan.model import (
+        Discriminator,
+        LandmarkGenerator,
+        LandmarkRegressor,
+        landmark_map,
+        mask_rcnn,
+    )
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -82,7 +87,7 @@ def env(tmp_path_factory):
 
 
 def _trainer(stage, **over):
-    from maskbench.learned import config_dir, trainer_class
+    from maskbench.methods.learned import config_dir, trainer_class
     from maskbench.train.config import load_config
     from maskbench.train.loop import method_defaults
 
@@ -167,7 +172,7 @@ def tiny_weights(env, tmp_path_factory) -> Path:
 
 
 def _faces(env, n=3):
-    from maskbench.dataset import MaskedFaces
+    from maskbench.data.dataset import MaskedFaces
 
     return np.stack([s.masked for s in MaskedFaces(env, "test")][:n])
 
@@ -213,7 +218,8 @@ def test_evaluate_scores_the_predicted_landmarks(tiny_weights, env, tmp_path):
 def test_gender_routing_with_a_celeba_attribute_file(env, tmp_path):
     from maskbench.baselines.landmark_gan.predictor import combine_weights
     from maskbench.baselines.landmark_gan.training import read_gender
-    from maskbench.dataset import MaskedFaces
+
+    from maskbench.data.dataset import MaskedFaces
 
     ids = [r["id"] for r in MaskedFaces(env, "train").records]
     attrs = tmp_path / "list_attr_celeba.txt"
@@ -251,7 +257,7 @@ def test_gender_routing_with_a_celeba_attribute_file(env, tmp_path):
 
 
 def test_missing_weights_say_how_to_train(tmp_path):
-    from maskbench.resources import ModelNotFoundError
+    from maskbench.core.resources import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="maskbench train --method landmark-gan"):
         P.create_predictor("landmark-gan", weights=str(tmp_path / "none.safetensors"))
@@ -259,6 +265,7 @@ def test_missing_weights_say_how_to_train(tmp_path):
 
 def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
     from maskbench.baselines.landmark_gan.predictor import combine_weights
+
     from maskbench.train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="segmenter"):
@@ -267,7 +274,8 @@ def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
 
 def test_landmark_targets_are_the_same_from_stored_pairs_and_on_the_fly_masks(env):
     from maskbench.baselines.landmark_gan.training import record_landmarks
-    from maskbench.dataset import DatasetFormatError
+
+    from maskbench.data.dataset import DatasetFormatError
     from maskbench.train.data import OnTheFlyFaces, PairedFaces
 
     stored = record_landmarks(PairedFaces(env, "train", 32), 32)

@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from maskbench import predictors as P
-from maskbench.cli import main
-from maskbench.evaluate import EvalConfig, evaluate
-from maskbench.leaderboard import (
+from maskbench.bench.evaluate import EvalConfig, evaluate
+from maskbench.bench.leaderboard import (
     REPORTED_NOTE,
     build_leaderboard,
     collect_results,
     compare_methods,
     load_reported,
 )
+from maskbench.cli import main
+from maskbench.methods import predictors as P
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -196,7 +196,7 @@ def test_outputs_and_reported_rows(results, tmp_path, reported_csv):
 
 
 def test_sample_grid_shows_input_methods_and_ground_truth(results, tmp_path):
-    from maskbench.io import read_png
+    from maskbench.core.io import read_png
 
     build_leaderboard(results, tmp_path)
     grid = read_png(tmp_path / "samples.png")

@@ -10,10 +10,9 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from maskbench.resources import sha256_file
-from maskbench import metrics as M
-from maskbench.io import read_image
-
+from maskbench.core.io import read_image
+from maskbench.core.resources import sha256_file
+from maskbench.measures import metrics as M
 
 
 def sk_ssim(a, b, full=False, data_range=1.0):
@@ -148,7 +147,7 @@ def test_registry_is_the_one_list_of_metrics():
 def test_frechet_distance_matches_pytorch_fid():
     from pytorch_fid.fid_score import calculate_frechet_distance
 
-    from maskbench.fid import frechet_distance
+    from maskbench.measures.fid import frechet_distance
 
     rng = np.random.default_rng(0)
     d = 32
@@ -161,7 +160,7 @@ def test_frechet_distance_matches_pytorch_fid():
 
 
 def test_frechet_closed_form_equal_covariances():
-    from maskbench.fid import frechet_distance
+    from maskbench.measures.fid import frechet_distance
 
     rng = np.random.default_rng(1)
     a = rng.normal(size=(50, 8))
@@ -174,7 +173,7 @@ def test_frechet_closed_form_equal_covariances():
 
 
 def test_feature_stats_running_sums(tmp_path):
-    from maskbench.fid import FeatureStats
+    from maskbench.measures.fid import FeatureStats
 
     rng = np.random.default_rng(2)
     f = rng.normal(size=(37, 16)) * 100 + 1e3  # large offset: float64 sums still give the covariance
@@ -195,7 +194,7 @@ def test_feature_stats_running_sums(tmp_path):
 
 @pytest.fixture(scope="module")
 def inception(isolated_cache):
-    from maskbench.fid import InceptionFeatures
+    from maskbench.measures.fid import InceptionFeatures
 
     return InceptionFeatures()
 
@@ -203,8 +202,8 @@ def inception(isolated_cache):
 def test_converted_weights_match_torchscript(inception, real_faces):
     """pytorch-fid's InceptionV3 with weights converted from fid-helper's TorchScript gives the
     TorchScript's features (same TF graph) on real faces."""
-    from maskbench.dataset import MaskedFaces
-    from maskbench.fid import _fid_helper_file
+    from maskbench.data.dataset import MaskedFaces
+    from maskbench.measures.fid import _fid_helper_file
 
     ds = MaskedFaces(real_faces)
     ims = np.stack([ds[i].original for i in range(6)])
@@ -220,8 +219,8 @@ def test_converted_weights_match_torchscript(inception, real_faces):
 
 
 def test_fid_of_a_set_with_itself_is_zero(inception, real_faces):
-    from maskbench.dataset import MaskedFaces
-    from maskbench.fid import FeatureStats, fid_from_stats
+    from maskbench.data.dataset import MaskedFaces
+    from maskbench.measures.fid import FeatureStats, fid_from_stats
 
     ds = MaskedFaces(real_faces)
     f = inception(np.stack([ds[i].original for i in range(len(ds))]))
@@ -235,8 +234,8 @@ def test_fid_of_a_set_with_itself_is_zero(inception, real_faces):
 
 
 def test_fid_of_synthetic_set_with_itself_is_zero(inception, synthetic_faces):
-    from maskbench.dataset import MaskedFaces
-    from maskbench.fid import FeatureStats, fid_from_stats
+    from maskbench.data.dataset import MaskedFaces
+    from maskbench.measures.fid import FeatureStats, fid_from_stats
 
     ds = MaskedFaces(synthetic_faces)
     f = inception(np.stack([s.original for s in ds]))  # 64 px: resized to 299 by pytorch-fid's module
@@ -247,8 +246,8 @@ def test_fid_of_synthetic_set_with_itself_is_zero(inception, synthetic_faces):
 
 
 def test_explicit_missing_fid_weights_raise():
-    from maskbench.resources import ModelNotFoundError
-    from maskbench.fid import resolve_fid_weights
+    from maskbench.core.resources import ModelNotFoundError
+    from maskbench.measures.fid import resolve_fid_weights
 
     with pytest.raises(ModelNotFoundError, match="do not exist"):
         resolve_fid_weights("/nonexistent/weights.pth")
@@ -258,8 +257,8 @@ def test_explicit_missing_fid_weights_raise():
 
 
 def test_identity_cosine_of_image_with_itself_is_one(real_faces):
-    from maskbench.dataset import MaskedFaces
-    from maskbench.identity import DlibIdentity
+    from maskbench.data.dataset import MaskedFaces
+    from maskbench.faces.identity import DlibIdentity
 
     ds = MaskedFaces(real_faces)
     ims = np.stack([ds[i].original for i in range(4)])
@@ -275,8 +274,8 @@ def test_torch_port_of_dlib_resnet_matches_dlib(real_faces):
     """The identity network runs in torch; its descriptors must be dlib's own, on real and masked chips."""
     import dlib
 
-    from maskbench.dataset import MaskedFaces
-    from maskbench.identity import DlibIdentity
+    from maskbench.data.dataset import MaskedFaces
+    from maskbench.faces.identity import DlibIdentity
 
     ds = MaskedFaces(real_faces)
     n = min(8, len(ds))
@@ -293,8 +292,8 @@ def test_torch_port_of_dlib_resnet_matches_dlib(real_faces):
 
 
 def test_dlib_file_parser_rejects_other_files(tmp_path):
-    from maskbench.dlib_resnet import DlibFormatError, load_dlib_resnet
-    from maskbench.resources import resolve_dlib_model
+    from maskbench.core.resources import resolve_dlib_model
+    from maskbench.faces.dlib_resnet import DlibFormatError, load_dlib_resnet
 
     with pytest.raises(DlibFormatError):
         load_dlib_resnet(resolve_dlib_model("shape_predictor_68_face_landmarks.dat"))
@@ -305,8 +304,8 @@ def test_dlib_file_parser_rejects_other_files(tmp_path):
 
 
 def test_identity_model_switch(tmp_path, monkeypatch):
-    from maskbench.resources import ModelNotFoundError
-    from maskbench.identity import IDENTITY_MODELS, load_identity_model
+    from maskbench.core.resources import ModelNotFoundError
+    from maskbench.faces.identity import IDENTITY_MODELS, load_identity_model
 
     assert IDENTITY_MODELS[0] == "sface" and load_identity_model().name == "sface-2021dec-int8bq"
     assert load_identity_model("dlib").name == "dlib-resnet-v1"
@@ -318,7 +317,7 @@ def test_identity_model_switch(tmp_path, monkeypatch):
 
 
 def _real_chips(real_faces, n=6):
-    from maskbench.dataset import MaskedFaces
+    from maskbench.data.dataset import MaskedFaces
 
     ds = MaskedFaces(real_faces)
     ims = np.stack([ds[i].original for i in range(n)] + [ds[i].masked for i in range(n)])
@@ -332,7 +331,7 @@ def test_sface_embeddings_equal_opencv_dnn(real_faces):
     FaceRecognizerSF.feature does (blobFromImage of the BGR chip, scale 1)."""
     import cv2
 
-    from maskbench.identity import SFaceIdentity
+    from maskbench.faces.identity import SFaceIdentity
 
     _, ims, lms = _real_chips(real_faces)
     model = SFaceIdentity()
@@ -351,7 +350,7 @@ def test_sface_embeddings_equal_opencv_dnn(real_faces):
 
 
 def test_sface_unused_graph_inputs_do_not_change_the_output():
-    from maskbench.identity import SFaceIdentity
+    from maskbench.faces.identity import SFaceIdentity
 
     model = SFaceIdentity()
     assert "conv_1_conv2d_weight" in model._extra  # the file declares its weights as inputs too
@@ -366,7 +365,7 @@ def test_sface_unused_graph_inputs_do_not_change_the_output():
 def test_sface_separates_people_at_its_published_threshold(celeba_faces_two_splits):
     """On real CelebA faces: the same person scores above OpenCV's 0.363, different people below it,
     for nearly all pairs; and the means are far apart (dlib's were 0.948 vs 0.827)."""
-    from maskbench.identity import SFaceIdentity
+    from maskbench.faces.identity import SFaceIdentity
 
     ims, lms, ids = celeba_faces_two_splits
     model = SFaceIdentity()
@@ -387,7 +386,7 @@ def test_sface_model_resolution_order(tmp_path, monkeypatch):
     import importlib.util
     import urllib.request
 
-    from maskbench.resources import SFACE_MODEL, ModelNotFoundError, resolve_sface_model
+    from maskbench.core.resources import SFACE_MODEL, ModelNotFoundError, resolve_sface_model
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         resolve_sface_model(tmp_path / "missing.onnx")
@@ -417,7 +416,7 @@ def test_arcface_pack_is_found_and_fed_insightface_normalisation(tmp_path, monke
 
     import onnxruntime as ort
 
-    from maskbench.identity import SFaceIdentity, load_identity_model
+    from maskbench.faces.identity import SFaceIdentity, load_identity_model
 
     pack = tmp_path / "models" / "buffalo_l"
     pack.mkdir(parents=True)
@@ -435,7 +434,7 @@ def test_arcface_pack_is_found_and_fed_insightface_normalisation(tmp_path, monke
 
 
 def test_rank1_identification_excludes_the_query_photo():
-    from maskbench.identity import rank1_identification
+    from maskbench.faces.identity import rank1_identification
 
     g = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     gid, gsrc = ["a", "a", "b", "b"], ["p0", "p1", "p2", "p3"]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from maskbench import predictors as P
 from maskbench.cli import main
+from maskbench.methods import predictors as P
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ def test_every_registered_method_meets_the_contract(name, monkeypatch):
 
 def test_builtins_are_listed_and_lazy():
     """Listing methods imports none of them; asking for one imports only its module."""
-    code = ("import sys, maskbench.predictors as P; names = P.list_methods(); "
+    code = ("import sys, maskbench.methods.predictors as P; names = P.list_methods(); "
             "print('maskbench.baselines.classical' in sys.modules, 'telea' in names); "
             "P.get_predictor_class('telea'); print('maskbench.baselines.classical' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from maskbench.baselines.prior3d import sfm as S
 from maskbench.baselines.prior3d.render import rasterize, render_colours
-from maskbench.testing import write_fake_dataset
+
+from maskbench.data.testing import write_fake_dataset
 
 # --- rasterizer: analytic cases (no data) ---------------------------------------------------------------
 
@@ -162,8 +162,8 @@ def test_model_arrays_and_projection_match_eos(sfm_model):
 
 @pytest.fixture(scope="module")
 def real_face(celeba_dir):
-    from maskbench.faces import FaceDetector
-    from maskbench.io import read_image
+    from maskbench.core.io import read_image
+    from maskbench.faces.landmarks import FaceDetector
 
     name = sorted((celeba_dir / "img_align_celeba").iterdir())[0]
     im = read_image(name)
@@ -172,7 +172,6 @@ def real_face(celeba_dir):
 
 def test_eos_fit_of_a_real_face_is_finite_and_its_render_covers_the_face(sfm_model, real_face):
     import cv2
-
     from maskbench.baselines.prior3d.prior import render_prior
 
     im, lm = real_face
@@ -243,8 +242,8 @@ def env(tmp_path_factory, sfm_dir):
 
 
 def _trainer(stage, **over):
-    from maskbench import predictors as P
-    from maskbench.learned import config_dir, trainer_class
+    from maskbench.methods import predictors as P
+    from maskbench.methods.learned import config_dir, trainer_class
     from maskbench.train.config import load_config
     from maskbench.train.loop import method_defaults
 
@@ -297,8 +296,8 @@ def test_unmasked_share_shows_n3d_the_original_with_an_empty_hole(env, share):
 def tiny_weights(env, tmp_path_factory) -> Path:
     """Both stages trained 4 steps through `maskbench train`, joined into one file."""
     from click.testing import CliRunner
-
     from maskbench.baselines.prior3d.predictor import combine_weights
+
     from maskbench.cli import main
 
     runs = tmp_path_factory.mktemp("p3runs")
@@ -313,20 +312,20 @@ def tiny_weights(env, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(tiny_weights):
-    from maskbench import predictors as P
+    from maskbench.methods import predictors as P
 
     # a 4-step N_3D is not confident: the authors' threshold 0.1 gives it a non-empty mask
     return P.create_predictor("3dprior", weights=str(tiny_weights), threshold=0.1)
 
 
 def _faces(env, n=3):
-    from maskbench.dataset import MaskedFaces
+    from maskbench.data.dataset import MaskedFaces
 
     return np.stack([s.masked for s in MaskedFaces(env, "test")][:n])
 
 
 def test_predictor_contract_seeds_and_compositing(predictor, env):
-    from maskbench import predictors as P
+    from maskbench.methods import predictors as P
 
     ims = _faces(env)
     a = P.run_predictor(predictor, ims, None, generator=torch.Generator().manual_seed(1))
@@ -380,8 +379,8 @@ def test_demo_figure(predictor, tiny_weights, env, tmp_path):
 
 
 def test_missing_weights_say_how_to_train(tmp_path, env):
-    from maskbench import predictors as P
-    from maskbench.resources import ModelNotFoundError
+    from maskbench.core.resources import ModelNotFoundError
+    from maskbench.methods import predictors as P
 
     with pytest.raises(ModelNotFoundError, match="maskbench train --method 3dprior"):
         P.create_predictor("3dprior", weights=str(tmp_path / "none.safetensors"))
@@ -389,6 +388,7 @@ def test_missing_weights_say_how_to_train(tmp_path, env):
 
 def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
     from maskbench.baselines.prior3d.predictor import combine_weights
+
     from maskbench.train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="n3d"):
@@ -397,7 +397,8 @@ def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
 
 def test_training_refuses_data_without_landmarks(env):
     from maskbench.baselines.prior3d.prior import fit_cache
-    from maskbench.dataset import DatasetFormatError
+
+    from maskbench.data.dataset import DatasetFormatError
 
     class NoLandmarks:
         records = [{"id": "0"}]

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from maskbench.cli import main
-from maskbench.io import read_image, write_png
-from maskbench.realism import (
+from maskbench.core.io import read_image, write_png
+from maskbench.data.realism import (
     CROP_SIZE,
     FaceCropper,
     RealismError,
@@ -31,7 +31,7 @@ from maskbench.realism import (
     synth_set,
     wilson_interval,
 )
-from maskbench.testing import write_fake_dataset
+from maskbench.data.testing import write_fake_dataset
 
 
 class Thumbnails:

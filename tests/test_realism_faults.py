@@ -11,16 +11,16 @@ import cv2
 import numpy as np
 import pytest
 
-import maskbench.synth as synth
-from maskbench.format import MASK_TYPES
-from maskbench.masks import mask_layer, put_mask
-from maskbench.io import encode_png, jpeg_quality
-from maskbench.masks.degrade import luma, match_jpeg, sharpness, soften_alpha
-from maskbench.sources import resolve_source
-from maskbench.synth import MaskSynthesizer, SynthConfig, sample_seed
+import maskbench.data.synth as synth
+from maskbench.core.io import encode_png, jpeg_quality
+from maskbench.data.format import MASK_TYPES
+from maskbench.data.masks import mask_layer, put_mask
+from maskbench.data.masks.degrade import luma, match_jpeg, sharpness, soften_alpha
+from maskbench.data.sources import resolve_source
+from maskbench.data.synth import MaskSynthesizer, SynthConfig, sample_seed
 
 #: Tolerances on log(sharpness inside the hole / sharpness of the face around it), over 8 faces x 5 types.
-#: Measured (re-blur ratio, see maskbench.masks.degrade.sharpness): renderer 1 (crisp mask) mean +0.205,
+#: Measured (re-blur ratio, see maskbench.data.masks.degrade.sharpness): renderer 1 (crisp mask) mean +0.205,
 #: median |.| 0.205 (max |.| 0.757); renderer 2 mean -0.033, median |.| 0.024 (max |.| 0.197).
 MEAN_LOG_RATIO_TOL = 0.10
 MEDIAN_ABS_LOG_RATIO_TOL = 0.10
@@ -176,7 +176,7 @@ def _jaw_offsets(lm: np.ndarray, hole: np.ndarray) -> list[float]:
 
 
 def test_scarves_wrap_back_along_the_jaw(faces):
-    from maskbench.faces import estimate_yaw
+    from maskbench.faces.landmarks import estimate_yaw
 
     offsets = [o for lm, hole in _scarves(faces) if abs(estimate_yaw(lm)) < 25 for o in _jaw_offsets(lm, hole)]
     assert len(offsets) >= 16
@@ -187,12 +187,12 @@ def test_scarves_wrap_back_along_the_jaw(faces):
 
 #: log(mean mask shading over the mouth / over a ring 2 px to 0.12 jaw widths around it): a dark ghost of
 #: the lips (or a bright one of teeth) on the mask. On 24 CelebA faces: renderer 2 (blurred luma under the
-#: mask) median |.| 0.020, max 0.193; renderer 3 (skin light, maskbench.masks.light) 0.009, max 0.041.
+#: mask) median |.| 0.020, max 0.193; renderer 3 (skin light, maskbench.data.masks.light) 0.009, max 0.041.
 MOUTH_GHOST_TOL = 0.05
 
 
 def _mouth_ghost(face: np.ndarray, lm: np.ndarray, landmarks) -> float:
-    from maskbench.masks import face_shading
+    from maskbench.data.masks import face_shading
 
     mouth = np.zeros(face.shape[:2], np.uint8)
     cv2.fillConvexPoly(mouth, cv2.convexHull(np.round(lm[48:60]).astype(np.int32)), 1)
@@ -253,7 +253,7 @@ def test_mask_top_edge_has_a_contact_shade(faces):
 
 def _turned_landmarks() -> np.ndarray:
     """The canonical face turned about 43 degrees to image right: the right half squeezed, the nose moved over."""
-    from maskbench.masks import canonical_landmarks
+    from maskbench.data.masks import canonical_landmarks
 
     lm = canonical_landmarks(256).astype(np.float64)
     right = lm[:, 0] > 128
@@ -264,8 +264,14 @@ def _turned_landmarks() -> np.ndarray:
 
 @pytest.mark.parametrize("mask_type", ["scarf", "surgical", "n95"])
 def test_far_side_of_a_turned_head_stays_inside_the_outline(mask_type):
-    from maskbench.faces import estimate_yaw, face_outline
-    from maskbench.masks import PiecewiseAffineWarp, canonical_landmarks, load_anchor_sets, load_templates, render_template
+    from maskbench.data.masks import (
+        PiecewiseAffineWarp,
+        canonical_landmarks,
+        load_anchor_sets,
+        load_templates,
+        render_template,
+    )
+    from maskbench.faces.landmarks import estimate_yaw, face_outline
 
     lm = _turned_landmarks()
     assert estimate_yaw(lm) > 40
@@ -345,7 +351,7 @@ def test_match_jpeg_leaves_lossless_or_downscaled_sources_alone():
 def test_texture_is_foreshortened_towards_the_sides():
     """Red/green stripes 8 px wide laid on a surgical mask: the fabric wraps round the face, so stripes are
     narrower near the sides than in the middle (colour ratio, so the shading does not count)."""
-    from maskbench.masks import load_templates, render_template
+    from maskbench.data.masks import load_templates, render_template
 
     tex = np.zeros((256, 256, 3), np.uint8)
     red = (np.arange(256) // 8) % 2 == 0
@@ -367,7 +373,7 @@ def test_texture_is_foreshortened_towards_the_sides():
 def test_blur_search_by_bisection_picks_what_a_full_search_picks():
     """For a sharpness curve that falls with the blur (the case it is built for), bisection over the
     candidate sigmas returns the argmin of |log ratio| that trying all of them returns, ends included."""
-    from maskbench.masks.degrade import BLUR_SIGMAS, _closest_blur
+    from maskbench.data.masks.degrade import BLUR_SIGMAS, _closest_blur
 
     rng = np.random.default_rng(0)
     for _ in range(500):

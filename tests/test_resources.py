@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from maskbench import resources
-from maskbench.resources import ModelNotFoundError, resolve_dlib_model
-from maskbench.resources import ChecksumError, DownloadError, ModelFile, download
+from maskbench.core import resources
+from maskbench.core.resources import (
+    ChecksumError,
+    DownloadError,
+    ModelFile,
+    ModelNotFoundError,
+    download,
+    resolve_dlib_model,
+)
 
 PACKAGE = Path(__file__).resolve().parent.parent / "maskbench"
 

@@ -13,11 +13,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from maskbench.bench.evaluate import EvalConfig, evaluate
+from maskbench.bench.leaderboard import DamagedRunWarning, collect_results
 from maskbench.cli import main
-from maskbench.evaluate import EvalConfig, evaluate
-from maskbench.leaderboard import DamagedRunWarning, collect_results
-from maskbench.testing import write_fake_dataset
-
+from maskbench.data.testing import write_fake_dataset
 
 # --------------------------------------------------------------------------- evaluate: damaged files
 

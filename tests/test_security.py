@@ -13,15 +13,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from maskbench import dataset as D
-from maskbench import predictors as P
+from maskbench.bench.evaluate import EvalConfig, evaluate
 from maskbench.cli import main
-from maskbench.dataset import MaskedFaces, UnsafePathError, check_name, safe_join
-from maskbench.evaluate import EvalConfig, evaluate
-from maskbench.card import dataset_card, public_text
-from maskbench.sources import resolve_source
-from maskbench.synth import SynthConfig, synthesize
-from maskbench.testing import write_fake_dataset
+from maskbench.data import dataset as D
+from maskbench.data.card import dataset_card, public_text
+from maskbench.data.dataset import MaskedFaces, UnsafePathError, check_name, safe_join
+from maskbench.data.sources import resolve_source
+from maskbench.data.synth import SynthConfig, synthesize
+from maskbench.data.testing import write_fake_dataset
+from maskbench.methods import predictors as P
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +202,8 @@ def test_the_dataset_card_names_the_source_never_a_local_path(tmp_path):
 
 
 def test_leaderboard_does_not_read_outputs_linked_from_elsewhere(clean_faces, tmp_path):
-    from maskbench.io import read_png
-    from maskbench.leaderboard import build_leaderboard
+    from maskbench.bench.leaderboard import build_leaderboard
+    from maskbench.core.io import read_png
 
     out = tmp_path / "results"
     res = evaluate(EvalConfig(method="masked-input", data=str(clean_faces), out=str(out), fid=False, identity=False,

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from maskbench.dataset import MaskedFaces
-from maskbench.format import MASK_TYPES
-from maskbench.faces import MOUTH, NOSE_TIP, face_outline
-from maskbench.sources import SourceItem, assign_split, resolve_source
-from maskbench.masks import PiecewiseAffineWarp, composite
-from maskbench.synth import SynthConfig, synthesize
+from maskbench.data.dataset import MaskedFaces
+from maskbench.data.format import MASK_TYPES
+from maskbench.data.masks import PiecewiseAffineWarp, composite
+from maskbench.data.sources import SourceItem, assign_split, resolve_source
+from maskbench.data.synth import SynthConfig, synthesize
+from maskbench.faces.landmarks import MOUTH, NOSE_TIP, face_outline
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -373,7 +373,7 @@ def test_landmark_yaw_agrees_with_a_3dmm_pose_fit(run200, shared_data):
 
     from scipy.spatial.transform import Rotation
 
-    from maskbench.faces import estimate_yaw
+    from maskbench.faces.landmarks import estimate_yaw
 
     sfm = shared_data / "3dmm-sfm"
     if not (sfm / "sfm_shape_3448.bin").is_file():
@@ -397,9 +397,9 @@ def test_landmark_yaw_agrees_with_a_3dmm_pose_fit(run200, shared_data):
 
 
 def test_profile_and_folded_landmarks_are_recognised():
-    from maskbench.faces import nose_inside_outline
-    from maskbench.masks import canonical_landmarks, load_anchor_sets
-    from maskbench.synth import MAX_FOLDED_TRIANGLES
+    from maskbench.data.masks import canonical_landmarks, load_anchor_sets
+    from maskbench.data.synth import MAX_FOLDED_TRIANGLES
+    from maskbench.faces.landmarks import nose_inside_outline
 
     lm = canonical_landmarks(256).astype(np.float64)
     anchors = load_anchor_sets()["face"]
@@ -412,20 +412,20 @@ def test_profile_and_folded_landmarks_are_recognised():
 
 
 def test_a_log_line_cut_by_a_kill_is_dropped_before_appending(tmp_path):
-    from maskbench.synth_folder import _drop_partial_line, _read_log
+    from maskbench.data.synth_folder import drop_partial_line, read_log
 
     log = tmp_path / "shard.jsonl"
     log.write_text('{"source_id": "a", "skipped": "no face found"}\n{"source_id": "b", "rec')
-    _drop_partial_line(log)
+    drop_partial_line(log)
     with open(log, "a") as f:
         f.write('{"source_id": "c", "skipped": "no face found"}\n')
-    assert [e["source_id"] for e in _read_log(log)] == ["a", "c"]
+    assert [e["source_id"] for e in read_log(log)] == ["a", "c"]
 
 
 def test_a_failing_write_is_a_skip_and_every_logged_sample_has_its_files(celeba_dir, tmp_path, monkeypatch):
     # the PNGs are written on the worker's writer thread; a face is reported done only once they exist
-    import maskbench.format as fmt
-    import maskbench.synth as synth
+    import maskbench.data.format as fmt
+    import maskbench.data.synth as synth
 
     real = fmt.write_sample
     calls = []

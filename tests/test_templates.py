@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from maskbench.format import MASK_TYPES
-from maskbench.io import read_png
-from maskbench.masks import (
+from maskbench.core.io import read_png
+from maskbench.data.format import MASK_TYPES
+from maskbench.data.masks import (
     TemplateSpec,
     TemplateSpecError,
     canonical_landmarks,
@@ -281,8 +281,8 @@ def test_data_dir_and_library_hash():
 
 
 def test_library_hash_changes_with_any_data_file(tmp_path, monkeypatch):
-    from maskbench.masks import frame as F
-    from maskbench.masks import render as R
+    from maskbench.data.masks import frame as F
+    from maskbench.data.masks import render as R
 
     h = library_hash()
     copy = tmp_path / "lib"
@@ -322,9 +322,9 @@ def test_templates_stay_inside_their_anchor_hull(templates, renders, lm):
 
 
 def test_mask_type_rules_cover_every_type_and_every_shader_exists():
-    from maskbench.masks import load_mask_types
-    from maskbench.masks.shaders import SHADERS
-    from maskbench.masks.spec import _SHADER_NAMES
+    from maskbench.data.masks import load_mask_types
+    from maskbench.data.masks.shaders import SHADERS
+    from maskbench.data.masks.spec import _SHADER_NAMES
 
     rules = load_mask_types()
     assert tuple(rules) == MASK_TYPES
@@ -360,7 +360,7 @@ def _rules_copy(tmp_path: Path, edit) -> Path:
     ],
 )
 def test_mask_type_rules_errors_name_file_type_and_key(tmp_path, edit, match):
-    from maskbench.masks import MaskTypesError, load_mask_types
+    from maskbench.data.masks import MaskTypesError, load_mask_types
 
     p = _rules_copy(tmp_path, edit)
     with pytest.raises(MaskTypesError, match=match) as e:
@@ -370,8 +370,8 @@ def test_mask_type_rules_errors_name_file_type_and_key(tmp_path, edit, match):
 
 def test_template_rows_follow_their_types_rules(tmp_path, monkeypatch):
     """A rule changed in mask_types.yaml changes what the template table may hold."""
-    from maskbench.masks import frame as F
-    from maskbench.masks import spec as S
+    from maskbench.data.masks import frame as F
+    from maskbench.data.masks import spec as S
 
     shutil.copytree(data_dir(), tmp_path / "lib")
     _rules_copy(tmp_path / "lib", lambda r: r["kn95"].update(half_width=[44, 50]))

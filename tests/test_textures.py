@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskbench.format import MASK_TYPES
-from maskbench.masks import data_dir
-from maskbench.masks.textures import (
+from maskbench.data.format import MASK_TYPES
+from maskbench.data.masks import data_dir
+from maskbench.data.masks.textures import (
     TEXTURE_KINDS,
     TextureBank,
     TextureSpecError,

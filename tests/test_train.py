@@ -15,10 +15,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from maskbench import predictors as P
 from maskbench.cli import main
-from maskbench.learned import config_dir, trainer_class
-from maskbench.testing import write_fake_dataset
+from maskbench.data.testing import write_fake_dataset
+from maskbench.methods import predictors as P
+from maskbench.methods.learned import config_dir, trainer_class
 from maskbench.train.checkpoint import CheckpointError, export_weights, load_weights
 from maskbench.train.config import ConfigError, load_config
 from maskbench.train.data import PairedFaces, batch_indices, to_batch
@@ -223,7 +223,7 @@ def test_learned_predictor_contract(method, train_data, tmp_path):
     pred = P.create_predictor(method, weights=str(tmp_path / "run" / "weights.safetensors"))
     assert pred.card["steps"] == 4 and pred.card["loss_network"] in (None, "dlib-resnet", "vgg16")
     ds = PairedFaces(train_data, "test", 64)
-    from maskbench.dataset import MaskedFaces
+    from maskbench.data.dataset import MaskedFaces
 
     test = MaskedFaces(train_data, "test")
     images = np.stack([s.masked for s in test])

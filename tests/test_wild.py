@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from maskbench import predictors as P
+from maskbench.bench.wild import LEFT_THRESHOLD, WildConfig, WildError, evaluate_wild, prepare_faces
 from maskbench.cli import main
-from maskbench.fid import frechet_distance
-from maskbench.io import read_png, write_png
-from maskbench.set_distances import ReferenceDistances, kernel_inception_distance, polynomial_kernel
-from maskbench.wild import LEFT_THRESHOLD, WildConfig, WildError, evaluate_wild, prepare_faces
+from maskbench.core.io import read_png, write_png
+from maskbench.measures.fid import frechet_distance
+from maskbench.measures.set_distances import ReferenceDistances, kernel_inception_distance, polynomial_kernel
+from maskbench.methods import predictors as P
 
 
 class Thumbnails:
@@ -139,9 +139,9 @@ def test_intervals_hold_the_estimate_and_kid_is_near_zero_for_one_distribution()
 
 
 def test_yunet_alignment_agrees_with_the_68_point_rule(celeba_dir):
-    from maskbench.faces import FaceDetector, NoFaceError, ffhq_quad
-    from maskbench.io import read_image
-    from maskbench.yunet import YuNet, yunet_quad
+    from maskbench.core.io import read_image
+    from maskbench.faces.landmarks import FaceDetector, NoFaceError, ffhq_quad
+    from maskbench.faces.yunet import YuNet, yunet_quad
 
     yunet, dlib = YuNet(), FaceDetector()
     errors = []
@@ -266,8 +266,8 @@ def test_kid_of_originals_against_themselves_is_near_zero_and_of_masked_inputs_c
 
 def test_leaderboard_gets_a_wild_table_and_the_synthetic_tables_do_not_change(
         face_folders, synthetic_faces, cache, tmp_path, magenta_method):
-    from maskbench.evaluate import EvalConfig, evaluate
-    from maskbench.leaderboard import WILD_FLOOR_NAME, WILD_REFERENCE_NAME, build_leaderboard
+    from maskbench.bench.evaluate import EvalConfig, evaluate
+    from maskbench.bench.leaderboard import WILD_FLOOR_NAME, WILD_REFERENCE_NAME, build_leaderboard
 
     synth_root, wild_root = tmp_path / "synthetic", tmp_path / "wild"
     evaluate(EvalConfig(method="telea", data=str(synthetic_faces), out=str(synth_root), fid=False, identity=False))
@@ -295,6 +295,6 @@ def test_leaderboard_gets_a_wild_table_and_the_synthetic_tables_do_not_change(
 
 
 def test_left_threshold_is_documented():
-    import maskbench.wild as W
+    import maskbench.bench.wild as W
 
     assert 0 < LEFT_THRESHOLD < 0.5 and "LEFT_THRESHOLD" in W.__doc__

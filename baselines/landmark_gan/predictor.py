@@ -31,8 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskbench.learned import LearnedInpainter, default_weights
-from maskbench.predictors import Predictor, PredictorOutput
+from maskbench.methods.learned import LearnedInpainter, default_weights
+from maskbench.methods.predictors import Predictor, PredictorOutput
 
 __all__ = ["LandmarkGan", "combine_weights", "DLIB_FALLBACK_BOX", "LANDMARK_SOURCES"]
 
@@ -60,7 +60,7 @@ class LandmarkGan(LearnedInpainter):
         batch_size: faces per forward.
 
     Raises:
-        maskbench.resources.ModelNotFoundError: no weights (how to train them is in the message).
+        maskbench.core.resources.ModelNotFoundError: no weights (how to train them is in the message).
         maskbench.train.checkpoint.CheckpointError: a file is unreadable or not ``landmark-gan``'s.
         ValueError: an unknown ``landmarks`` source or a threshold outside [0, 1].
     """
@@ -77,8 +77,8 @@ class LandmarkGan(LearnedInpainter):
         Predictor.__init__(self, device)
         import torch
 
-        from maskbench.learned import load_stages, trainer_class
-        from maskbench.resources import ModelNotFoundError
+        from maskbench.core.resources import ModelNotFoundError
+        from maskbench.methods.learned import load_stages, trainer_class
         from maskbench.train.checkpoint import read_card
 
         if landmarks not in LANDMARK_SOURCES:
@@ -137,7 +137,7 @@ class LandmarkGan(LearnedInpainter):
 
     def _dlib_landmarks(self, images: np.ndarray) -> np.ndarray:
         """dlib's 68 landmarks of each masked face ``(N, 68, 2) float32`` in input pixels (module docstring)."""
-        from maskbench.faces import NoFaceError, default_detector
+        from maskbench.faces.landmarks import NoFaceError, default_detector
 
         if self._detector is None:
             self._detector = default_detector()
@@ -222,7 +222,7 @@ def combine_weights(segmenter: str | Path, landmarks: str | Path, generator: str
     """
     from safetensors.torch import load_file, save
 
-    from maskbench.io import atomic_write_bytes
+    from maskbench.core.io import atomic_write_bytes
     from maskbench.train.checkpoint import CheckpointError, read_card
 
     gens = {f"generator_{k}": v for k, v in generator.items()} if isinstance(generator, dict) else {"generator": generator}

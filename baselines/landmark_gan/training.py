@@ -99,9 +99,9 @@ def record_landmarks(data, size: int) -> np.ndarray:
     split's records (their ``width``) or an on-the-fly source's cached landmarks.
 
     Raises:
-        maskbench.dataset.DatasetFormatError: the data holds no landmarks (``hf:`` copies).
+        maskbench.data.dataset.DatasetFormatError: the data holds no landmarks (``hf:`` copies).
     """
-    from maskbench.dataset import DatasetFormatError
+    from maskbench.data.dataset import DatasetFormatError
 
     if hasattr(data, "landmarks") and hasattr(data, "faces"):  # OnTheFlyFaces
         src = data.faces.shape[1]

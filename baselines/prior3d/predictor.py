@@ -27,8 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from maskbench.learned import LearnedInpainter, default_weights
-from maskbench.predictors import Predictor, PredictorOutput
+from maskbench.methods.learned import LearnedInpainter, default_weights
+from maskbench.methods.predictors import Predictor, PredictorOutput
 
 __all__ = ["Prior3D", "combine_weights"]
 
@@ -54,7 +54,7 @@ class Prior3D(LearnedInpainter):
         batch_size: faces per forward.
 
     Raises:
-        maskbench.faces.ModelNotFoundError: no weights (how to train them is in the message), or no SFM.
+        maskbench.faces.landmarks.ModelNotFoundError: no weights (how to train them is in the message), or no SFM.
         maskbench.train.checkpoint.CheckpointError: a file is unreadable or not ``3dprior``'s.
     """
 
@@ -70,8 +70,8 @@ class Prior3D(LearnedInpainter):
         Predictor.__init__(self, device)
         import torch
 
-        from maskbench.learned import load_stages, trainer_class
-        from maskbench.resources import ModelNotFoundError
+        from maskbench.core.resources import ModelNotFoundError
+        from maskbench.methods.learned import load_stages, trainer_class
         from maskbench.train.checkpoint import read_card
 
         from .sfm import load_sfm
@@ -202,7 +202,7 @@ def combine_weights(n3d: str | Path, generator: str | Path, out: str | Path | No
     """
     from safetensors.torch import load_file, save
 
-    from maskbench.io import atomic_write_bytes
+    from maskbench.core.io import atomic_write_bytes
     from maskbench.train.checkpoint import CheckpointError, read_card
 
     tensors, stages = {}, {}

@@ -14,7 +14,7 @@ vertex colours).
 
 :func:`fit_cache` fits every training face once (eos, on the 68 landmarks of the unmasked original the
 dataset records hold, rescaled to the training size) and renders its prior from the masked image's
-visible pixels and the true hole; the result is kept under ``maskbench.faces.cache_dir()/prior3d/KEY/``
+visible pixels and the true hole; the result is kept under ``maskbench.faces.landmarks.cache_dir()/prior3d/KEY/``
 (KEY hashes the dataset fingerprint, size and fit settings), shared by concurrent runs through a lock.
 """
 
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskbench.dataset import DatasetFormatError
-from maskbench.resources import cache_dir
-from maskbench.io import atomic_write_bytes
+from maskbench.core.io import atomic_write_bytes
+from maskbench.core.resources import cache_dir
+from maskbench.data.dataset import DatasetFormatError
 from maskbench.train.data import scale_landmarks
 
 from .render import rasterize, render_colours

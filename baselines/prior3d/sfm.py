@@ -7,9 +7,9 @@ Files (eos's ``share/`` folder; the shape-only public model of Huber et al., VIS
 1. the ``sfm_dir`` argument (``--method-arg sfm_dir=DIR`` for evaluate and demo, ``--set prior.sfm_dir=DIR``
    for training);
 2. ``$MASKBENCH_SFM_DIR``;
-3. the user cache, ``maskbench.faces.cache_dir() / "3dmm-sfm"``;
+3. the user cache, ``maskbench.faces.landmarks.cache_dir() / "3dmm-sfm"``;
 4. a download of each missing file from eos's GitHub ``share/`` folder (tag ``v1.5.0``) into that cache
-   through :func:`maskbench.resources.download` (SHA-256 pinned);
+   through :func:`maskbench.core.resources.download` (SHA-256 pinned);
 5. otherwise :class:`SFMNotFoundError` naming the missing files and the places looked in.
 
 Coefficient vector (:class:`CoeffLayout`), one row per face, ``K + 6 + 6`` floats:
@@ -34,8 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskbench.resources import ModelNotFoundError, cache_dir
-from maskbench.resources import DownloadError, ModelFile, download
+from maskbench.core.resources import DownloadError, ModelFile, ModelNotFoundError, cache_dir, download
 
 __all__ = ["SFM_FILES", "SFMNotFoundError", "resolve_sfm_dir", "SurreyModel", "load_sfm", "CoeffLayout",
            "fit_landmarks", "NUM_EXPRESSIONS", "EXPRESSIONS", "LANDMARK_WEIGHTS"]
@@ -82,7 +81,7 @@ def resolve_sfm_dir(sfm_dir: str | os.PathLike | None = None, *, allow_download:
     Args:
         sfm_dir: an explicit folder; when given it must be complete (no fallback).
         allow_download: try eos's GitHub ``share/`` folder for what the cache lacks.
-        opener: passed to :func:`maskbench.resources.download` (tests).
+        opener: passed to :func:`maskbench.core.resources.download` (tests).
 
     Raises:
         SFMNotFoundError: the folder given lacks files, or nothing complete was found or downloaded.

@@ -116,8 +116,8 @@ class Prior3DTraining(Trainable):
             m = config["model"]
             self.nets["disc"] = Discriminator(config["size"], m["disc_width"], m["disc_max_width"])
             if config["loss"]["identity"] > 0:
-                from maskbench.dlib_resnet import load_dlib_resnet
-                from maskbench.resources import resolve_dlib_model
+                from maskbench.core.resources import resolve_dlib_model
+                from maskbench.faces.dlib_resnet import load_dlib_resnet
 
                 self.id_net = load_dlib_resnet(resolve_dlib_model("dlib_face_recognition_resnet_model_v1.dat"))
                 self.id_net.to(device).eval()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from maskbench.learned import LearnedInpainter
+from maskbench.methods.learned import LearnedInpainter
 
 __all__ = ["RegionAttentive"]
 

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from maskbench import predictors as P
-from maskbench.dataset import MaskedFaces
-from maskbench.io import atomic_write_bytes, write_png
+from maskbench.core.io import atomic_write_bytes, write_png
+from maskbench.data.dataset import MaskedFaces
 
 
 def _dots(image: np.ndarray, pts: np.ndarray, colour) -> np.ndarray:

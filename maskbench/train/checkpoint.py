@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..io import atomic_write_bytes
+from ..core.io import atomic_write_bytes
 
 __all__ = ["CheckpointError", "save_training_state", "load_training_state", "export_weights", "load_weights",
            "read_card"]

@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 import torch
 
-from ..dataset import DatasetFormatError, MaskedFaces
-from ..format import MASK_TYPES
-from ..resources import cache_dir
+from ..core.resources import cache_dir
+from ..data.dataset import DatasetFormatError, MaskedFaces
+from ..data.format import MASK_TYPES
 
 __all__ = [
     "Batch",
@@ -145,7 +145,7 @@ class PairedFaces:
 
 
 def _read_hub(repo: str, split: str, size: int, limit: int | None):
-    from ..sources import SourceError, hub_reachable
+    from ..data.sources import SourceError, hub_reachable
 
     try:
         import datasets
@@ -187,7 +187,7 @@ class OnTheFlyFaces:
 
     def __init__(self, faces: np.ndarray, landmarks: np.ndarray, size: int, seed: int = 0,
                  mask_types: tuple[str, ...] = MASK_TYPES, fingerprint: str = ""):
-        from ..synth import MaskSynthesizer, SynthConfig
+        from ..data.synth import MaskSynthesizer, SynthConfig
 
         self.faces, self.landmarks, self.size, self.seed = faces, landmarks, size, seed
         self.mask_types = tuple(mask_types)
@@ -210,12 +210,12 @@ class OnTheFlyFaces:
                     limit: int | None = None, face_size: int = 256) -> "OnTheFlyFaces":
         """Detect and align the faces of a source once (cached under ``cache_dir()/train-faces``).
 
-        Only the faces :func:`maskbench.sources.assign_split` puts in ``split`` are kept (test people
+        Only the faces :func:`maskbench.data.sources.assign_split` puts in ``split`` are kept (test people
         are never trained on). Faces that fail detection are left out.
         """
-        from ..io import atomic_write_bytes
-        from ..sources import assign_split, resolve_source
-        from ..synth import MaskSynthesizer, SynthConfig
+        from ..core.io import atomic_write_bytes
+        from ..data.sources import assign_split, resolve_source
+        from ..data.synth import MaskSynthesizer, SynthConfig
 
         source = resolve_source(src, data_dir)
         items = [it for it in source.items if assign_split(it, SynthConfig().test_fraction) == split][:limit]
@@ -303,7 +303,7 @@ def open_training_data(data: str | None, size: int, seed: int, *, on_the_fly: bo
         limit: at most this many faces.
 
     Raises:
-        DatasetFormatError, maskbench.sources.SourceError: unusable data.
+        DatasetFormatError, maskbench.data.sources.SourceError: unusable data.
         ValueError: neither ``data`` nor ``src``.
     """
     if on_the_fly:

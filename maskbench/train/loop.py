@@ -32,8 +32,8 @@ import torch
 import torch.nn as nn
 import yaml
 
-from ..io import atomic_write_text, write_png
-from ..resources import git_commit
+from ..core.io import atomic_write_text, write_png
+from ..core.resources import git_commit
 from .checkpoint import export_weights, load_training_state, save_training_state
 from .config import COMMON_DEFAULTS, ConfigError, merge
 from .data import Batch, batch_indices, to_batch

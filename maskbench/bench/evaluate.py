@@ -1,0 +1,677 @@
+"""Run a method on a dataset split and score it: the results folder behind ``maskbench evaluate``.
+
+One run writes ``{out}/{method}/{dataset fingerprint}-{args hash}/``::
+
+    per_image.parquet   one row per sample: id, identity, mask_type, hole_fraction, hole_face_fraction,
+                        hole_bucket, the metrics (composite, and raw_* where a method touched pixels
+                        outside the hole), identity_cosine/_match/_rank1, mask_iou/mask_f1 (blind
+                        track), landmark_nme (methods that return landmarks), error (None, or the message of a failure scored as the masked input)
+    summary.json        per metric: mean, std, 95% bootstrap CI, n, higher_is_better; the same by
+                        mask_type and by hole-area bucket; FID; failures; the ceiling (originals)
+    manifest.json       config, versions, git commit, seed, hardware, identity model, FID weights sha256,
+                        dataset fingerprint, timings, ``complete``
+    outputs/{id}.png    the method's raw outputs (``save_outputs=True``)
+
+Scoring: the **composite** (prediction inside the true hole, original outside) is scored against the
+original, whole image and hole only (see :mod:`maskbench.measures.metrics`); if the method changed any pixel
+outside the hole, its **raw** output is scored too (``raw_*`` columns). FID compares the composites'
+Inception statistics with the split's ORIGINAL images' statistics, which are cached by
+``MaskedFaces.fingerprint()`` in ``cache_dir()/fid``; original-face identity embeddings are cached the
+same way in ``cache_dir()/identity``.
+
+Pipeline: worker threads decode a batch, run the method, composite, compute pixel metrics and cut the
+identity chips, a batch or two ahead; the calling thread runs the networks (the Inception forward and
+the identity embedder, both torch) on the batch in the meantime (OpenCV and torch release the GIL), so
+torch never competes with itself for cores. Each finished batch is written to ``partial/`` atomically,
+so an interrupted run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
+retried image by image; an image that still fails is recorded (``error``), **scored as the masked
+input** (the floor: an unrestored face), and the run goes on. So every run is scored on the full set: a
+method cannot gain rank by failing on hard images, and FID always sees every image. A sample that
+cannot be read (a record refused for an unsafe id or file name, a missing or damaged PNG) is recorded as
+failed without reaching the method, FID or the identity model (there is nothing to score); the cached
+reference statistics are only written when every original was read.
+
+Identity (:mod:`maskbench.faces.identity`): per image the cosine to the original, the match at the
+recognizer's threshold and rank-1 identification against the originals of the OTHER photos of the
+split (needs ``identity`` in the records). The same rank-1 of the originals themselves is the
+``ceiling`` in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..core.io import atomic_write_bytes, atomic_write_json, write_png
+from ..core.resources import cache_dir, git_commit, hardware_info, iso_utc, library_versions
+from ..data.dataset import MaskedFaces, SampleError, check_name
+from ..measures.metrics import image_scores, landmark_nme, mask_f1, mask_iou, metric_names
+from ..measures.stats import HOLE_BUCKET_LABELS, PSNR_CAP_DB, describe, hole_buckets, hole_face_fraction, summarize
+from ..methods.predictors import Predictor, batch_generator, get_predictor_class, resolve_device, run_predictor
+
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKET_LABELS", "PSNR_CAP_DB",
+           "FAILURE_FLOOR", "default_data", "DEFAULT_SYNTH_OUT"]
+
+#: Where ``maskbench synth`` writes when no ``--out`` is given (the first place ``evaluate`` looks).
+DEFAULT_SYNTH_OUT = "masked-faces"
+
+_PIXEL_METRICS = metric_names("pixel")
+_PREDICT_LOCK = threading.Lock()  # serialises predict() of methods not marked thread_safe
+#: What a failed image is scored as (recorded in summary.json).
+FAILURE_FLOOR = "masked-input"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and how (the ``maskbench evaluate`` options).
+
+    Attributes:
+        method: registered method name.
+        data: dataset folder (``maskbench synth`` output).
+        split: ``"test"`` or ``"train"``.
+        limit: evaluate only the first ``limit`` samples.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        batch_size: images per predict call and per Inception forward.
+        save_outputs: also write the raw outputs as PNGs.
+        out: results root folder.
+        seed: seeds each batch's noise generator (:func:`maskbench.methods.predictors.batch_generator`, from the
+            seed and the batch's sample ids) and the bootstrap; global RNGs are left alone.
+        fid: compute FID.
+        identity: compute identity cosine.
+        identity_model: ``"sface"`` (default), ``"arcface"`` or ``"dlib"`` (see :mod:`maskbench.faces.identity`).
+        fid_weights: explicit Inception weights file (see :func:`maskbench.measures.fid.resolve_fid_weights`).
+        workers: threads preparing batches in parallel with the Inception forward.
+        method_args: method options as sorted ``(key, value)`` pairs (``--method-arg key=value``), passed
+            to the method's constructor and part of the results key.
+    """
+
+    method: str
+    data: str
+    split: str = "test"
+    limit: int | None = None
+    device: str = "auto"
+    batch_size: int = 32
+    save_outputs: bool = False
+    out: str = "results"
+    seed: int = 0
+    fid: bool = True
+    identity: bool = True
+    identity_model: str = "sface"
+    fid_weights: str | None = None
+    workers: int = 2
+    method_args: tuple[tuple[str, Any], ...] = ()
+
+    def args_hash(self, weights: str | None = None) -> str:
+        """10 hex digits over the options that change results (not device, batch size, out, workers).
+
+        Args:
+            weights: the fingerprint of the method's weights file (learned methods), so new weights give
+                a new results folder.
+        """
+        key = {
+            "method": self.method,
+            "split": self.split,
+            "limit": self.limit,
+            "seed": self.seed,
+            "fid": self.fid,
+            "identity": self.identity,
+            "identity_model": self.identity_model,
+            "fid_weights": self.fid_weights,
+            "save_outputs": self.save_outputs,
+        }
+        if self.method_args:
+            key["method_args"] = {k: v for k, v in self.method_args}
+        if weights:
+            key["weights"] = weights
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns.
+
+    Attributes:
+        run_dir: the results folder.
+        summary: the content of ``summary.json``.
+        failures: ``[{"id", "error"}]`` for images the method failed on.
+        reused: True when a complete earlier run was found and nothing was recomputed.
+    """
+
+    run_dir: Path
+    summary: dict[str, Any]
+    failures: list[dict[str, str]] = field(default_factory=list)
+    reused: bool = False
+
+
+def default_data(split: str = "test") -> tuple[str, str]:
+    """The dataset ``maskbench evaluate`` scores when no ``--data`` is given, and a one-line description.
+
+    ``./masked-faces`` (``maskbench synth``'s default output) when it has ``split``; otherwise a small
+    built-in demo set (scikit-image's astronaut photograph with each of the five mask types), made on
+    first use in ``cache_dir()/demo-masked-faces``.
+    """
+    local = Path(DEFAULT_SYNTH_OUT)
+    if (local / split / "metadata.jsonl").is_file():
+        return str(local), f"{local}/ ({split} split; maskbench synth's default output folder)"
+    from ..data.sources import resolve_source
+    from ..data.synth import SynthConfig, synthesize
+
+    demo = cache_dir() / "demo-masked-faces"
+    if not (demo / "test" / "metadata.jsonl").is_file():
+        synthesize(resolve_source(None), demo, SynthConfig(test_fraction=1.0), progress=False)
+    return str(demo), f"the built-in demo set in {demo} (one public-domain photo, five masks; no ./{DEFAULT_SYNTH_OUT} found)"
+
+
+def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:
+    """``{out}/{method}/{fingerprint}-{args hash}`` (the hash covers the method's weights file).
+
+    Raises:
+        maskbench.data.dataset.UnsafePathError: the method name is not safe as a folder name.
+    """
+    name = check_name(config.method, "method name")
+    cls = get_predictor_class(config.method)
+    weights = cls.weights_fingerprint(**dict(config.method_args))
+    return Path(config.out) / name / f"{dataset.fingerprint()}-{config.args_hash(weights)}"
+
+
+@dataclass
+class _Batch:
+    index: int
+    ids: list[str]
+    rows: list[dict[str, Any]]
+    composites: np.ndarray  # (K, H, W, 3) uint8 of the images that did not fail
+    originals: np.ndarray | None  # (L, H, W, 3) of the samples read, when reference FID features are needed
+    ok: list[int]  # positions (in the batch) of the images that did not fail
+    # (chips of the L originals read, or None when their embeddings are cached; (K, S, S, 3) chips of the
+    # composites; the cached original embeddings of the whole batch or None)
+    identity: tuple[np.ndarray | None, np.ndarray, np.ndarray | None] | None
+    loaded: list[int] = field(default_factory=list)  # positions of the L samples that could be read
+
+
+def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Evaluate ``config.method`` on ``config.data`` and write the results folder (module docstring).
+
+    Args:
+        config: the run's options.
+        progress: called as ``progress(done_images, total_images)`` after each batch.
+
+    Returns:
+        :class:`EvalResult`.
+
+    Raises:
+        maskbench.data.dataset.DatasetFormatError: ``data`` is not a dataset or lacks the split.
+        maskbench.methods.predictors.UnknownMethodError, RegistryError: unknown or broken method.
+        ValueError: bad option (batch size, limit, device).
+        maskbench.core.resources.ModelNotFoundError: FID or identity weights unavailable.
+    """
+    if config.batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {config.batch_size}")
+    if config.limit is not None and config.limit < 1:
+        raise ValueError(f"limit must be >= 1, got {config.limit}")
+    dataset = MaskedFaces(config.data, config.split, config.limit)
+    if len(dataset) == 0:
+        raise ValueError(f"{config.data}: split '{config.split}' has no samples")
+    cls = get_predictor_class(config.method)
+    device = resolve_device(config.device)
+    run_dir = run_dir_for(config, dataset)
+    summary_path, manifest_path = run_dir / "summary.json", run_dir / "manifest.json"
+    if summary_path.is_file() and manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("complete"):
+            summary = json.loads(summary_path.read_text())
+            return EvalResult(run_dir, summary, summary.get("failures", []), reused=True)
+
+    started = time.time()
+    try:
+        predictor = cls(device=device, **dict(config.method_args))
+    except TypeError as e:
+        raise ValueError(f"method {config.method!r}: {e}") from None
+    fingerprint = dataset.fingerprint()
+    feats = ref_stats = ref_path = None
+    if config.fid:
+        from ..measures.fid import FeatureStats, InceptionFeatures
+
+        feats = InceptionFeatures(config.fid_weights, device)
+        ref_path = cache_dir() / "fid" / f"{fingerprint}-{feats.weights_sha256[:12]}.npz"
+        ref_stats = FeatureStats.load(ref_path) if ref_path.is_file() else None
+    ident = orig_embed_cache = ident_path = None
+    if config.identity:
+        from ..faces.identity import load_identity_model
+
+        ident = load_identity_model(config.identity_model, device)
+        ident_path = cache_dir() / "identity" / f"{fingerprint}-{ident.name}.npy"
+        if ident_path.is_file():
+            orig_embed_cache = np.load(ident_path)
+
+    try:
+        batches = _run_batches(config, dataset, predictor, run_dir, feats, ref_stats is None, ident, orig_embed_cache,
+                               progress)
+        table, comp_feats, orig_feats, orig_embeds, comp_embeds = _load_partial(run_dir / "partial", batches)
+    finally:
+        if ident is not None:
+            ident.close()
+
+    n = len(dataset)
+    fid_value = None
+    fid_n = 0
+    if config.fid:
+        from ..measures.fid import FeatureStats, fid_from_stats
+
+        if ref_stats is None and len(orig_feats) == len(batches):
+            ref_stats = FeatureStats()
+            for f in orig_feats:
+                ref_stats.update(f)
+            if ref_stats.n == n:  # only a reference over every original is cached
+                ref_stats.save(ref_path)
+        stats = FeatureStats()
+        for f in comp_feats:
+            stats.update(f)
+        fid_n = stats.n
+        if ref_stats is not None and stats.n >= 2 and ref_stats.n >= 2:
+            fid_value = fid_from_stats(stats, ref_stats)
+    ceiling = None
+    all_embeds = np.concatenate(orig_embeds) if orig_embeds else np.zeros((0, 0))
+    if ident is not None and orig_embed_cache is None and len(all_embeds) == n and not np.isnan(all_embeds).any():
+        orig_embed_cache = all_embeds
+        buf = io.BytesIO()
+        np.save(buf, all_embeds)
+        atomic_write_bytes(ident_path, buf.getvalue())
+    if ident is not None and orig_embed_cache is not None and comp_embeds:
+        table, ceiling = _add_rank1(table, orig_embed_cache, np.concatenate(comp_embeds), ident, config.seed)
+    table["hole_bucket"] = hole_buckets(table["hole_face_fraction"]).astype(str)
+
+    atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
+    failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
+    identity_model = ident.name if ident is not None else None
+    summary = summarize(table, seed=config.seed)
+    summary.update(
+        {
+            "method": config.method,
+            "track": cls.track,
+            "dataset_fingerprint": fingerprint,
+            "data": str(Path(config.data).resolve()),
+            "split": config.split,
+            "fid": fid_value,
+            "fid_n": fid_n,
+            "identity_model": identity_model,
+            "identity_threshold": _threshold_info(ident),
+            "failures": failures,
+            "failures_scored_as": FAILURE_FLOOR,
+            "ceiling": ceiling,
+        }
+    )
+    manifest = _manifest(config, cls, dataset, device, identity_model, feats, started, len(failures))
+    atomic_write_json(summary_path, summary)
+    atomic_write_json(manifest_path, manifest)  # written last: its "complete" marks the run as done
+    shutil.rmtree(run_dir / "partial", ignore_errors=True)
+    return EvalResult(run_dir, summary, failures)
+
+
+def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, orig_embed_cache, progress):
+    """Score every batch not yet in ``run_dir/partial``; returns the list of batches (index lists).
+
+    Worker threads prepare batches (decode, predict, composite, pixel metrics) up to ``workers + 1``
+    ahead (and cut the identity chips); this thread runs the networks (Inception, identity), so torch
+    work never competes with itself for cores, and writes each batch.
+    """
+    partial = run_dir / "partial"
+    n = len(dataset)
+    bs = config.batch_size
+    batches = [list(range(s, min(s + bs, n))) for s in range(0, n, bs)]
+    pending = [k for k in range(len(batches)) if not _batch_done(partial, k)]
+    done_images = n - sum(len(batches[k]) for k in pending)
+    if progress:
+        progress(done_images, n)
+    pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="maskbench-eval")
+    window = max(1, config.workers) + 1
+    futures: dict[int, Future] = {}
+    try:
+        queue = list(pending)
+        while queue or futures:
+            while queue and len(futures) < window:
+                k = queue.pop(0)
+                futures[k] = pool.submit(
+                    _prepare_batch, k, batches[k], dataset, predictor, config, run_dir, ident, orig_embed_cache,
+                    need_orig,
+                )
+            k = min(futures)
+            batch = futures.pop(k).result()
+            arrays: dict[str, np.ndarray] = {}
+            if feats is not None:
+                arrays["features"] = feats(batch.composites).astype(np.float32)
+                if batch.originals is not None:
+                    arrays["orig_features"] = feats(batch.originals).astype(np.float32)
+            if batch.identity is not None:
+                from ..faces.identity import cosine_similarity
+
+                orig_chips, comp_chips, e_cached = batch.identity
+                e_org = e_cached
+                if e_cached is None:  # rows of unreadable samples stay NaN
+                    e_org = _scatter_rows(ident.embed_chips(orig_chips), batch.loaded, len(batch.ids))
+                e_comp = ident.embed_chips(comp_chips)
+                cos = cosine_similarity(e_org[batch.ok], e_comp) if batch.ok else []
+                same = ident.same_person(e_org[batch.ok], e_comp) if batch.ok else None
+                for i, j in enumerate(batch.ok):
+                    batch.rows[j]["identity_cosine"] = float(cos[i])
+                    if same is not None:
+                        batch.rows[j]["identity_match"] = float(same[i])
+                arrays["comp_embed"] = _scatter_rows(e_comp, batch.ok, len(batch.ids))  # unreadable rows: NaN
+                if e_cached is None:
+                    arrays["orig_embed"] = e_org
+            _write_batch(partial, k, batch, arrays)
+            done_images += len(batch.ids)
+            if progress:
+                progress(done_images, n)
+    finally:
+        # on an error or Ctrl-C, drop queued batches instead of finishing them
+        pool.shutdown(wait=True, cancel_futures=True)
+    return batches
+
+
+def _load_partial(partial: Path, batches: list[list[int]]):
+    """Concatenate the per-batch tables and arrays in batch order."""
+    frames, comp_feats, orig_feats, orig_embeds, comp_embeds = [], [], [], [], []
+    for k in range(len(batches)):
+        frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
+        npz = partial / f"batch-{k:05d}.npz"
+        if npz.is_file():
+            with np.load(npz) as z:
+                if "features" in z:
+                    comp_feats.append(z["features"])
+                if "orig_features" in z:
+                    orig_feats.append(z["orig_features"])
+                if "orig_embed" in z:
+                    orig_embeds.append(z["orig_embed"])
+                if "comp_embed" in z:
+                    comp_embeds.append(z["comp_embed"])
+    return pd.concat(frames, ignore_index=True), comp_feats, orig_feats, orig_embeds, comp_embeds
+
+
+def _manifest(config, cls, dataset, device, identity_model, feats, started, n_failed) -> dict[str, Any]:
+    finished = time.time()
+    return {
+        "complete": True,
+        "maskbench_version": __version__,
+        "config": asdict(config),
+        "args_hash": config.args_hash(cls.weights_fingerprint(**dict(config.method_args))),
+        "method": {
+            "name": config.method,
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "track": cls.track,
+            "input_size": cls.input_size,
+            "needs_gpu": cls.needs_gpu,
+            "weights": cls.weights_status(),
+            "options": {k: v for k, v in config.method_args},
+            "weights_card": cls.weights_card(**dict(config.method_args)),
+        },
+        "dataset": {
+            "path": str(Path(config.data).resolve()),
+            "split": config.split,
+            "fingerprint": dataset.fingerprint(),
+            "n": len(dataset),
+        },
+        "seed": config.seed,
+        "device": device,
+        "hardware": hardware_info(device),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "identity_model": identity_model,
+        "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
+        "started": iso_utc(started),
+        "finished": iso_utc(finished),
+        "elapsed_s": round(finished - started, 3),
+        "n_failed": n_failed,
+    }
+
+
+def _prepare_batch(
+    k: int,
+    idx: list[int],
+    dataset: MaskedFaces,
+    predictor: Predictor,
+    config: EvalConfig,
+    run_dir: Path,
+    ident,
+    orig_embed_cache: np.ndarray | None,
+    need_orig: bool,
+) -> _Batch:
+    samples, errors, lms = _load_samples(dataset, idx, need_landmarks=ident is not None)
+    live = [j for j, smp in enumerate(samples) if smp is not None]
+    ids = [_sample_id(dataset.records[i], i) for i in idx]
+    shape = samples[live[0]].masked.shape if live else (1, 1, 3)
+    masked = np.stack([samples[j].masked for j in live]) if live else np.zeros((0,) + shape, np.uint8)
+    original = np.stack([samples[j].original for j in live]) if live else np.zeros((0,) + shape, np.uint8)
+    masks = np.stack([samples[j].mask for j in live]) if live else np.zeros((0,) + shape[:2], bool)
+    pos = {j: i for i, j in enumerate(live)}  # batch position -> row in masked/original/masks
+    blind = predictor.track == "blind"
+    outputs: list[np.ndarray | None] = [None] * len(idx)
+    pmasks: list[np.ndarray | None] = [None] * len(idx)
+    plms: list[np.ndarray | None] = [None] * len(idx)  # landmarks the method predicted, if any
+    lock = contextlib.nullcontext() if predictor.thread_safe else _PREDICT_LOCK
+    live_ids = [ids[j] for j in live]
+    extras = {f: np.array([samples[j].record[f] for j in live], np.float32) for f in predictor.extra_inputs
+              if all(f in samples[j].record for j in live)}
+    try:
+        if live:
+            with lock:
+                res = run_predictor(predictor, masked, None if blind else masks,
+                                    generator=batch_generator(config.seed, live_ids), extras=extras)
+            for i, j in enumerate(live):
+                outputs[j] = res.images[i]
+                if blind:
+                    pmasks[j] = res.masks[i]
+                if res.landmarks is not None:
+                    plms[j] = res.landmarks[i]
+    except Exception:  # noqa: BLE001 - a method's failure is data here: retry per image, record the rest
+        for i, j in enumerate(live):
+            try:
+                with lock:
+                    r = run_predictor(predictor, masked[i : i + 1], None if blind else masks[i : i + 1],
+                                      generator=batch_generator(config.seed, live_ids[i : i + 1]),
+                                      extras={f: v[i : i + 1] for f, v in extras.items()})
+                outputs[j] = r.images[0]
+                if blind:
+                    pmasks[j] = r.masks[0]
+                if r.landmarks is not None:
+                    plms[j] = r.landmarks[0]
+            except Exception as e:  # noqa: BLE001
+                errors[j] = f"{type(e).__name__}: {e}".splitlines()[0]
+    _score_failures_as_floor(errors, outputs, pmasks, masked, blind, pos)
+    ok = list(live)  # every readable image is scored: failures as the masked input
+    rows: list[dict[str, Any]] = []
+    for j, i in enumerate(idx):
+        rec = dataset.records[i] if isinstance(dataset.records[i], dict) else {}
+        frac = _hole_fraction(rec, masks[pos[j]] if j in pos else None)
+        rows.append(
+            {
+                "id": ids[j],
+                "mask_type": rec.get("mask_type") if isinstance(rec.get("mask_type"), str) else None,
+                "identity": None if rec.get("identity") is None else str(rec["identity"]),
+                "source_id": str(rec.get("source_id", ids[j])),
+                "hole_fraction": frac,
+                "hole_face_fraction": (hole_face_fraction(masks[pos[j]].sum(), rec.get("face_box"), masks[pos[j]].size)
+                                       if j in pos else float("nan")),
+                "error": errors[j],
+            }
+        )
+    composites = np.zeros((0,) + shape, np.uint8)
+    identity = None
+    if ident is not None:
+        lm_live = np.array([lms[j] for j in live], np.float64).reshape(len(live), 68, 2)
+        e_cached = orig_embed_cache[idx] if orig_embed_cache is not None else None
+        orig_chips = None if e_cached is not None else ident.chips(original, lm_live)
+    if ok:
+        out = np.stack([outputs[j] for j in ok])
+        rows_ok = [pos[j] for j in ok]
+        m = masks[rows_ok]
+        org = original[rows_ok]
+        comp = np.where(m[..., None], out, org)
+        composites = comp
+        scores = image_scores(comp, org, m)
+        changed = np.array([bool((out[i] != org[i])[~m[i]].any()) for i in range(len(ok))])
+        raw_idx = np.flatnonzero(changed)
+        raw = image_scores(out[raw_idx], org[raw_idx], m[raw_idx]) if raw_idx.size else {}
+        if blind:
+            pm = np.stack([pmasks[j] for j in ok])
+            ious, f1s = mask_iou(pm, m), mask_f1(pm, m)
+        if ident is not None:
+            identity = (orig_chips, ident.chips(comp, lm_live[rows_ok]), e_cached)
+        for i, j in enumerate(ok):
+            row = rows[j]
+            row.update({k2: float(v[i]) for k2, v in scores.items()})
+            row["changed_outside_hole"] = bool(changed[i])
+            ri = np.searchsorted(raw_idx, i)
+            for k2 in _PIXEL_METRICS:
+                row[f"raw_{k2}"] = float(raw[k2][ri]) if changed[i] else row[k2]
+            if blind:
+                row["mask_iou"] = float(ious[i])
+                row["mask_f1"] = float(f1s[i])
+            true_lm = samples[j].record.get("landmarks")
+            if plms[j] is not None and true_lm is not None:
+                row["landmark_nme"] = landmark_nme(plms[j], np.asarray(true_lm, np.float64))
+            if config.save_outputs:
+                write_png(run_dir / "outputs" / f"{check_name(ids[j], 'id')}.png", outputs[j])
+    elif ident is not None:
+        identity = (orig_chips, ident.chips(composites, lm_live[:0]), e_cached)
+    return _Batch(k, ids, rows, composites, original if need_orig else None, ok, identity, live)
+
+
+def _load_samples(dataset: MaskedFaces, idx: list[int], need_landmarks: bool):
+    """Read the samples ``idx``; one that cannot be read is ``None`` with its reason in ``errors``.
+
+    Returns:
+        ``(samples, errors, landmarks)``: lists over ``idx`` of :class:`~maskbench.data.dataset.Sample` or None,
+        the error message or None, and ``(68, 2) float64`` landmarks or None (read when ``need_landmarks``).
+    """
+    samples: list[Any] = []
+    errors: list[str | None] = []
+    lms: list[np.ndarray | None] = []
+    for i in idx:
+        try:
+            smp = dataset[i]
+            lm = _landmarks(smp.record) if need_landmarks else None
+        except SampleError as e:
+            samples.append(None)
+            errors.append(f"{type(e).__name__}: {e}".splitlines()[0])
+            lms.append(None)
+            continue
+        samples.append(smp)
+        errors.append(None)
+        lms.append(lm)
+    return samples, errors, lms
+
+
+def _landmarks(record: dict[str, Any]) -> np.ndarray:
+    """The record's ``(68, 2) float64`` landmarks; raises :class:`SampleError` if they are not 68 x 2 numbers."""
+    try:
+        lm = np.asarray(record.get("landmarks"), np.float64)
+    except (TypeError, ValueError):
+        lm = np.zeros(0)
+    if lm.shape != (68, 2) or not np.isfinite(lm).all():
+        raise SampleError("record has no usable landmarks (68 x 2 numbers), needed for identity")
+    return lm
+
+
+def _sample_id(record: Any, i: int) -> str:
+    """The record's id as text (even a refused one, for the failure list), or ``#index`` without one."""
+    return str(record["id"]) if isinstance(record, dict) and "id" in record else f"#{i}"
+
+
+def _hole_fraction(record: dict[str, Any], mask: np.ndarray | None) -> float:
+    """The record's ``hole_fraction`` if it is a number in [0, 1], else the mask's, else NaN."""
+    v = record.get("hole_fraction")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0:
+        return float(v)
+    return float(mask.mean()) if mask is not None else float("nan")
+
+
+def _scatter_rows(values: np.ndarray, rows: list[int], n: int) -> np.ndarray:
+    """An ``(n, D)`` array holding ``values`` at ``rows`` and NaN elsewhere."""
+    out = np.full((n, values.shape[1] if values.ndim == 2 else 0), np.nan)
+    out[rows] = values
+    return out
+
+
+def _batch_done(partial: Path, k: int) -> bool:
+    return (partial / f"batch-{k:05d}.parquet").is_file()
+
+
+def _write_batch(partial: Path, k: int, batch: _Batch, arrays: dict[str, np.ndarray]) -> None:
+    if arrays:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(partial / f"batch-{k:05d}.npz", buf.getvalue())
+    # the parquet is written last: its presence marks the batch as done
+    atomic_write_bytes(partial / f"batch-{k:05d}.parquet", _parquet_bytes(pd.DataFrame(batch.rows)))
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    if "error" in df.columns:
+        df = df.astype({"error": "object"})
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _score_failures_as_floor(errors, outputs, pmasks, masked, blind, pos: dict[int, int]) -> None:
+    """In place: a failed (but readable) image's output becomes its masked input (and an empty predicted
+    mask on the blind track), so it is scored as the floor instead of being dropped. ``pos`` maps batch
+    positions to rows of ``masked`` (unreadable samples have none and stay unscored)."""
+    for j, e in enumerate(errors):
+        if e is not None and j in pos:
+            outputs[j] = masked[pos[j]]
+            if blind:
+                pmasks[j] = np.zeros(masked.shape[1:3], bool)
+
+
+def _threshold_info(ident) -> dict[str, Any] | None:
+    if ident is None or ident.threshold is None:
+        return None
+    return {"value": ident.threshold, "kind": ident.threshold_kind}
+
+
+def _add_rank1(table: pd.DataFrame, e_orig: np.ndarray, e_comp: np.ndarray, ident, seed: int):
+    """Add ``identity_rank1`` (each output against the originals of the other photos) and return the
+    ceiling: the same scores for the original photos themselves.
+
+    Args:
+        table: the per-image table, in dataset order (``identity``, ``source_id`` columns).
+        e_orig, e_comp: ``(N, D)`` embeddings of the originals and of the scored outputs, same order.
+
+    Returns:
+        ``(table, ceiling)``; ceiling is ``None`` when the records carry no identities.
+    """
+    from ..faces.identity import rank1_identification
+
+    if "identity" not in table.columns or table["identity"].isna().all() or len(e_comp) != len(table):
+        return table, None
+    ids = table["identity"].tolist()
+    src = table["source_id"].tolist()
+    first = ~pd.Series(src).duplicated().to_numpy()  # the gallery holds each source photo once
+    g, g_ids, g_src = e_orig[first], [ids[i] for i in np.flatnonzero(first)], [src[i] for i in np.flatnonzero(first)]
+    table = table.copy()
+    table["identity_rank1"] = rank1_identification(e_comp, g, ids, g_ids, src, g_src)
+    ceiling_r1 = rank1_identification(e_orig, g, ids, g_ids, src, g_src)
+    ceiling = {
+        "identity_cosine": describe(np.ones(len(table)), "identity_cosine", seed),
+        "identity_rank1": describe(ceiling_r1, "identity_rank1", seed),
+    }
+    if ident.threshold is not None:
+        ceiling["identity_match"] = describe(np.ones(len(table)), "identity_match", seed)
+    return table, ceiling
+
+
+

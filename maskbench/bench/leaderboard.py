@@ -1,0 +1,593 @@
+"""Build the leaderboard from results folders: ``leaderboard.csv``, ``leaderboard.md``, ``index.html``.
+
+The leaderboard is derived, never edited by hand (lm-eval's results files play the same role). Every
+complete run (a folder holding ``summary.json`` + ``manifest.json`` with ``complete: true``) under the
+given results roots is read, and runs are merged into **one row per (method, method options, weights,
+dataset)**: repeated runs of one seed (say with and without ``--save-outputs``) count once (the latest),
+and several seeds of a sampling method are aggregated (per-image scores averaged over seeds; the spread
+of the seed means is reported as ``<metric>_seed_sd``).
+
+Ranking is honest about failures: the evaluator scores a failed image as the masked input (the floor);
+a run made before that rule (failed images dropped) is marked incomplete and ranked below every complete
+row of its track and dataset. Every table shows the failure count.
+
+Each mean comes with its 95 % percentile-bootstrap interval, and within a track and dataset the rows
+not significantly different from the best (two-sided Wilcoxon signed-rank test on the images both
+scored, p >= 0.05, no multiplicity correction) are marked (**bold** in Markdown, shaded in HTML).
+Each dataset also gets a **ceiling** row: the original photos scored the same way (identity rank-1 of
+the originals against the other photos; perfect pixel scores by definition).
+
+Numbers reported in papers come from a CSV (default ``{out}/reported.csv``) with columns ``method``,
+``paper``, ``protocol`` and metric columns, shown as separate rows marked "reported in paper, other
+protocol" and never ranked with measured rows.
+
+Also written: ``by_mask_type.png`` (primary metric per mask type, one panel per dataset, with 95 %
+intervals) and ``samples.png`` (input | each method with saved outputs | ground truth, with ids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..core.io import atomic_write_text
+from ..measures.metrics import METRICS, format_value, get_metric, higher_is_better
+from ..measures.stats import PSNR_CAP_DB, bootstrap_ci, paired_comparison, wilcoxon_p
+
+__all__ = [
+    "REPORTED_COLUMNS",
+    "REPORTED_NOTE",
+    "CEILING_NAME",
+    "DamagedRunWarning",
+    "collect_results",
+    "merge_runs",
+    "load_reported",
+    "build_leaderboard",
+    "compare_methods",
+    "collect_wild_results",
+    "wild_rows",
+    "WILD_FLOOR_NAME",
+    "WILD_REFERENCE_NAME",
+]
+
+REPORTED_COLUMNS = ("method", "paper", "protocol")
+REPORTED_NOTE = "reported in paper, other protocol"
+CEILING_NAME = "ceiling (original photos)"
+WILD_FLOOR_NAME = "floor (unrestored input)"
+WILD_REFERENCE_NAME = "reference faces (unmasked)"
+#: The in-the-wild table's set-level scores (lower is better for all three).
+WILD_METRICS = ("fid", "kid", "mask_left_behind")
+ALPHA = 0.05
+_KEY = ["method", "method_args", "weights", "dataset_fp", "split", "track"]
+
+
+class DamagedRunWarning(UserWarning):
+    """A run under the results folder was skipped: its summary or manifest cannot be read."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; raises ValueError (with the reason) for anything else."""
+    try:
+        obj = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not readable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _dataset_label(info: dict[str, Any], fingerprint: str | None) -> str:
+    """``folder/split@fingerprint[:8]``: readable, and still distinct for two datasets of one name."""
+    name = Path(info["path"]).name if info.get("path") else "dataset"
+    return f"{name}/{info.get('split', '?')}@{(fingerprint or '')[:8]}"
+
+
+def _training_text(card: Any) -> str:
+    """A weights card (config, resolution, steps, images seen, device, wall time, loss network) as one short
+    cell."""
+    if not isinstance(card, dict) or not card:
+        return ""
+    parts = []
+    for key, fmt in (("config_name", "config {}"), ("size", "{} px"), ("resolution", "{} px"), ("steps", "{} steps"), ("images_seen", "{} images"),
+                     ("device", "{}"), ("wall_time_s", "{:.0f} s"), ("loss_network", "loss net {}")):
+        if card.get(key) is not None:
+            try:
+                parts.append(fmt.format(card[key]))
+            except (TypeError, ValueError):
+                parts.append(str(card[key]))
+    return ", ".join(parts) if parts else json.dumps(card, sort_keys=True)
+
+
+def _roots(results) -> list[Path]:
+    if isinstance(results, (str, os.PathLike)):
+        results = [results]
+    roots = [Path(r) for r in results]
+    for r in roots:
+        if not r.is_dir():
+            raise FileNotFoundError(f"results folder {r} does not exist")
+    return roots
+
+
+def collect_results(results) -> pd.DataFrame:
+    """One row per complete run under the results root(s) (searched recursively).
+
+    Args:
+        results: a results root (``maskbench evaluate --out``) or a list of them.
+
+    Returns:
+        Columns ``method, method_args, weights, training, track, dataset, dataset_fp, split, n, n_failed,
+        complete, identity_model, seed, finished, run_dir`` and per metric the mean and ``<m>_lo``/``<m>_hi``
+        (95 % interval); empty frame if none. ``complete`` is False for runs that dropped failed images.
+
+    Warns:
+        DamagedRunWarning: naming the file, for each run skipped because its ``summary.json`` or
+            ``manifest.json`` is not readable JSON or lacks what a row needs.
+
+    Raises:
+        FileNotFoundError: a results root is not a folder.
+    """
+    return pd.DataFrame(_rows(results, _run_row))
+
+
+def _rows(results, make_row) -> list[dict[str, Any]]:
+    """``make_row(run, summary_path, manifest_path)`` for every run folder holding both files under the
+    results root(s), in path order; ``None`` rows are left out, a damaged run is skipped with a
+    :class:`DamagedRunWarning` naming it."""
+    rows = []
+    for root in _roots(results):
+        for summary_path in sorted(root.rglob("summary.json")):
+            run = summary_path.parent
+            manifest_path = run / "manifest.json"
+            if not manifest_path.is_file():
+                continue
+            try:
+                row = make_row(run, summary_path, manifest_path)
+            except (ValueError, TypeError, AttributeError, KeyError) as e:
+                warnings.warn(f"skipped run {run}: {e}", DamagedRunWarning, stacklevel=3)
+                continue
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def _run_row(run: Path, summary_path: Path, manifest_path: Path) -> dict[str, Any] | None:
+    """One leaderboard row, ``None`` for an incomplete run; raises ValueError naming the damaged file."""
+    try:
+        manifest = _read_json(manifest_path)
+    except ValueError as e:
+        raise ValueError(f"{manifest_path}: {e}") from None
+    if not manifest.get("complete") or manifest.get("kind") == "wild":
+        return None  # wild runs have their own table (collect_wild_results)
+    try:
+        s = _read_json(summary_path)
+        if not isinstance(s.get("method"), str) or not isinstance(s.get("metrics", {}), dict):
+            raise ValueError("no method name or metrics")
+        cfg = manifest.get("config", {})
+        method_info = manifest.get("method", {})
+        card = method_info.get("weights_card")
+        n_failed = int(s.get("n_failed", 0))
+        row: dict[str, Any] = {
+            "method": s["method"],
+            "method_args": json.dumps(cfg.get("method_args") or [], sort_keys=True),
+            "weights": json.dumps(card, sort_keys=True) if card else str(cfg.get("weights") or ""),
+            "training": _training_text(card),
+            "track": s.get("track"),
+            "dataset": _dataset_label(manifest.get("dataset", {}), s.get("dataset_fingerprint")),
+            "dataset_fp": s.get("dataset_fingerprint"),
+            "dataset_path": manifest.get("dataset", {}).get("path"),
+            "split": s.get("split"),
+            "n": s.get("n"),
+            "n_failed": n_failed,
+            "complete": n_failed == 0 or s.get("failures_scored_as") is not None,
+            "identity_model": s.get("identity_model"),
+            "seed": manifest.get("seed", cfg.get("seed")),
+            "finished": manifest.get("finished", ""),
+            "run_dir": str(run),
+            "ceiling": json.dumps(s.get("ceiling")) if s.get("ceiling") else "",
+        }
+        for name, m in s.get("metrics", {}).items():
+            row[name] = m.get("mean")
+            row[f"{name}_lo"], row[f"{name}_hi"] = (m.get("ci95") or [None, None])[:2]
+        row["fid"] = s.get("fid")
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{summary_path}: {e}") from None
+    return row
+
+
+def collect_wild_results(results) -> pd.DataFrame:
+    """One row per complete in-the-wild run (:mod:`maskbench.bench.wild`) under the results root(s).
+
+    Returns:
+        Columns ``method, method_args, weights, training, track, mask_source, mask_source_args,
+        mask_weights, data, data_fp, reference, reference_fp, n_photos, n_faces, n_failed, finished,
+        run_dir, sheet`` and, per metric of :data:`WILD_METRICS`, the value, ``<m>_lo``/``<m>_hi`` and
+        ``floor_<m>`` (+ its interval); empty frame if none.
+
+    Warns:
+        DamagedRunWarning: for each wild run whose files cannot be read.
+
+    Raises:
+        FileNotFoundError: a results root is not a folder.
+    """
+    def make_row(run: Path, summary_path: Path, manifest_path: Path) -> dict[str, Any] | None:
+        manifest = _read_json(manifest_path)
+        if manifest.get("kind") != "wild" or not manifest.get("complete"):
+            return None
+        return _wild_row(run, _read_json(summary_path), manifest)
+
+    return pd.DataFrame(_rows(results, make_row))
+
+
+def _wild_row(run: Path, s: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    cfg = manifest.get("config", {})
+    card = manifest.get("method", {}).get("weights_card")
+    mask_card = manifest.get("mask_source", {}).get("weights_card")
+    row: dict[str, Any] = {
+        "method": s["method"],
+        "method_args": json.dumps(cfg.get("method_args") or [], sort_keys=True),
+        "weights": json.dumps(card, sort_keys=True) if card else "",
+        "training": _training_text(card),
+        "track": s.get("track"),
+        "mask_source": s.get("mask_source"),
+        "mask_source_args": json.dumps(sorted((s.get("mask_source_options") or {}).items()), sort_keys=True),
+        "mask_weights": json.dumps(mask_card, sort_keys=True) if mask_card else "",
+        "data": f"{Path(str(s.get('data', ''))).name or s.get('data')}@{str(s.get('dataset_fingerprint'))[:8]}",
+        "data_fp": s.get("dataset_fingerprint"),
+        "reference": f"{Path(str(s.get('reference', ''))).name}@{str(s.get('reference_fingerprint'))[:8]}",
+        "reference_fp": s.get("reference_fingerprint"),
+        "n_photos": s["n_photos"],
+        "n_faces": s["n_faces"],
+        "n_reference": s.get("n_reference"),
+        "n_failed": int(s.get("n_failed", 0)),
+        "left_threshold": s.get("settings", {}).get("left_threshold"),
+        "finished": manifest.get("finished", ""),
+        "run_dir": str(run),
+        "sheet": str(run / "contact_sheet.jpg") if (run / "contact_sheet.jpg").is_file() else "",
+    }
+    for prefix, block in (("", s["metrics"]), ("floor_", s["floor"]),
+                          ("reference_", {"mask_left_behind": s.get("reference_mask_rate")})):
+        for m in WILD_METRICS:
+            d = block.get(m) or {}
+            row[f"{prefix}{m}"] = d.get("value")
+            row[f"{prefix}{m}_lo"], row[f"{prefix}{m}_hi"] = (d.get("ci95") or [None, None])[:2]
+    return row
+
+
+def wild_rows(results) -> pd.DataFrame:
+    """The in-the-wild table: the latest run per (method, options, weights, mask source and its options and
+    weights, photos, reference), ranked by KID within each (photos, reference) section, then one floor row
+    per section and segmenter (FID and KID of the unrestored inputs; the segmenter's detection rate on them
+    as ``mask_left_behind``) and one reference row (how often the segmenter flags the unmasked reference
+    faces: its false-alarm rate). Empty frame when there are no wild runs.
+
+    Raises:
+        FileNotFoundError: a results root is not a folder.
+    """
+    runs = collect_wild_results(results)
+    if runs.empty:
+        return runs
+    key = ["method", "method_args", "weights", "mask_source", "mask_source_args", "mask_weights", "data_fp",
+           "reference_fp"]
+    runs = runs.sort_values("finished", kind="stable").drop_duplicates(key, keep="last")
+    parts = []
+    for _, g in runs.groupby(["data_fp", "reference_fp"], sort=True):
+        g = g.sort_values("kid", na_position="last", kind="stable").copy()
+        g.insert(0, "rank", range(1, len(g) + 1))
+        g["source"] = "measured"
+        floors = []
+        for _, f in g.groupby(["mask_source", "mask_source_args", "mask_weights"], sort=True):
+            r = f.sort_values("finished", kind="stable").iloc[-1]  # the latest run's floor and reference rate
+            floor = {c: r[c] for c in ("data", "data_fp", "reference", "reference_fp", "n_photos", "n_faces",
+                                       "n_reference", "left_threshold", "mask_source", "mask_source_args")}
+            floor.update({"method": WILD_FLOOR_NAME, "source": "floor", "n_failed": 0, "track": ""})
+            reference = {**floor, "method": WILD_REFERENCE_NAME, "source": "reference"}
+            for m in WILD_METRICS:
+                for suffix in ("", "_lo", "_hi"):
+                    floor[f"{m}{suffix}"] = r[f"floor_{m}{suffix}"]
+                    reference[f"{m}{suffix}"] = r.get(f"reference_{m}{suffix}")
+            floors.append(floor)
+            if reference.get("mask_left_behind") is not None and not pd.isna(reference["mask_left_behind"]):
+                floors.append(reference)
+        parts += [g, pd.DataFrame(floors)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _per_image(run_dirs: list[str]) -> pd.DataFrame | None:
+    """The per-image table of one run, or the per-image mean over several runs (seeds); None if missing."""
+    frames = []
+    for d in run_dirs:
+        p = Path(d) / "per_image.parquet"
+        if not p.is_file():
+            return None
+        t = pd.read_parquet(p)
+        cols = ["id"] + [c for c in t.columns if c in METRICS and get_metric(c).per_image]
+        t = t[cols].copy()
+        for c in cols[1:]:
+            if c.startswith("psnr"):
+                t[c] = np.minimum(t[c].astype(float), PSNR_CAP_DB)
+        frames.append(t)
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames).groupby("id", sort=False).mean(numeric_only=True).reset_index()
+
+
+def merge_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, pd.DataFrame]]:
+    """Merge runs into one row per (method, options, weights, dataset, split, track).
+
+    Per seed the latest finished run counts; with several seeds the per-image scores are averaged over
+    seeds and each metric gets ``<m>_seed_sd`` (standard deviation of the seed means).
+
+    Returns:
+        ``(rows, per_image)``: one row per key (``seeds``, ``runs``, ``run_dir`` of the latest), and the
+        per-image table behind each row by row position (missing when a run has no ``per_image.parquet``).
+    """
+    if runs.empty:
+        return runs, {}
+    runs = runs.sort_values("finished", kind="stable")
+    out_rows, tables = [], {}
+    for _, g in runs.groupby(_KEY, sort=False, dropna=False):
+        latest = g.iloc[-1]
+        g = g[g["identity_model"].fillna("") == (latest["identity_model"] or "")]  # one recognizer per row
+        per_seed = g.drop_duplicates("seed", keep="last")
+        row = latest.to_dict()
+        row["seeds"] = len(per_seed)
+        row["runs"] = len(g)
+        row["n_failed"] = int(per_seed["n_failed"].max())
+        row["complete"] = bool(per_seed["complete"].all())
+        with_outputs = [d for d in g["run_dir"] if (Path(d) / "outputs").is_dir()]
+        row["outputs_dir"] = str(Path(with_outputs[-1]) / "outputs") if with_outputs else ""
+        table = _per_image(per_seed["run_dir"].tolist())
+        metric_cols = [c for c in METRICS if c in per_seed.columns]
+        for c in metric_cols:
+            vals = pd.to_numeric(per_seed[c], errors="coerce")
+            row[c] = float(vals.mean()) if vals.notna().any() else None
+            if len(per_seed) > 1:
+                row[f"{c}_seed_sd"] = float(vals.std(ddof=1)) if vals.notna().sum() > 1 else None
+        if table is not None:
+            for c in table.columns[1:]:
+                a = table[c].to_numpy(np.float64)
+                a = a[~np.isnan(a)]
+                if a.size:
+                    row[c] = float(a.mean())
+                    row[f"{c}_lo"], row[f"{c}_hi"] = bootstrap_ci(a)
+            tables[len(out_rows)] = table
+        out_rows.append(row)
+    return pd.DataFrame(out_rows), tables
+
+
+def _rank_and_mark(rows: pd.DataFrame, tables: dict[int, pd.DataFrame], primary: str) -> pd.DataFrame:
+    """Sort and rank within (track, dataset): complete rows by ``primary``, then incomplete ones; add
+    ``<m>_best`` (best or not significantly different from it) per per-image metric."""
+    if rows.empty:
+        return rows
+    rows = rows.copy()
+    rows["_pos"] = range(len(rows))
+    asc = not higher_is_better(primary)
+    parts = []
+    for _, g in rows.groupby(["track", "dataset"], sort=True):
+        g = g.assign(_incomplete=~g["complete"].astype(bool))
+        g = g.sort_values(["_incomplete", primary], ascending=[True, asc], na_position="last", kind="stable")
+        g.insert(0, "rank", range(1, len(g) + 1))
+        for m, spec in METRICS.items():
+            if not spec.per_image or m not in g.columns:
+                continue
+            g[f"{m}_best"] = _tied_with_best(g, tables, m)
+        parts.append(g.drop(columns="_incomplete"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _tied_with_best(g: pd.DataFrame, tables: dict[int, pd.DataFrame], m: str) -> pd.Series:
+    marks = pd.Series(False, index=g.index)
+    cand = g[g["complete"].astype(bool) & g[m].notna()]
+    if cand.empty:
+        return marks
+    best_idx = cand[m].idxmax() if higher_is_better(m) else cand[m].idxmin()
+    marks[best_idx] = True
+    best_t = tables.get(int(g.loc[best_idx, "_pos"]))
+    if best_t is None or m not in best_t.columns:
+        return marks
+    for idx, r in cand.iterrows():
+        t = tables.get(int(r["_pos"]))
+        if idx == best_idx or t is None or m not in t.columns:
+            continue
+        j = best_t[["id", m]].merge(t[["id", m]], on="id", suffixes=("_b", "_o")).dropna()
+        if len(j) and wilcoxon_p(j[f"{m}_b"].to_numpy() - j[f"{m}_o"].to_numpy()) >= ALPHA:
+            marks[idx] = True
+    return marks
+
+
+def _ceiling_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (track, dataset): the original photos scored the same way."""
+    out = []
+    for (track, dataset), g in rows.groupby(["track", "dataset"], sort=True):
+        with_ceiling = g[g["ceiling"].astype(bool)]
+        if with_ceiling.empty:
+            continue
+        ref = with_ceiling.iloc[0]
+        ceil = json.loads(ref["ceiling"])
+        row = {"method": CEILING_NAME, "track": track, "dataset": dataset, "n": ref["n"], "n_failed": 0,
+               "complete": True, "identity_model": ref["identity_model"], "source": "ceiling",
+               "l1": 0.0, "l1_hole": 0.0, "psnr": PSNR_CAP_DB, "psnr_hole": PSNR_CAP_DB, "ssim": 1.0,
+               "ssim_hole": 1.0, "fid": 0.0}
+        for m, d in ceil.items():
+            row[m] = d.get("mean")
+            row[f"{m}_lo"], row[f"{m}_hi"] = (d.get("ci95") or [None, None])[:2]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def load_reported(path: str | os.PathLike) -> pd.DataFrame:
+    """Read paper-reported numbers.
+
+    Args:
+        path: CSV with columns ``method, paper, protocol`` and metric columns (known metric names).
+
+    Returns:
+        A frame with ``source = "reported in paper, other protocol"``; empty if the file has no rows.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a required column is missing, a column is not a known metric, or a value is not a
+            number.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"reported-numbers file {p} does not exist")
+    df = pd.read_csv(p, comment="#", dtype=str, keep_default_na=False)
+    missing = [c for c in REPORTED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{p}: missing column(s) {', '.join(missing)} (need {', '.join(REPORTED_COLUMNS)} + metrics)")
+    for c in [c for c in df.columns if c not in REPORTED_COLUMNS]:
+        try:
+            higher_is_better(c)
+        except KeyError:
+            raise ValueError(f"{p}: column {c!r} is not a known metric") from None
+        try:
+            df[c] = [float(v) if v else np.nan for v in df[c].str.strip()]
+        except ValueError:
+            raise ValueError(f"{p}: column {c!r} holds a value that is not a number") from None
+    df["source"] = REPORTED_NOTE
+    return df
+
+
+def build_leaderboard(
+    results,
+    out: str | os.PathLike,
+    *,
+    reported: str | os.PathLike | None = None,
+    primary: str = "ssim_hole",
+) -> list[Path]:
+    """Aggregate results into ``out``: CSV, Markdown, HTML, per-mask-type chart, sample grid.
+
+    Args:
+        results: a results root or a list of roots (merged; the same run found twice counts once).
+        out: output folder (created).
+        reported: paper-numbers CSV; ``None`` uses ``out/reported.csv`` when it exists.
+        primary: the metric rows are sorted by (direction from the metric registry).
+
+    Returns:
+        The paths written.
+
+    Raises:
+        FileNotFoundError: a results root (or an explicit ``reported``) does not exist.
+        KeyError: ``primary`` is not a known metric.
+        ValueError: malformed reported file.
+    """
+    higher_is_better(primary)  # raises KeyError for unknown names
+    out = Path(out)
+    runs = collect_results(results)
+    if not runs.empty:
+        runs = runs.drop_duplicates("run_dir").assign(_real=runs["run_dir"].map(lambda d: str(Path(d).resolve())))
+        runs = runs.drop_duplicates("_real").drop(columns="_real")
+    rows, tables = merge_runs(runs)
+    measured = _rank_and_mark(rows, tables, primary)
+    if not measured.empty:
+        measured["source"] = "measured"
+    ceilings = _ceiling_rows(measured) if not measured.empty else pd.DataFrame()
+    rep_path = Path(reported) if reported is not None else out / "reported.csv"
+    rep = load_reported(rep_path) if (reported is not None or rep_path.is_file()) else pd.DataFrame()
+    table = pd.concat([t for t in (measured, ceilings, rep) if not t.empty], ignore_index=True) \
+        if not (measured.empty and rep.empty) else pd.DataFrame(columns=["method", primary])
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    csv_cols = [c for c in table.columns if not c.startswith("_") and c not in ("ceiling", "outputs_dir")]
+    atomic_write_text(out / "leaderboard.csv", table[csv_cols].to_csv(index=False))
+    written.append(out / "leaderboard.csv")
+    from .report import breakdown_tables, mask_type_chart, render_html, render_markdown, sample_grid
+
+    breakdowns = breakdown_tables(measured, primary)
+    chart = mask_type_chart(measured, primary, out / "by_mask_type.png")
+    grid = sample_grid(measured, out / "samples.png")
+    meta = _provenance()
+    wild = wild_rows(results)
+    if not wild.empty:
+        cols = [c for c in wild.columns if not c.startswith("_")]
+        atomic_write_text(out / "wild.csv", wild[cols].to_csv(index=False))
+        written.append(out / "wild.csv")
+    atomic_write_text(out / "leaderboard.md", render_markdown(table, breakdowns, primary, meta, wild=wild))
+    written.append(out / "leaderboard.md")
+    written += [p for p in (chart, grid) if p is not None]
+    atomic_write_text(out / "index.html", render_html(table, breakdowns, primary, meta, out, chart, grid, wild=wild))
+    written.append(out / "index.html")
+    return written
+
+
+def _provenance() -> dict[str, str]:
+    from ..core.resources import git_commit
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "version": __version__,
+            "commit": (git_commit() or "unknown")[:12]}
+
+
+def compare_methods(a: str, b: str, results, *, dataset: str | None = None, metrics=None) -> tuple[pd.DataFrame, dict]:
+    """Paired comparison of two methods (or two run folders) on the images both scored.
+
+    Args:
+        a, b: method names (looked up under ``results``, seeds merged as in the leaderboard) or run folders.
+        results: results root(s).
+        dataset: a dataset label or fingerprint prefix, needed when the two share several datasets.
+        metrics: metric names (default: every per-image metric both hold).
+
+    Returns:
+        ``(table, info)``: :func:`maskbench.measures.stats.paired_comparison`'s table and ``{"a", "b", "dataset"}``.
+
+    Raises:
+        ValueError: a method has no run, the two share no dataset, or the choice is ambiguous.
+        FileNotFoundError: a results root does not exist.
+    """
+    def resolve(x: str) -> pd.DataFrame:
+        if Path(x).is_dir() and (Path(x) / "per_image.parquet").is_file():
+            return collect_results([x])
+        r = runs[runs["method"] == x]
+        if r.empty:
+            known = ", ".join(sorted(set(runs["method"]))) or "none"
+            raise ValueError(f"no complete run of {x!r} under {', '.join(map(str, _roots(results)))} (found: {known})")
+        return r
+
+    runs = collect_results(results)
+    if runs.empty:
+        runs = pd.DataFrame(columns=["method", "dataset", "dataset_fp"])
+    ra, rb = resolve(a), resolve(b)
+    common = sorted(set(ra["dataset"]) & set(rb["dataset"]))
+    if dataset is not None:
+        common = [d for d in common if d == dataset or d.split("@")[-1].startswith(dataset) or dataset in d]
+    if not common:
+        raise ValueError(f"{a} and {b} were not evaluated on a common dataset"
+                         + (f" matching {dataset!r}" if dataset else ""))
+    if len(common) > 1:
+        raise ValueError(f"{a} and {b} share several datasets ({', '.join(common)}): choose one with --dataset")
+    ta = _merged_table(ra[ra["dataset"] == common[0]])
+    tb = _merged_table(rb[rb["dataset"] == common[0]])
+    return paired_comparison(ta, tb, metrics), {"a": a, "b": b, "dataset": common[0]}
+
+
+def _merged_table(runs: pd.DataFrame) -> pd.DataFrame:
+    rows, tables = merge_runs(runs)
+    if len(rows) > 1:
+        opts = "; ".join(f"{r.method_args} {r.weights}".strip() or "defaults" for r in rows.itertuples())
+        raise ValueError(f"{rows.iloc[0]['method']} has runs with different options or weights ({opts}): "
+                         "pass a run folder instead")
+    if 0 not in tables:
+        raise ValueError(f"{rows.iloc[0]['run_dir']} has no per_image.parquet")
+    return tables[0]
+
+
+def format_comparison(table: pd.DataFrame, info: dict) -> str:
+    """The ``maskbench compare`` report: one line per metric, ``a - b`` with its interval and p-value."""
+    lines = [f"{info['a']} - {info['b']} on {info['dataset']} (paired over the images both scored; "
+             "95% bootstrap interval of the mean difference; Wilcoxon signed-rank p)"]
+    lines.append(f"{'metric':16s} {'n':>5s} {'a':>9s} {'b':>9s} {'a - b':>9s} {'95% interval':>21s} {'p':>8s}  better")
+    for r in table.itertuples():
+        f = lambda v: format_value(r.metric, v)  # noqa: E731
+        better = {"a": info["a"], "b": info["b"]}.get(r.better, "no significant difference")
+        lines.append(f"{r.metric:16s} {r.n:5d} {f(r.mean_a):>9s} {f(r.mean_b):>9s} {f(r.diff):>9s} "
+                     f"{'[' + f(r.ci_low) + ', ' + f(r.ci_high) + ']':>21s} {r.p_wilcoxon:8.2g}  {better}")
+    return "\n".join(lines)

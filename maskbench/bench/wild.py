@@ -1,0 +1,768 @@
+"""The in-the-wild track: how a method does on real photos of people wearing masks, where there is no
+ground truth (``maskbench evaluate --data wild:DIR --reference DIR``).
+
+Pipeline:
+
+1. **Photos** (:func:`prepare_faces`): ``wild:DIR`` (a folder, read as synthesis reads one:
+   :func:`maskbench.data.sources.resolve_source`, every entry accounted for) or ``wild:hf:<repo_id>`` (a hub
+   dataset's image column). Each photo is detected with YuNet (:class:`maskbench.faces.yunet.YuNet`, largest
+   face, score >= 0.6) and aligned with synthesis's FFHQ rule computed from YuNet's eye centres and
+   mouth corners (:func:`maskbench.faces.yunet.yunet_quad`), at synthesis's size (256 px). A photo that cannot be
+   read or decoded, or where no face is found, is listed in the run's failures with the reason and takes
+   no further part. Detections are cached in ``cache_dir()/wild`` by the photos' content hash and the
+   detector, so reruns (other methods) only re-read and warp.
+2. **Masks**: a blind method finds them itself. A given-mask method runs on the masks a named blind
+   method predicts (``mask_from``, required for given-mask methods); those masks are cached per photo
+   set, mask source (name, options, weights) and seed, so every given-mask method reuses one run of it.
+3. **Restore** every aligned face (batches; a batch that raises is retried image by image; an image
+   that still fails is recorded and scored as its unrestored input, the floor, as in
+   :mod:`maskbench.bench.evaluate`), then run the **segmenter** (the blind method itself, or the ``mask_from``
+   method) again on each output.
+4. **Scores** (:class:`maskbench.measures.set_distances.ReferenceDistances`), each with a 95 % interval:
+
+   - ``fid`` and ``kid``: FID and KID (Binkowski et al., ICLR 2018; unbiased; cubic polynomial kernel;
+     clean-fid/torchmetrics subsets) between the restored aligned crops and the aligned crops of the
+     reference photos (real unmasked faces of a comparable population, through the same detector and
+     alignment), on the FID network's 2048-d pool features. Intervals: bootstrap over the restored
+     images, reference fixed, bias-shifted (see :mod:`maskbench.measures.set_distances`).
+   - ``mask_left_behind``: the share of outputs in which the segmenter still marks more than
+     :data:`LEFT_THRESHOLD` of the crop's pixels as mask, with its Wilson score interval. 0 is best.
+   - the **floor**: the same three for the unrestored aligned inputs (the segmenter's detection rate on
+     them is the floor's ``mask_left_behind``).
+   - ``reference_mask_rate``: the share of the *unmasked* reference faces the segmenter flags the same
+     way, its false-alarm rate. ``mask_left_behind`` means something only where the floor's rate is high
+     and this one low: a segmenter trained on synthetic pairs alone has never seen an unmasked face and
+     may mark the lower face of every face (the provisional 3dprior N_3D marks 13-29 % of the crop, 5th to
+     95th percentile, on 100 unmasked dev faces, as much as on masked ones).
+
+   Input and reference features are cached (``cache_dir()/wild``), so a method's run costs its own
+   forward passes, its segmenter pass and one Inception pass over its outputs.
+5. **Results** in ``{out}/{method}/wild-{photos fingerprint}-{reference fingerprint}-{args hash}/``:
+   ``per_image.parquet`` (one row per photo: ``id``, ``error``, ``detection_score``, ``hole_fraction``
+   on the input, ``left_fraction`` on the output, ``left_behind``), ``summary.json`` (``kind: "wild"``,
+   the scores, the floor, failures), ``contact_sheet.jpg`` (the first :data:`SHEET_FACES` faces: input
+   with the mask found outlined, output, output with what the segmenter still finds shaded) and
+   ``manifest.json`` (options, weights cards of method and mask source, fingerprints, detector,
+   versions, timings; written last, ``complete: true``). Each finished batch is written to ``partial/``
+   atomically, so an interrupted run resumes and a complete one is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..core.io import ImageDecodeError, atomic_write_bytes, atomic_write_json, decode_image, stable_message
+from ..core.resources import cache_dir, git_commit, hardware_info, iso_utc, library_versions
+from ..data.sources import SourceError, SourceItem, resolve_source
+
+__all__ = [
+    "WILD_PREFIX",
+    "LEFT_THRESHOLD",
+    "SHEET_FACES",
+    "WildError",
+    "WildConfig",
+    "WildResult",
+    "FaceSet",
+    "is_wild",
+    "prepare_faces",
+    "face_features",
+    "evaluate_wild",
+]
+
+WILD_PREFIX = "wild:"
+#: An output still shows its mask when the segmenter marks more than this share of the aligned 256 px crop
+#: (5 %: about a fifth of a typical mask, which covers 13-40 % of the crop on the real dev photos, 3dprior's
+#: provisional N_3D; a few stray dilated pixels along the jaw stay below it). How often the segmenter
+#: flags unmasked reference faces at this threshold is reported beside it (``reference_mask_rate``).
+LEFT_THRESHOLD = 0.05
+#: Faces on each run's contact sheet (the first ones with a face found, in photo order).
+SHEET_FACES = 8
+_SHEET_TILE = 128
+_CACHE_VERSION = 1
+
+
+class WildError(ValueError):
+    """Bad input to the in-the-wild track (a given-mask method without a mask source, a photo set with no
+    face, ...); the message is one readable line."""
+
+
+def is_wild(data: str | None) -> bool:
+    """True for a ``wild:...`` data argument."""
+    return isinstance(data, str) and data.startswith(WILD_PREFIX)
+
+
+@dataclass(frozen=True)
+class WildConfig:
+    """What to evaluate on real photos and how (the wild options of ``maskbench evaluate``).
+
+    Attributes:
+        method: registered method name.
+        data: ``wild:DIR`` or ``wild:hf:<repo_id>`` (the prefix may be left out here).
+        reference: real unmasked faces: a folder or ``hf:<repo_id>``.
+        mask_from: the blind method whose predicted masks a given-mask method fills (required for one).
+        mask_from_args: the mask source's options, sorted ``(key, value)`` pairs.
+        method_args: the method's options, sorted ``(key, value)`` pairs.
+        limit: only the first ``limit`` photos (in ``source_id`` order); the reference is always whole.
+        size: side of the aligned crops (synthesis's default, 256).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        batch_size: faces per predict call and per Inception forward.
+        out: results root.
+        seed: seeds the methods' noise (:func:`maskbench.methods.predictors.batch_generator`), KID's subsets and
+            the bootstrap.
+        fid_weights: explicit Inception weights file.
+        bootstraps: bootstrap resamples behind the FID and KID intervals.
+        left_threshold: share of the crop the segmenter must mark for a mask to count as left behind.
+        hub_split: split read from ``hf:`` sources.
+    """
+
+    method: str
+    data: str
+    reference: str
+    mask_from: str | None = None
+    mask_from_args: tuple[tuple[str, Any], ...] = ()
+    method_args: tuple[tuple[str, Any], ...] = ()
+    limit: int | None = None
+    size: int = 256
+    device: str = "auto"
+    batch_size: int = 16
+    out: str = "results"
+    seed: int = 0
+    fid_weights: str | None = None
+    bootstraps: int = 200
+    left_threshold: float = LEFT_THRESHOLD
+    hub_split: str = "train"
+
+    def args_hash(self, weights: str | None, mask_weights: str | None, detector: str) -> str:
+        """10 hex digits over the options that change results (not device, batch size or out)."""
+        key = {k: v for k, v in asdict(self).items() if k not in ("device", "batch_size", "out", "data", "reference")}
+        key.update({"weights": weights, "mask_weights": mask_weights, "detector": detector})
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@dataclass
+class WildResult:
+    """What :func:`evaluate_wild` returns.
+
+    Attributes:
+        run_dir: the results folder.
+        summary: the content of ``summary.json``.
+        failures: ``[{"id", "error"}]``: photos without a usable face and images a method failed on.
+        reused: a complete earlier run was found and nothing was recomputed.
+    """
+
+    run_dir: Path
+    summary: dict[str, Any]
+    failures: list[dict[str, str]] = field(default_factory=list)
+    reused: bool = False
+
+
+# ------------------------------------------------------------------------------------------- photos
+
+
+@dataclass
+class FaceSet:
+    """Photos with their detections: which have a usable face, and where it is.
+
+    Attributes:
+        spec: the source as given (``DIR`` or ``hf:<repo_id>``).
+        items: the photos, in ``source_id`` order.
+        fingerprint: 16 hex digits over the photos' ids and content.
+        quads: ``(N, 4, 2) float64`` FFHQ crop corners in photo pixels (NaN where no face).
+        scores: ``(N,) float64`` YuNet scores (NaN where no face).
+        errors: per photo ``None`` or why it has no face (unreadable, not an image, no face found).
+        detector: the detector's name and threshold.
+    """
+
+    spec: str
+    items: list[SourceItem]
+    fingerprint: str
+    quads: np.ndarray
+    scores: np.ndarray
+    errors: list[str | None]
+    detector: str
+
+    @property
+    def found(self) -> np.ndarray:
+        """``(K,) int`` positions of the photos with a face."""
+        return np.array([i for i, e in enumerate(self.errors) if e is None], int)
+
+    @property
+    def key(self) -> str:
+        """Cache key of the detections (content fingerprint and detector)."""
+        return hashlib.sha256(f"{_CACHE_VERSION}|{self.fingerprint}|{self.detector}".encode()).hexdigest()[:20]
+
+    def crops(self, positions, size: int) -> np.ndarray:
+        """The aligned crops of the photos at ``positions`` (each must have a face).
+
+        Returns:
+            ``(K, size, size, 3) uint8``.
+
+        Raises:
+            ImageDecodeError, OSError: a photo changed or vanished since it was detected.
+        """
+        from ..faces.landmarks import warp_quad
+
+        out = np.empty((len(positions), size, size, 3), np.uint8)
+        for j, i in enumerate(positions):
+            image = decode_image(self.items[i].read_bytes(), self.items[i].source_id)
+            out[j] = warp_quad(image, self.quads[i], size)[0]
+        return out
+
+
+def _source(spec: str, hub_split: str):
+    """Resolve a wild or reference source (a folder or ``hf:<repo_id>``); raises :class:`WildError`."""
+    rest = spec[len(WILD_PREFIX):] if is_wild(spec) else spec
+    if not rest:
+        raise WildError(f"{spec!r}: name a folder of photos or hf:<repo_id> (e.g. wild:photos/)")
+    if not rest.startswith("hf:") and not Path(rest).expanduser().is_dir():
+        raise WildError(f"{rest}: no such folder (expected a folder of photos or hf:<repo_id>)")
+    try:
+        return resolve_source(rest, hub_split=hub_split)
+    except SourceError as e:
+        raise WildError(str(e).splitlines()[0]) from None
+
+
+def prepare_faces(spec: str, *, limit: int | None = None, detector=None, hub_split: str = "train",
+                  cache: bool = True, log: Callable[[str], None] | None = None) -> FaceSet:
+    """Read, fingerprint and detect every photo of a source (module docstring, step 1).
+
+    Args:
+        spec: ``wild:DIR``, ``DIR``, ``wild:hf:<repo_id>`` or ``hf:<repo_id>``.
+        limit: only the first ``limit`` photos.
+        detector: a :class:`maskbench.faces.yunet.YuNet` (default: a new one).
+        hub_split: the split of a hub source.
+        cache: read and write the detections in ``cache_dir()/wild``.
+        log: receives a line per stage, or ``None``.
+
+    Returns:
+        :class:`FaceSet` (photos without a face carry their reason in ``errors``).
+
+    Raises:
+        WildError: no such folder, an empty one, or a hub dataset that cannot be loaded.
+        maskbench.core.resources.ModelNotFoundError: no YuNet model.
+    """
+    from ..faces.yunet import YuNet, yunet_quad
+
+    detector = detector or YuNet()
+    source = _source(spec, hub_split)
+    items = source.items[:limit] if limit else source.items
+    contents: list[bytes | None] = []
+    errors: list[str | None] = []
+    h = hashlib.sha256()
+    for it in items:
+        data, err = None, it.problem
+        if err is None:
+            try:
+                data = it.read_bytes()
+            except OSError as e:
+                err = f"cannot read ({stable_message(e)})"
+        contents.append(data)
+        errors.append(err)
+        h.update(f"{it.source_id}|{hashlib.sha256(data).hexdigest() if data is not None else err}\n".encode())
+    detector_name = f"{detector.name} score>={detector.score_threshold:g}"
+    faces = FaceSet(spec, list(items), h.hexdigest()[:16], np.full((len(items), 4, 2), np.nan),
+                    np.full(len(items), np.nan), errors, detector_name)
+    path = cache_dir() / "wild" / f"faces-{faces.key}.json"
+    if cache and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            faces.quads = np.array(saved["quads"], np.float64).reshape(len(items), 4, 2)
+            faces.scores = np.array(saved["scores"], np.float64)
+            faces.errors = list(saved["errors"])
+            return faces
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file is recomputed
+    t0 = time.perf_counter()
+    for i, (it, data) in enumerate(zip(items, contents)):
+        if data is None:
+            continue
+        try:
+            image = decode_image(data, it.source_id)
+        except ImageDecodeError as e:
+            faces.errors[i] = str(e).removeprefix(f"{it.source_id}: ")
+            continue
+        found = detector(image)
+        if found is None:
+            faces.errors[i] = f"no face found (YuNet score >= {detector.score_threshold:g})"
+            continue
+        quad = yunet_quad(found.points)
+        if not np.isfinite(quad).all() or np.hypot(*(quad[3] - quad[0])) < 2:
+            faces.errors[i] = "face points too close together to align"
+            continue
+        faces.quads[i], faces.scores[i] = quad, found.score
+    if log:
+        log(f"{spec}: {len(items)} photos, face found in {len(faces.found)} ({time.perf_counter() - t0:.0f} s)")
+    if cache:
+        atomic_write_json(path, {"quads": np.where(np.isnan(faces.quads), None, faces.quads).tolist(),
+                                 "scores": [None if np.isnan(s) else float(s) for s in faces.scores],
+                                 "errors": faces.errors})
+        # JSON has no NaN: None reads back as NaN through np.array(..., float64)
+    return faces
+
+
+def face_features(faces: FaceSet, net, size: int, *, batch_size: int = 16, cache: bool = True) -> np.ndarray:
+    """FID-network features of the aligned crops of every photo with a face, in photo order.
+
+    Args:
+        faces: the detected photos.
+        net: ``(N, S, S, 3) uint8 -> (N, D)`` with a ``weights_sha256`` attribute
+            (:class:`maskbench.measures.fid.InceptionFeatures`).
+        size: crop side.
+        batch_size: crops per forward.
+        cache: read and write ``cache_dir()/wild/features-*.npy``.
+
+    Returns:
+        ``(len(faces.found), D) float64``.
+    """
+    tag = str(getattr(net, "weights_sha256", type(net).__name__))[:12]
+    path = cache_dir() / "wild" / f"features-{faces.key}-{size}-{tag}.npy"
+    found = faces.found
+    if cache and path.is_file():
+        try:
+            feats = np.load(path)
+            if len(feats) == len(found):
+                return feats.astype(np.float64)
+        except (OSError, ValueError):
+            pass
+    parts = [np.asarray(net(faces.crops(found[s:s + batch_size], size)), np.float64)
+             for s in range(0, len(found), batch_size)]
+    feats = np.concatenate(parts) if parts else np.zeros((0, 2048))
+    if cache:
+        buf = io.BytesIO()
+        np.save(buf, feats.astype(np.float32))
+        atomic_write_bytes(path, buf.getvalue())
+    return feats.astype(np.float32).astype(np.float64)  # cached or not, the same numbers
+
+
+# ------------------------------------------------------------------------------------------- methods
+
+
+def _predict(predictor, images: np.ndarray, masks: np.ndarray | None, seed: int, ids: list[str]):
+    """Run ``predictor`` on a batch; a batch that raises is retried image by image.
+
+    Returns:
+        ``(outputs, masks, errors)``: ``(K, S, S, 3) uint8`` (a failed image's output is its input),
+        ``(K, S, S) bool`` (the given masks, or the blind method's; empty for a failure), and per image
+        ``None`` or the error message.
+    """
+    from ..methods.predictors import batch_generator, run_predictor
+
+    blind = predictor.track == "blind"
+    try:
+        res = run_predictor(predictor, images, None if blind else masks, generator=batch_generator(seed, ids))
+        return res.images, (res.masks if blind else masks), [None] * len(images)
+    except Exception:  # noqa: BLE001 - a method's failure is data here: retry per image, record the rest
+        pass
+    outs, ms, errors = images.copy(), np.zeros(images.shape[:3], bool) if blind else masks.copy(), []
+    for j in range(len(images)):
+        try:
+            r = run_predictor(predictor, images[j:j + 1], None if blind else masks[j:j + 1],
+                              generator=batch_generator(seed, ids[j:j + 1]))
+            outs[j] = r.images[0]
+            if blind:
+                ms[j] = r.masks[0]
+            errors.append(None)
+        except Exception as e:  # noqa: BLE001
+            errors.append(stable_message(e))
+    return outs, ms, errors
+
+
+def _source_masks(faces: FaceSet, segmenter, config: WildConfig, seg_key: str,
+                  log: Callable[[str], None] | None) -> tuple[np.ndarray, list[str | None]]:
+    """The segmenter's masks of every found face of ``faces``, ``(K, S, S) bool``, cached (module docstring,
+    step 2), and per face ``None`` or why the segmenter failed (its mask is then empty)."""
+    path = cache_dir() / "wild" / f"masks-{faces.key}-{config.size}-{seg_key}.npz"
+    found = faces.found
+    shape = (len(found), config.size, config.size)
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                masks = np.unpackbits(z["bits"], count=int(np.prod(shape))).reshape(shape).astype(bool)
+                errors = [e or None for e in z["errors"].tolist()]
+            return masks, errors
+        except (OSError, ValueError, KeyError):
+            pass
+    t0 = time.perf_counter()
+    masks = np.zeros(shape, bool)
+    errors: list[str | None] = []
+    for s in range(0, len(found), config.batch_size):
+        pos = found[s:s + config.batch_size]
+        ids = [faces.items[i].source_id for i in pos]
+        _, m, err = _predict(segmenter, faces.crops(pos, config.size), None, config.seed, ids)
+        masks[s:s + len(pos)] = m
+        errors += err
+    if log:
+        log(f"segmenter {segmenter.name} on {faces.spec}: {len(found)} faces ({time.perf_counter() - t0:.0f} s)")
+    buf = io.BytesIO()
+    np.savez(buf, bits=np.packbits(masks.ravel()), errors=np.array([e or "" for e in errors], dtype=object).astype(str))
+    atomic_write_bytes(path, buf.getvalue())
+    return masks, errors
+
+
+def _check_tracks(config: WildConfig):
+    """The method's class and the segmenter's (mask source) class; raises :class:`WildError` on a bad pair."""
+    from ..methods.predictors import get_predictor_class
+
+    cls = get_predictor_class(config.method)
+    if cls.track == "blind":
+        if config.mask_from:
+            raise WildError(f"--mask-from is for given-mask methods; {config.method} is blind and finds its own masks")
+        return cls, cls
+    if not config.mask_from:
+        raise WildError(f"{config.method} needs a mask and wild photos have none: name a blind method that predicts "
+                        "them with --mask-from (e.g. --mask-from 3dprior)")
+    seg = get_predictor_class(config.mask_from)
+    if seg.track != "blind":
+        raise WildError(f"--mask-from {config.mask_from}: not a blind method (it does not predict masks)")
+    return cls, seg
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+def evaluate_wild(config: WildConfig, progress: Callable[[int, int], None] | None = None, *, net=None,
+                  detector=None, log: Callable[[str], None] | None = None) -> WildResult:
+    """Evaluate ``config.method`` on real masked photos and write the results folder (module docstring).
+
+    Args:
+        config: the run's options.
+        progress: called as ``progress(done_faces, total_faces)`` after each batch.
+        net: feature network (default :class:`maskbench.measures.fid.InceptionFeatures`; tests pass a small one).
+        detector: face detector (default :class:`maskbench.faces.yunet.YuNet`).
+        log: receives one line per stage (detections, features, mask source), or ``None``.
+
+    Returns:
+        :class:`WildResult`.
+
+    Raises:
+        WildError: a given-mask method without ``mask_from`` (or a blind one with it), a mask source that
+            is not blind, a missing folder, no face in the photos or fewer than 2 in the reference.
+        maskbench.methods.predictors.UnknownMethodError, RegistryError: unknown or broken method.
+        maskbench.core.resources.ModelNotFoundError: YuNet, Inception or a method's weights unavailable.
+        ValueError: bad option (batch size, limit, device, size).
+    """
+    from ..methods.predictors import resolve_device
+
+    if config.batch_size < 1 or (config.limit is not None and config.limit < 1) or config.size < 32:
+        raise ValueError(f"need batch size >= 1, limit >= 1 and size >= 32, got {config.batch_size}, {config.limit}, "
+                         f"{config.size}")
+    cls, seg_cls = _check_tracks(config)
+    device = resolve_device(config.device)
+    from ..faces.yunet import YuNet
+
+    detector = detector or YuNet()
+    faces = prepare_faces(config.data, limit=config.limit, detector=detector, hub_split=config.hub_split, log=log)
+    if len(faces.found) == 0:
+        raise WildError(f"{config.data}: no face found in any of {len(faces.items)} photos "
+                        f"(e.g. {faces.items[0].source_id if faces.items else '-'}: {faces.errors[0] if faces.errors else ''})")
+    ref = prepare_faces(config.reference, detector=detector, hub_split=config.hub_split, log=log)
+    if len(ref.found) < 2:
+        raise WildError(f"--reference {config.reference}: faces found in {len(ref.found)} photos, need at least 2")
+    method_opts, seg_opts = dict(config.method_args), dict(config.mask_from_args if config.mask_from else config.method_args)
+    weights = cls.weights_fingerprint(**method_opts)
+    seg_weights = seg_cls.weights_fingerprint(**seg_opts)
+    name = _safe_name(config.method)
+    run_dir = Path(config.out) / name / (f"wild-{faces.fingerprint[:8]}-{ref.fingerprint[:8]}-"
+                                         f"{config.args_hash(weights, seg_weights, faces.detector)}")
+    summary_path, manifest_path = run_dir / "summary.json", run_dir / "manifest.json"
+    if summary_path.is_file() and manifest_path.is_file() and json.loads(manifest_path.read_text()).get("complete"):
+        summary = json.loads(summary_path.read_text())
+        return WildResult(run_dir, summary, summary.get("failures", []), reused=True)
+
+    started = time.time()
+    if net is None:
+        from ..measures.fid import InceptionFeatures
+
+        net = InceptionFeatures(config.fid_weights, device)
+    say = log or (lambda s: None)
+    t0 = time.perf_counter()
+    ref_feats = face_features(ref, net, config.size, batch_size=config.batch_size)
+    in_feats = face_features(faces, net, config.size, batch_size=config.batch_size)
+    say(f"features of {len(ref_feats)} reference and {len(in_feats)} input faces ({time.perf_counter() - t0:.0f} s)")
+    try:
+        predictor = cls(device=device, **method_opts)
+        segmenter = predictor if not config.mask_from else seg_cls(device=device, **seg_opts)
+    except TypeError as e:
+        raise ValueError(f"method {config.method if not config.mask_from else config.mask_from!r}: {e}") from None
+    seg_key = hashlib.sha256(json.dumps([config.mask_from or config.method, sorted(seg_opts.items()), seg_weights,
+                                         config.seed], default=str).encode()).hexdigest()[:16]
+    given, given_errors = None, None
+    if config.mask_from:
+        given, given_errors = _source_masks(faces, segmenter, config, seg_key, log)
+    ref_masks, ref_errors = _source_masks(ref, segmenter, config, seg_key, log)
+    ref_flags = np.array([m.mean() > config.left_threshold for m, e in zip(ref_masks, ref_errors) if e is None], bool)
+
+    _run_batches(config, faces, predictor, segmenter, given, given_errors, net, run_dir, progress)
+    table, out_feats, sheet = _load_partial(run_dir / "partial", faces, config)
+    table = _add_failed_photos(table, faces)
+    summary = _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, faces, ref)
+    summary["reference_mask_rate"] = _left_behind(ref_flags)
+    atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
+    _write_contact_sheet(run_dir / "contact_sheet.jpg", sheet, config)
+    atomic_write_json(summary_path, summary)
+    atomic_write_json(manifest_path, _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary))
+    shutil.rmtree(run_dir / "partial", ignore_errors=True)
+    return WildResult(run_dir, summary, summary["failures"])
+
+
+def _safe_name(name: str) -> str:
+    from ..data.dataset import check_name
+
+    return check_name(name, "method name")
+
+
+def _run_batches(config, faces, predictor, segmenter, given, given_errors, net, run_dir: Path, progress) -> None:
+    """Restore, re-segment and featurize every batch not yet in ``run_dir/partial``."""
+    partial = run_dir / "partial"
+    found = faces.found
+    plan = {"batch_size": config.batch_size, "n": int(len(found))}
+    plan_path = partial / "plan.json"
+    if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
+        shutil.rmtree(partial)  # another batch size: the finished batches do not line up
+    atomic_write_json(plan_path, plan)
+    starts = list(range(0, len(found), config.batch_size))
+    for k, s in enumerate(starts):
+        if (partial / f"batch-{k:05d}.parquet").is_file():
+            continue
+        pos = found[s:s + config.batch_size]
+        ids = [faces.items[i].source_id for i in pos]
+        crops = faces.crops(pos, config.size)
+        if given is None:
+            outputs, masks, errors = _predict(predictor, crops, None, config.seed, ids)
+        else:
+            outputs, masks, errors = _predict(predictor, crops, given[s:s + len(pos)], config.seed, ids)
+            errors = [e or (f"mask source: {g}" if g else None) for e, g in zip(errors, given_errors[s:s + len(pos)])]
+        _, left, seg_errors = _predict(segmenter, outputs, None, config.seed + 1, ids)
+        rows = []
+        for j, i in enumerate(pos):
+            seg_ok = seg_errors[j] is None
+            left_frac = float(left[j].mean()) if seg_ok else float("nan")
+            rows.append({"id": ids[j], "error": errors[j], "detection_score": float(faces.scores[i]),
+                         "hole_fraction": float(masks[j].mean()), "left_fraction": left_frac,
+                         "left_behind": bool(left_frac > config.left_threshold) if seg_ok else None,
+                         "segmenter_error": seg_errors[j]})
+        arrays = {"features": np.asarray(net(outputs), np.float32)}
+        sheet = [j for j in range(len(pos)) if s + j < SHEET_FACES]
+        if sheet:
+            arrays.update({"sheet_input": crops[sheet], "sheet_output": outputs[sheet], "sheet_mask": masks[sheet],
+                           "sheet_left": left[sheet]})
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(partial / f"batch-{k:05d}.npz", buf.getvalue())
+        atomic_write_bytes(partial / f"batch-{k:05d}.parquet", _parquet_bytes(pd.DataFrame(rows)))  # marks it done
+        if progress:
+            progress(min(s + config.batch_size, len(found)), len(found))
+
+
+def _load_partial(partial: Path, faces: FaceSet, config: WildConfig):
+    """The per-face table, ``(K, D)`` output features and the contact-sheet arrays, in batch order."""
+    frames, feats, sheet = [], [], {}
+    n_batches = (len(faces.found) + config.batch_size - 1) // config.batch_size
+    for k in range(n_batches):
+        frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
+        with np.load(partial / f"batch-{k:05d}.npz") as z:
+            feats.append(z["features"].astype(np.float64))
+            for key in ("sheet_input", "sheet_output", "sheet_mask", "sheet_left"):
+                if key in z:
+                    sheet.setdefault(key, []).append(z[key])
+    sheet = {k: np.concatenate(v) for k, v in sheet.items()}
+    return pd.concat(frames, ignore_index=True), np.concatenate(feats), sheet
+
+
+def _add_failed_photos(table: pd.DataFrame, faces: FaceSet) -> pd.DataFrame:
+    """All photos in photo order: the scored faces and, for the rest, the reason they have no face."""
+    failed = pd.DataFrame([{"id": it.source_id, "error": e} for it, e in zip(faces.items, faces.errors) if e is not None])
+    table = pd.concat([table, failed], ignore_index=True) if len(failed) else table
+    order = {it.source_id: i for i, it in enumerate(faces.items)}
+    return table.sort_values("id", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+
+
+def _left_behind(flags: np.ndarray) -> dict[str, Any]:
+    """Share of True with its Wilson 95 % interval (``None`` values when there is nothing to count)."""
+    from ..data.realism import wilson_interval
+
+    n, k = int(len(flags)), int(np.sum(flags))
+    if n == 0:
+        return {"value": None, "ci95": [None, None], "k": 0, "n": 0}
+    lo, hi = wilson_interval(k, n)
+    return {"value": k / n, "ci95": [lo, hi], "k": k, "n": n}
+
+
+def _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, faces, ref) -> dict[str, Any]:
+    from ..measures.set_distances import KID_SUBSET_SIZE, KID_SUBSETS, ReferenceDistances
+
+    dist = ReferenceDistances(ref_feats)
+    scored = table[table["hole_fraction"].notna()]
+    left = scored["left_behind"].dropna().to_numpy(bool)
+    restored = dist.scores(out_feats, bootstraps=config.bootstraps, seed=config.seed)
+    floor = _floor_scores(dist, in_feats, config, faces, ref)
+    floor_left = (scored["hole_fraction"].to_numpy(np.float64) > config.left_threshold)
+    if config.mask_from is None:  # a blind method's own masks on its inputs: those of failed images are empty
+        floor_left = floor_left[scored["error"].isna().to_numpy()]
+    failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
+    segmenter = config.mask_from or config.method
+    return {
+        "kind": "wild",
+        "method": config.method,
+        "track": cls.track,
+        "mask_source": segmenter,
+        "mask_source_options": dict(config.mask_from_args if config.mask_from else config.method_args),
+        "data": config.data,
+        "reference": config.reference,
+        "dataset_fingerprint": faces.fingerprint,
+        "reference_fingerprint": ref.fingerprint,
+        "n_photos": len(faces.items),
+        "n_faces": int(len(faces.found)),
+        "n_reference": int(len(ref_feats)),
+        "n_no_face": int(sum(e is not None for e in faces.errors)),
+        "n_failed": len(failures),
+        "failures": failures,
+        "failures_scored_as": "masked-input",
+        "metrics": {**{k: v.as_dict() for k, v in restored.items()}, "mask_left_behind": _left_behind(left)},
+        "floor": {**floor, "mask_left_behind": _left_behind(floor_left)},
+        "settings": {
+            "size": config.size,
+            "detector": faces.detector,
+            "alignment": "FFHQ quad from YuNet's eye centres and mouth corners (maskbench.faces.yunet.yunet_quad)",
+            "features": "FID network pool3 (2048-d)",
+            "kid": f"unbiased MMD^2, k(x,y)=(x.y/d+1)^3, mean of {KID_SUBSETS} subsets of "
+                   f"min(n, n_ref, {KID_SUBSET_SIZE}) (Binkowski et al. 2018; clean-fid)",
+            "interval": f"FID/KID: {config.bootstraps} bootstrap resamples of the restored images, reference fixed, "
+                        "percentile interval shifted by the bootstrap bias; mask_left_behind: Wilson score 95 %",
+            "left_threshold": config.left_threshold,
+            "segmenter": segmenter,
+            "seed": config.seed,
+        },
+    }
+
+
+def _floor_scores(dist, in_feats: np.ndarray, config: WildConfig, faces: FaceSet, ref: FaceSet) -> dict[str, Any]:
+    """FID and KID of the unrestored inputs (cached: the same for every method on one photo set)."""
+    key = hashlib.sha256(f"{faces.key}|{ref.key}|{config.size}|{config.bootstraps}|{config.seed}|"
+                         f"{in_feats.shape}|{float(in_feats.sum())!r}".encode()).hexdigest()[:20]
+    path = cache_dir() / "wild" / f"floor-{key}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    out = {k: v.as_dict() for k, v in dist.scores(in_feats, bootstraps=config.bootstraps, seed=config.seed).items()}
+    atomic_write_json(path, out)
+    return out
+
+
+def _write_contact_sheet(path: Path, sheet: dict[str, np.ndarray], config: WildConfig) -> None:
+    """Columns: the first faces; rows: input with the mask found outlined (green), output, output with what
+    the segmenter still marks shaded (red) and its share of the crop."""
+    import cv2
+
+    if not sheet:
+        return
+    t, label_w, gap = _SHEET_TILE, 88, 16
+    k = len(sheet["sheet_input"])
+    rows = (("input + mask", sheet["sheet_input"], sheet["sheet_mask"], "outline"),
+            ("output", sheet["sheet_output"], None, None),
+            ("left behind", sheet["sheet_output"], sheet["sheet_left"], "shade"))
+    img = np.full((len(rows) * (t + gap), label_w + k * t, 3), 255, np.uint8)
+    for r, (label, ims, masks, how) in enumerate(rows):
+        y = r * (t + gap) + gap
+        cv2.putText(img, label, (3, y + t // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        for c in range(k):
+            tile = cv2.resize(ims[c], (t, t), interpolation=cv2.INTER_AREA)
+            if masks is not None:
+                m = cv2.resize(masks[c].astype(np.uint8), (t, t), interpolation=cv2.INTER_NEAREST)
+                if how == "outline":
+                    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                    cv2.drawContours(tile, contours, -1, (0, 220, 0), 1)
+                else:
+                    tile = np.where(m[..., None] > 0, (0.5 * tile + [127, 0, 0]).astype(np.uint8), tile)
+                    share = float(masks[c].mean())
+                    color = (200, 0, 0) if share > config.left_threshold else (0, 130, 0)
+                    cv2.putText(img, f"{share:.1%}", (label_w + c * t + 3, y - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                                color, 1, cv2.LINE_AA)
+            img[y:y + t, label_w + c * t:label_w + (c + 1) * t] = tile
+    ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
+    if ok:
+        atomic_write_bytes(path, buf.tobytes())
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    df = df.astype({c: "object" for c in ("error", "segmenter_error", "left_behind") if c in df.columns})
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary) -> dict[str, Any]:
+
+    finished = time.time()
+    seg_opts = dict(config.mask_from_args if config.mask_from else config.method_args)
+    return {
+        "complete": True,
+        "kind": "wild",
+        "maskbench_version": __version__,
+        "config": asdict(config),
+        "method": {
+            "name": config.method,
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "track": cls.track,
+            "options": dict(config.method_args),
+            "weights": cls.weights_status(),
+            "weights_card": cls.weights_card(**dict(config.method_args)),
+        },
+        "mask_source": {
+            "name": config.mask_from or config.method,
+            "class": f"{seg_cls.__module__}:{seg_cls.__qualname__}",
+            "options": seg_opts,
+            "weights_card": seg_cls.weights_card(**seg_opts),
+        },
+        "dataset": {"spec": config.data, "fingerprint": faces.fingerprint, "n": len(faces.items),
+                    "faces": int(len(faces.found))},
+        "reference": {"spec": config.reference, "fingerprint": ref.fingerprint, "n": len(ref.items),
+                      "faces": int(len(ref.found))},
+        "detector": faces.detector,
+        "fid_weights": {"path": str(getattr(net, "weights_path", "")), "sha256": getattr(net, "weights_sha256", None)},
+        "seed": config.seed,
+        "device": device,
+        "hardware": hardware_info(device),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "started": iso_utc(started),
+        "finished": iso_utc(finished),
+        "elapsed_s": round(finished - started, 3),
+        "n_failed": summary["n_failed"],
+    }
+
+
+def format_wild_summary(summary: dict[str, Any]) -> list[str]:
+    """The scores of a wild ``summary.json`` as lines: each metric of the method and of the floor with its
+    95 % interval, then counts."""
+
+    def cell(d: dict | None, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+        if not d or d.get("value") is None:
+            return "-"
+        lo, hi = d["ci95"]
+        return f"{fmt.format(d['value'] * scale)} [{fmt.format(lo * scale)}, {fmt.format(hi * scale)}]"
+
+    lines = [f"{'':22s} {'FID':>22s} {'KID x 1000':>22s} {'mask left behind':>22s}"]
+    for label, block in ((summary["method"], summary["metrics"]), ("floor (unrestored)", summary["floor"])):
+        lines.append(f"{label[:22]:22s} {cell(block.get('fid')):>22s} {cell(block.get('kid'), 1000):>22s} "
+                     f"{cell(block.get('mask_left_behind'), 1, '{:.3f}'):>22s}")
+    s = summary["settings"]
+    ref_rate = summary.get("reference_mask_rate")
+    if ref_rate:
+        lines.append(f"{'reference (unmasked)':22s} {'':>22s} {'':>22s} {cell(ref_rate, 1, '{:.3f}'):>22s}")
+    lines.append(f"{summary['n_faces']} of {summary['n_photos']} photos with a face; reference {summary['n_reference']} "
+                 f"faces; segmenter {s['segmenter']}, left behind = marks > {s['left_threshold']:.0%} of the crop")
+    return lines

@@ -1,0 +1,188 @@
+"""The output folder of ``maskbench synth``: its lock, its record of finished work, its manifest check, and
+the tables written at the end of a run.
+
+Finished work lives in the split tables (``{split}/metadata.jsonl``), ``skipped.csv`` and one progress
+log per shard (``.progress/shard-*.jsonl``, one JSON line per source item), so an interrupted run
+resumes where it stopped; every table is written atomically under an exclusive lock (``.lock``), so the
+shards of a job array can finish into one folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..core.io import atomic_write_json, atomic_write_text
+from .card import write_card
+from .format import MANIFEST_FILE, METADATA_FILE, SKIPPED_FILE, SPLITS, write_metadata
+
+__all__ = ["DatasetMismatchError", "OutputFolderError", "PROGRESS_DIR", "SKIPPED_FILE", "MANIFEST_FILE"]
+
+PROGRESS_DIR = ".progress"
+
+
+class DatasetMismatchError(ValueError):
+    """The output folder already holds a dataset made with other settings."""
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    entries = []
+    if path.is_file():
+        for line in path.read_text("utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a killed run may be cut short
+                continue
+    return entries
+
+
+def load_state(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Finished work in ``out``: (records by id, skip entries by source_id), from tables and logs."""
+    records: dict[str, dict] = {}
+    skips: dict[str, dict] = {}
+    for split in SPLITS:
+        meta = out / split / METADATA_FILE
+        if meta.is_file():
+            for line in meta.read_text("utf-8").splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    records[r["id"]] = r
+    sk = out / SKIPPED_FILE
+    if sk.is_file():
+        with open(sk, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                skips[row["source_id"]] = {"source_id": row["source_id"], "path": row["path"], "skipped": row["reason"]}
+    for log in sorted((out / PROGRESS_DIR).glob("*.jsonl")) if (out / PROGRESS_DIR).is_dir() else []:
+        for e in read_log(log):
+            if "skipped" in e:
+                skips[e["source_id"]] = e
+            else:
+                for r in e["records"]:
+                    records[r["id"]] = r
+                skips.pop(e["source_id"], None)
+    return records, skips
+
+
+class OutputFolderError(ValueError):
+    """The output folder cannot be created (a part of the path is a file, no permission)."""
+
+
+def _make_out(out: Path) -> None:
+    """Create ``out``; raises :class:`OutputFolderError` naming the part of the path that is in the way."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else (e.strerror or str(e))
+        raise OutputFolderError(f"cannot create the output folder {out}: {why}") from None
+
+
+@contextmanager
+def locked(out: Path):
+    _make_out(out)
+    with open(out / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_CONTENT_KEYS = ("config", "template_library")
+
+
+def check_manifest(out: Path, manifest: dict[str, Any], has_samples: bool) -> None:
+    """Refuse other settings in a folder that holds samples; a folder with none is taken over.
+
+    A folder whose runs made no sample yet (the first run failed, or every input was skipped) may be
+    restarted with other settings: its skip entries and progress logs are dropped, as they were made with
+    the old settings. Call with the folder locked.
+
+    Raises:
+        DatasetMismatchError: ``out`` holds samples made with other settings, or a damaged manifest.
+    """
+    path = out / MANIFEST_FILE
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        if has_samples:
+            raise DatasetMismatchError(f"{path} is damaged (not JSON) and the folder holds samples: use another "
+                                       "--out") from None
+        old = {}
+    old_cfg = {k: old.get(k) for k in _CONTENT_KEYS} | {"source": old.get("source", {}).get("name")}
+    new_cfg = {k: manifest.get(k) for k in _CONTENT_KEYS} | {"source": manifest["source"]["name"]}
+    if json.loads(json.dumps(old_cfg)) != json.loads(json.dumps(new_cfg)):
+        diff = [k for k in new_cfg if old_cfg.get(k) != json.loads(json.dumps(new_cfg[k]))]
+        if "config" in diff:
+            oc, nc = old_cfg["config"] or {}, json.loads(json.dumps(new_cfg["config"]))
+            diff = [f"{k} {oc.get(k)!r} vs {nc.get(k)!r}" for k in nc if oc.get(k) != nc.get(k)] + [
+                d for d in diff if d != "config"]
+        if not has_samples:
+            _drop_state(out)
+            return
+        raise DatasetMismatchError(
+            f"{out} holds a dataset made with other settings ({'; '.join(diff)}): use another --out"
+        )
+
+
+def _drop_state(out: Path) -> None:
+    """Forget the skip entries and progress logs of a folder that holds no sample."""
+    (out / SKIPPED_FILE).unlink(missing_ok=True)
+    if (out / PROGRESS_DIR).is_dir():
+        for log in (out / PROGRESS_DIR).glob("*.jsonl"):
+            log.unlink()
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a log's unfinished last line (left by a killed run) so appended lines start on their own."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_counts(out: Path) -> dict[str, Any]:
+    path = out / MANIFEST_FILE
+    try:
+        return json.loads(path.read_text()).get("counts", {}) if path.is_file() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return {}
+
+
+def finalize(out: Path, manifest: dict[str, Any]) -> dict[str, int]:
+    """Write the per-split metadata tables, the skipped table, the manifest and the card."""
+    records, skips = load_state(out)
+    counts: dict[str, Any] = {"skipped": len(skips)}
+    for s in SPLITS:
+        rows = sorted((r for r in records.values() if r["split"] == s), key=lambda r: r["id"])
+        if rows:
+            write_metadata(out / s, rows)
+        else:  # an empty split must not exist on disk: the hub loader would infer a different format for it
+            (out / s / METADATA_FILE).unlink(missing_ok=True)
+            for sub in ("masked", "original", "mask", ""):
+                d = out / s / sub
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+        counts[s] = len(rows)
+        counts[f"{s}_by_type"] = dict(sorted(Counter(r["mask_type"] for r in rows).items()))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["source_id", "path", "reason"])
+    for sid in sorted(skips):
+        w.writerow([sid, skips[sid].get("path", ""), skips[sid]["skipped"]])
+    atomic_write_text(out / SKIPPED_FILE, buf.getvalue())
+    counts["skipped_by_reason"] = dict(sorted(Counter(e["skipped"].split(":")[0] for e in skips.values()).items()))
+    full = {**manifest, "counts": counts}
+    atomic_write_json(out / MANIFEST_FILE, full)
+    write_card(out, full)
+    return {k: v for k, v in counts.items() if isinstance(v, int)}
