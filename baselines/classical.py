@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from maskbench.methods.predictors import Predictor, PredictorOutput
+from maskbench.methods.predictors import MethodOptionError, Predictor, PredictorOutput
 
 __all__ = ["MaskedInput", "Telea", "NavierStokes", "Biharmonic"]
 
@@ -50,7 +50,7 @@ class _OpenCVInpaint(Predictor):
     def __init__(self, device: str = "cpu", radius: float = 3.0, **kwargs: Any):
         super().__init__(device, **kwargs)
         if radius <= 0:
-            raise ValueError(f"{self.name}: radius must be > 0, got {radius}")
+            raise MethodOptionError(f"{self.name}: radius must be > 0, got {radius}")
         self.radius = float(radius)
 
     def predict(self, images: np.ndarray, masks: np.ndarray | None) -> PredictorOutput:

@@ -6,17 +6,16 @@ readable line on stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .data.dataset import DatasetFormatError, write_sample_sheet
+from .core.errors import MaskbenchError, first_line
+from .data.dataset import write_sample_sheet
 from .data.format import MASK_TYPES
-from .data.publish import PublishError
-from .data.sources import SourceError, resolve_source
+from .data.sources import resolve_source
 from .data.synth import SynthConfig, synthesize
 from .faces.identity import IDENTITY_MODELS
 
@@ -27,23 +26,23 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-def user_errors(*exc_types: type[BaseException]):
-    """Decorator: turn the given exception types into :class:`UserError` (one line, exit 2)."""
+class MaskbenchGroup(click.Group):
+    """The command group: a :class:`~maskbench.core.errors.MaskbenchError` (something the user can fix) and
+    an operating-system error on a named file (missing, unreadable, disk full) become one line and exit
+    status 2; any other exception is a bug and keeps its traceback."""
 
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except exc_types as e:
-                raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-
-        return wrapper
-
-    return deco
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MaskbenchError as e:
+            raise UserError(first_line(e)) from None
+        except OSError as e:
+            if e.filename is None:
+                raise
+            raise UserError(f"{e.filename}: {e.strerror or first_line(e)}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MaskbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="maskbench")
 def main() -> None:
     """Masked-Faces dataset synthesis and a benchmark for face-mask removal."""
@@ -70,7 +69,6 @@ def main() -> None:
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--hub-split", default="train", show_default=True, help="Split to read from an hf: source.")
 @click.option("--progress/--no-progress", default=True)
-@user_errors(SourceError, ValueError, OSError)
 def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, variants, test_fraction, textures,
           workers, num_shards, shard_index, hub_split, progress):
     """Build a Masked-Faces dataset: masked / original / mask PNG triples plus metadata."""
@@ -98,7 +96,6 @@ def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, varia
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="sheet.png", show_default=True)
 @click.option("--split", default="test", show_default=True)
 @click.option("--per-type", type=click.IntRange(1, 50), default=6, show_default=True)
-@user_errors(DatasetFormatError, ValueError)
 def sheet(folder, out, split, per_type):
     """Write a contact sheet of synthesized faces, one row per mask type."""
     n = write_sample_sheet(folder, out, split=split, per_type=per_type)
@@ -111,7 +108,6 @@ def sheet(folder, out, split, per_type):
 @click.option("--private", is_flag=True, help="Create the repository private.")
 @click.option("--to-disk", type=click.Path(file_okay=False), default=None,
               help="Write the files a push would send (parquet shards + card) here instead.")
-@user_errors(PublishError)
 def publish(folder, repo_id, private, to_disk):
     """Publish a dataset folder to the Hugging Face hub (or write what would be pushed)."""
     from .data.publish import build_hub_folder
@@ -133,7 +129,6 @@ def publish(folder, repo_id, private, to_disk):
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many templates (listing and sheet).")
 @click.option("--size", type=click.IntRange(min=32, max=512), default=128, show_default=True,
               help="Tile size of the contact sheet.")
-@user_errors(OSError, ValueError)
 def templates_cmd(mask_type: str | None, sheet: str | None, limit: int | None, size: int) -> None:
     """List the mask templates (counts per type, then one line each); optionally draw a contact sheet."""
     from collections import Counter
@@ -183,25 +178,6 @@ def methods_cmd() -> None:
         click.echo(f"warning: {w}", err=True)
 
 
-def _evaluate_errors():
-    from .core.resources import ModelNotFoundError
-    from .data.dataset import DatasetFormatError
-    from .methods.predictors import RegistryError, UnknownMethodError
-
-    return (DatasetFormatError, ModelNotFoundError, RegistryError, UnknownMethodError, ValueError, OSError)
-
-
-def _train_errors():
-    from .core.resources import ModelNotFoundError
-    from .data.dataset import DatasetFormatError
-    from .methods.predictors import RegistryError, UnknownMethodError
-    from .train.checkpoint import CheckpointError
-    from .train.config import ConfigError
-
-    return (ConfigError, CheckpointError, DatasetFormatError, ModelNotFoundError, RegistryError, UnknownMethodError,
-            SourceError, ValueError, OSError)
-
-
 @main.command("train")
 @click.option("--method", required=True, help="A trainable method (see `maskbench methods`).")
 @click.option("--data", default=None, help="Masked-Faces folder (maskbench synth output) or hf:<repo_id>; its train "
@@ -235,12 +211,9 @@ def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batc
     overrides = {k: v for k, v in {"size": size, "steps": steps, "batch_size": batch_size, "seed": seed,
                                    "optim.lr": lr, "attributes": attributes and str(Path(attributes).resolve())}.items()
                  if v is not None}
-    try:
-        overrides.update(dict(parse_override(t) for t in sets))
-        res = launch(method, data=data, config=config, overrides=overrides, out=out, resume=resume, device=device,
-                     on_the_fly=on_the_fly, src=src, data_dir=data_dir, limit=limit, progress=progress)
-    except _train_errors() as e:
-        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    overrides.update(dict(parse_override(t) for t in sets))
+    res = launch(method, data=data, config=config, overrides=overrides, out=out, resume=resume, device=device,
+                 on_the_fly=on_the_fly, src=src, data_dir=data_dir, limit=limit, progress=progress)
     click.echo(f"{res.run_dir}: {res.steps} steps" + (f", weights {res.weights}" if res.weights else ""))
 
 
@@ -259,13 +232,10 @@ def demo_cmd(method, image, out, seeds, device, method_args, weights) -> None:
     from .bench.demo import variation_figure
     from .methods.predictors import parse_method_args, resolve_device
 
-    try:
-        margs = parse_method_args(method_args)
-        if weights is not None:
-            margs["weights"] = str(Path(weights).resolve())
-        path = variation_figure(method, image, out, seeds=seeds, device=resolve_device(device), method_args=margs)
-    except _evaluate_errors() as e:
-        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    margs = parse_method_args(method_args)
+    if weights is not None:
+        margs["weights"] = str(Path(weights).resolve())
+    path = variation_figure(method, image, out, seeds=seeds, device=resolve_device(device), method_args=margs)
     click.echo(f"wrote {path}")
 
 
@@ -309,11 +279,8 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
     from .measures.stats import summary_lines
     from .methods.predictors import parse_method_args
 
-    try:
-        margs = parse_method_args(method_args)
-        mask_margs = parse_method_args(mask_from_args)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    margs = parse_method_args(method_args)
+    mask_margs = parse_method_args(mask_from_args)
     if weights is not None:
         margs["weights"] = str(Path(weights).resolve())
     if is_wild(data):
@@ -328,8 +295,8 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
 
         try:
             data, said = default_data(split)
-        except _evaluate_errors() as e:
-            raise UserError(f"no --data given and the demo set cannot be made: {str(e).splitlines()[0]}") from None
+        except MaskbenchError as e:
+            raise UserError(f"no --data given and the demo set cannot be made: {first_line(e)}") from None
         click.echo(f"scoring {said}", err=True)
     cfg = EvalConfig(
         method=method, data=data, split=split, limit=limit, device=device, batch_size=batch_size,
@@ -337,10 +304,7 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
         identity_model=identity_model, fid_weights=fid_weights, workers=workers,
         method_args=tuple(sorted(margs.items())),
     )
-    try:
-        res = evaluate(cfg, progress=_progress_printer())
-    except _evaluate_errors() as e:
-        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    res = evaluate(cfg, progress=_progress_printer())
     s = res.summary
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
     for line in summary_lines(s):
@@ -363,10 +327,7 @@ def _evaluate_wild(method, data, reference, mask_from, mask_margs, margs, limit,
     cfg = WildConfig(method=method, data=data, reference=reference, mask_from=mask_from,
                      mask_from_args=tuple(sorted(mask_margs.items())), method_args=tuple(sorted(margs.items())),
                      limit=limit, device=device, batch_size=batch_size, out=out, seed=seed, fid_weights=fid_weights)
-    try:
-        res = evaluate_wild(cfg, progress=_progress_printer(), log=lambda s: click.echo(s, err=True))
-    except _evaluate_errors() as e:
-        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    res = evaluate_wild(cfg, progress=_progress_printer(), log=lambda s: click.echo(s, err=True))
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
     for line in format_wild_summary(res.summary):
         click.echo("  " + line)
@@ -412,7 +373,6 @@ def _results_roots(results: tuple[str, ...]) -> list[str]:
 @click.option("--reported", default=None, type=click.Path(dir_okay=False),
               help="Paper-reported numbers CSV [default: OUT/reported.csv when present].")
 @click.option("--primary", default="ssim_hole", show_default=True, help="Metric to rank by.")
-@user_errors(FileNotFoundError, KeyError, ValueError)
 def leaderboard_cmd(results, out, reported, primary) -> None:
     """Merge results into one row per method, options, weights and dataset: CSV, Markdown, HTML, charts."""
     import warnings
@@ -438,7 +398,6 @@ def leaderboard_cmd(results, out, reported, primary) -> None:
               help="Results root; repeat to merge [default: results/ and leaderboard/runs/ where present].")
 @click.option("--dataset", default=None, help="Dataset label or fingerprint prefix, when A and B share several.")
 @click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable).")
-@user_errors(FileNotFoundError, KeyError, ValueError)
 def compare_cmd(a, b, results, dataset, metrics) -> None:
     """Paired comparison of methods (or run folders) A and B on the images both scored: per metric the mean
     difference A - B, its 95% bootstrap interval and a Wilcoxon signed-rank p-value."""
@@ -466,7 +425,6 @@ def compare_cmd(a, b, results, dataset, metrics) -> None:
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--no-cache", is_flag=True, help="Recompute the features (and do not store them).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the numbers here.")
-@user_errors(ValueError, OSError)
 def realism_cmd(synth_dir, real, control_a, control_b, shared_data, limit, seed, device, no_cache, json_out) -> None:
     """Classifier two-sample test of a Masked-Faces dataset's masked images against real masked photos,
     with a control pair through the same pipeline; prints the realism gap (see maskbench.data.realism)."""

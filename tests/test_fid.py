@@ -1,6 +1,5 @@
 """The FID network is pytorch-fid's: same features as pytorch-fid's own InceptionV3 on the same weights."""
 
-import os
 import shutil
 
 import numpy as np

@@ -199,8 +199,10 @@ def test_input_size_is_honoured_and_outputs_resized_back():
 
 
 def test_options_and_devices():
-    with pytest.raises(TypeError, match="takes no options"):
+    with pytest.raises(P.MethodOptionError, match=r"'masked-input' has no option 'colour' \(options: none\)"):
         P.create_predictor("masked-input", colour="red")
+    with pytest.raises(P.MethodOptionError, match=r"no option 'radios' \(options: radius\)"):
+        P.create_predictor("telea", radios=5)
     assert P.create_predictor("telea", radius=5).radius == 5.0
     assert P.resolve_device("cpu") == "cpu"
     import torch
@@ -211,6 +213,31 @@ def test_options_and_devices():
             assert P.resolve_device("auto") == expected
     with pytest.raises(ValueError, match="auto, cpu or cuda"):
         P.resolve_device("tpu")
+
+
+def test_a_bug_in_a_constructor_is_not_a_bad_option():
+    """Options are checked against the signature before construction; a TypeError raised inside a
+    constructor afterwards is the method's bug and keeps its type (the command line shows its traceback)."""
+
+    class Buggy(P.Predictor):
+        name = "buggy-ctor"
+
+        def __init__(self, device="cpu", strength: float = 1.0):
+            super().__init__(device)
+            len(strength)  # TypeError: a bug, not a bad option
+
+        def predict(self, images, masks, **kwargs):
+            return P.PredictorOutput(images)
+
+    P.check_options(Buggy, {"strength": 2.0})
+    with pytest.raises(P.MethodOptionError):
+        P.check_options(Buggy, {"strenght": 2.0})
+    P.register("buggy-ctor", Buggy)
+    try:
+        with pytest.raises(TypeError, match="has no len"):
+            P.create_predictor("buggy-ctor", strength=2.0)
+    finally:
+        P.unregister("buggy-ctor")
 
 
 def test_entry_point_plugin_is_discovered_and_runs(plugin_on_path):

@@ -145,7 +145,6 @@ def test_sfm_resolution_order_and_the_error_that_names_what_is_missing(tmp_path,
 
 
 def test_model_arrays_and_projection_match_eos(sfm_model):
-    import eos
 
     m = sfm_model
     assert m.mean.shape == (3448, 3) and m.shape_basis.shape == (63, 3448, 3) and m.expression_basis.shape[0] == 6

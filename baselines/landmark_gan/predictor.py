@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from maskbench.methods.learned import LearnedInpainter, default_weights
-from maskbench.methods.predictors import Predictor, PredictorOutput
+from maskbench.methods.predictors import MethodOptionError, Predictor, PredictorOutput
 
 __all__ = ["LandmarkGan", "combine_weights", "DLIB_FALLBACK_BOX", "LANDMARK_SOURCES"]
 
@@ -82,14 +82,14 @@ class LandmarkGan(LearnedInpainter):
         from maskbench.train.checkpoint import read_card
 
         if landmarks not in LANDMARK_SOURCES:
-            raise ValueError(f"landmark-gan: landmarks must be one of {', '.join(LANDMARK_SOURCES)}, got {landmarks!r}")
+            raise MethodOptionError(f"landmark-gan: landmarks must be one of {', '.join(LANDMARK_SOURCES)}, got {landmarks!r}")
         for name, v in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold)):
             if not 0.0 <= float(v) <= 1.0:
-                raise ValueError(f"landmark-gan: {name} must be in [0, 1], got {v}")
+                raise MethodOptionError(f"landmark-gan: {name} must be in [0, 1], got {v}")
         T = trainer_class(type(self))
         parts = (segmenter_weights, landmarks_weights, generator_weights)
         if any(parts) and not all(parts):
-            raise TypeError("landmark-gan: give segmenter_weights, landmarks_weights and generator_weights together")
+            raise MethodOptionError("landmark-gan: give segmenter_weights, landmarks_weights and generator_weights together")
         if all(parts):
             files = {"segmenter": Path(segmenter_weights), "landmarks": Path(landmarks_weights)}
             for item in str(generator_weights).split(","):

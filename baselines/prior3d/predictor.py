@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from maskbench.methods.learned import LearnedInpainter, default_weights
-from maskbench.methods.predictors import Predictor, PredictorOutput
+from maskbench.methods.predictors import MethodOptionError, Predictor, PredictorOutput
 
 __all__ = ["Prior3D", "combine_weights"]
 
@@ -78,7 +78,7 @@ class Prior3D(LearnedInpainter):
 
         T = trainer_class(type(self))
         if (n3d_weights is None) != (generator_weights is None):
-            raise TypeError("3dprior: give both n3d_weights and generator_weights, or neither")
+            raise MethodOptionError("3dprior: give both n3d_weights and generator_weights, or neither")
         files = ({"n3d": Path(n3d_weights), "generator": Path(generator_weights)} if n3d_weights
                  else {"both": self._weights_path(weights, variant)})
         self.nets, self.configs = load_stages(self.name, files, T, self._how_to_train())
@@ -98,7 +98,7 @@ class Prior3D(LearnedInpainter):
         self.threshold = float(threshold)
         self.dilation = int(dilation)
         if self.dilation < 0:
-            raise ValueError(f"3dprior: dilation must be >= 0 pixels, got {dilation}")
+            raise MethodOptionError(f"3dprior: dilation must be >= 0 pixels, got {dilation}")
         self.edit = edit
         self.batch_size = int(batch_size)
         self._trainer = T

@@ -55,12 +55,20 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..core.errors import MaskbenchError
 from ..core.io import atomic_write_bytes, atomic_write_json, write_png
 from ..core.resources import cache_dir, git_commit, hardware_info, iso_utc, library_versions
-from ..data.dataset import MaskedFaces, SampleError, check_name
+from ..data.dataset import DatasetFormatError, MaskedFaces, SampleError, check_name
 from ..measures.metrics import image_scores, landmark_nme, mask_f1, mask_iou, metric_names
 from ..measures.stats import HOLE_BUCKET_LABELS, PSNR_CAP_DB, describe, hole_buckets, hole_face_fraction, summarize
-from ..methods.predictors import Predictor, batch_generator, get_predictor_class, resolve_device, run_predictor
+from ..methods.predictors import (
+    Predictor,
+    batch_generator,
+    check_options,
+    get_predictor_class,
+    resolve_device,
+    run_predictor,
+)
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKET_LABELS", "PSNR_CAP_DB",
            "FAILURE_FLOOR", "default_data", "DEFAULT_SYNTH_OUT"]
@@ -73,6 +81,10 @@ _PREDICT_LOCK = threading.Lock()  # serialises predict() of methods not marked t
 #: What a failed image is scored as (recorded in summary.json).
 FAILURE_FLOOR = "masked-input"
 
+
+
+class EvaluationError(MaskbenchError, ValueError):
+    """An evaluation setting out of its range (batch size, limit)."""
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -183,6 +195,7 @@ def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:
     """
     name = check_name(config.method, "method name")
     cls = get_predictor_class(config.method)
+    check_options(cls, dict(config.method_args))
     weights = cls.weights_fingerprint(**dict(config.method_args))
     return Path(config.out) / name / f"{dataset.fingerprint()}-{config.args_hash(weights)}"
 
@@ -218,12 +231,12 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
         maskbench.core.resources.ModelNotFoundError: FID or identity weights unavailable.
     """
     if config.batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {config.batch_size}")
+        raise EvaluationError(f"batch size must be >= 1, got {config.batch_size}")
     if config.limit is not None and config.limit < 1:
-        raise ValueError(f"limit must be >= 1, got {config.limit}")
+        raise EvaluationError(f"limit must be >= 1, got {config.limit}")
     dataset = MaskedFaces(config.data, config.split, config.limit)
     if len(dataset) == 0:
-        raise ValueError(f"{config.data}: split '{config.split}' has no samples")
+        raise DatasetFormatError(f"{config.data}: split '{config.split}' has no samples")
     cls = get_predictor_class(config.method)
     device = resolve_device(config.device)
     run_dir = run_dir_for(config, dataset)
@@ -235,10 +248,7 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
             return EvalResult(run_dir, summary, summary.get("failures", []), reused=True)
 
     started = time.time()
-    try:
-        predictor = cls(device=device, **dict(config.method_args))
-    except TypeError as e:
-        raise ValueError(f"method {config.method!r}: {e}") from None
+    predictor = cls(device=device, **dict(config.method_args))
     fingerprint = dataset.fingerprint()
     feats = ref_stats = ref_path = None
     if config.fid:

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..core.errors import MaskbenchError, MissingFileError
 from ..core.io import atomic_write_text
 from ..measures.metrics import METRICS, format_value, get_metric, higher_is_better
 from ..measures.stats import PSNR_CAP_DB, bootstrap_ci, paired_comparison, wilcoxon_p
@@ -67,6 +68,11 @@ WILD_REFERENCE_NAME = "reference faces (unmasked)"
 WILD_METRICS = ("fid", "kid", "mask_left_behind")
 ALPHA = 0.05
 _KEY = ["method", "method_args", "weights", "dataset_fp", "split", "track"]
+
+
+class ResultsError(MaskbenchError, ValueError):
+    """Results that cannot be compared or ranked as asked (no common dataset, no run of a method, a bad
+    reported-numbers table)."""
 
 
 class DamagedRunWarning(UserWarning):
@@ -112,7 +118,7 @@ def _roots(results) -> list[Path]:
     roots = [Path(r) for r in results]
     for r in roots:
         if not r.is_dir():
-            raise FileNotFoundError(f"results folder {r} does not exist")
+            raise MissingFileError(f"results folder {r} does not exist")
     return roots
 
 
@@ -440,20 +446,20 @@ def load_reported(path: str | os.PathLike) -> pd.DataFrame:
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"reported-numbers file {p} does not exist")
+        raise MissingFileError(f"reported-numbers file {p} does not exist")
     df = pd.read_csv(p, comment="#", dtype=str, keep_default_na=False)
     missing = [c for c in REPORTED_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{p}: missing column(s) {', '.join(missing)} (need {', '.join(REPORTED_COLUMNS)} + metrics)")
+        raise ResultsError(f"{p}: missing column(s) {', '.join(missing)} (need {', '.join(REPORTED_COLUMNS)} + metrics)")
     for c in [c for c in df.columns if c not in REPORTED_COLUMNS]:
         try:
             higher_is_better(c)
         except KeyError:
-            raise ValueError(f"{p}: column {c!r} is not a known metric") from None
+            raise ResultsError(f"{p}: column {c!r} is not a known metric") from None
         try:
             df[c] = [float(v) if v else np.nan for v in df[c].str.strip()]
         except ValueError:
-            raise ValueError(f"{p}: column {c!r} holds a value that is not a number") from None
+            raise ResultsError(f"{p}: column {c!r} holds a value that is not a number") from None
     df["source"] = REPORTED_NOTE
     return df
 
@@ -549,7 +555,7 @@ def compare_methods(a: str, b: str, results, *, dataset: str | None = None, metr
         r = runs[runs["method"] == x]
         if r.empty:
             known = ", ".join(sorted(set(runs["method"]))) or "none"
-            raise ValueError(f"no complete run of {x!r} under {', '.join(map(str, _roots(results)))} (found: {known})")
+            raise ResultsError(f"no complete run of {x!r} under {', '.join(map(str, _roots(results)))} (found: {known})")
         return r
 
     runs = collect_results(results)
@@ -560,10 +566,10 @@ def compare_methods(a: str, b: str, results, *, dataset: str | None = None, metr
     if dataset is not None:
         common = [d for d in common if d == dataset or d.split("@")[-1].startswith(dataset) or dataset in d]
     if not common:
-        raise ValueError(f"{a} and {b} were not evaluated on a common dataset"
+        raise ResultsError(f"{a} and {b} were not evaluated on a common dataset"
                          + (f" matching {dataset!r}" if dataset else ""))
     if len(common) > 1:
-        raise ValueError(f"{a} and {b} share several datasets ({', '.join(common)}): choose one with --dataset")
+        raise ResultsError(f"{a} and {b} share several datasets ({', '.join(common)}): choose one with --dataset")
     ta = _merged_table(ra[ra["dataset"] == common[0]])
     tb = _merged_table(rb[rb["dataset"] == common[0]])
     return paired_comparison(ta, tb, metrics), {"a": a, "b": b, "dataset": common[0]}
@@ -573,10 +579,10 @@ def _merged_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows, tables = merge_runs(runs)
     if len(rows) > 1:
         opts = "; ".join(f"{r.method_args} {r.weights}".strip() or "defaults" for r in rows.itertuples())
-        raise ValueError(f"{rows.iloc[0]['method']} has runs with different options or weights ({opts}): "
+        raise ResultsError(f"{rows.iloc[0]['method']} has runs with different options or weights ({opts}): "
                          "pass a run folder instead")
     if 0 not in tables:
-        raise ValueError(f"{rows.iloc[0]['run_dir']} has no per_image.parquet")
+        raise ResultsError(f"{rows.iloc[0]['run_dir']} has no per_image.parquet")
     return tables[0]
 
 

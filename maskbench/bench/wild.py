@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_bytes, atomic_write_json, decode_image, stable_message
 from ..core.resources import cache_dir, git_commit, hardware_info, iso_utc, library_versions
 from ..data.sources import SourceError, SourceItem, resolve_source
@@ -92,7 +93,7 @@ _SHEET_TILE = 128
 _CACHE_VERSION = 1
 
 
-class WildError(ValueError):
+class WildError(MaskbenchError, ValueError):
     """Bad input to the in-the-wild track (a given-mask method without a mask source, a photo set with no
     face, ...); the message is one readable line."""
 
@@ -412,9 +413,10 @@ def _source_masks(faces: FaceSet, segmenter, config: WildConfig, seg_key: str,
 
 def _check_tracks(config: WildConfig):
     """The method's class and the segmenter's (mask source) class; raises :class:`WildError` on a bad pair."""
-    from ..methods.predictors import get_predictor_class
+    from ..methods.predictors import check_options, get_predictor_class
 
     cls = get_predictor_class(config.method)
+    check_options(cls, dict(config.method_args))
     if cls.track == "blind":
         if config.mask_from:
             raise WildError(f"--mask-from is for given-mask methods; {config.method} is blind and finds its own masks")
@@ -423,6 +425,7 @@ def _check_tracks(config: WildConfig):
         raise WildError(f"{config.method} needs a mask and wild photos have none: name a blind method that predicts "
                         "them with --mask-from (e.g. --mask-from 3dprior)")
     seg = get_predictor_class(config.mask_from)
+    check_options(seg, dict(config.mask_from_args))
     if seg.track != "blind":
         raise WildError(f"--mask-from {config.mask_from}: not a blind method (it does not predict masks)")
     return cls, seg
@@ -455,7 +458,7 @@ def evaluate_wild(config: WildConfig, progress: Callable[[int, int], None] | Non
     from ..methods.predictors import resolve_device
 
     if config.batch_size < 1 or (config.limit is not None and config.limit < 1) or config.size < 32:
-        raise ValueError(f"need batch size >= 1, limit >= 1 and size >= 32, got {config.batch_size}, {config.limit}, "
+        raise WildError(f"need batch size >= 1, limit >= 1 and size >= 32, got {config.batch_size}, {config.limit}, "
                          f"{config.size}")
     cls, seg_cls = _check_tracks(config)
     device = resolve_device(config.device)
@@ -490,11 +493,8 @@ def evaluate_wild(config: WildConfig, progress: Callable[[int, int], None] | Non
     ref_feats = face_features(ref, net, config.size, batch_size=config.batch_size)
     in_feats = face_features(faces, net, config.size, batch_size=config.batch_size)
     say(f"features of {len(ref_feats)} reference and {len(in_feats)} input faces ({time.perf_counter() - t0:.0f} s)")
-    try:
-        predictor = cls(device=device, **method_opts)
-        segmenter = predictor if not config.mask_from else seg_cls(device=device, **seg_opts)
-    except TypeError as e:
-        raise ValueError(f"method {config.method if not config.mask_from else config.mask_from!r}: {e}") from None
+    predictor = cls(device=device, **method_opts)
+    segmenter = predictor if not config.mask_from else seg_cls(device=device, **seg_opts)
     seg_key = hashlib.sha256(json.dumps([config.mask_from or config.method, sorted(seg_opts.items()), seg_weights,
                                          config.seed], default=str).encode()).hexdigest()[:16]
     given, given_errors = None, None

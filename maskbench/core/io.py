@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +17,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import MaskbenchError, MissingFileError, stable_message
 
 __all__ = [
     "ImageDecodeError",
@@ -32,14 +33,13 @@ __all__ = [
     "read_png",
     "read_mask",
     "read_spec_table",
-    "stable_message",
 ]
 
 #: Smallest side, in pixels, an input image must have to be worth a face search.
 MIN_IMAGE_SIDE = 32
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(MaskbenchError, ValueError):
     """An input file is not a decodable image (corrupt, truncated, not an image, or too small)."""
 
 
@@ -127,15 +127,6 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     return rgb
 
 
-_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
-
-
-def stable_message(e: BaseException) -> str:
-    """``"TypeName: first line of the message"`` without memory addresses (``<_io.BytesIO object at
-    0x7f...>`` becomes ``<_io.BytesIO>``), so the same failure gives the same text in every run."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    text = _ADDRESS.sub("", text)
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
@@ -275,7 +266,7 @@ def read_spec_table(
     """
     src = Path(path)
     if not src.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+        raise MissingFileError(f"{what} {path} does not exist")
     reader = csv.DictReader(io.StringIO(src.read_text(encoding="utf-8")))
     header = reader.fieldnames or []
     missing = [c for c in columns if c not in header]

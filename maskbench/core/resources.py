@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from .errors import MaskbenchError
+
 __all__ = [
     "cache_dir",
     "package_data_dir",
@@ -54,11 +56,11 @@ _CHUNK = 1 << 20
 ALLOWED_SCHEMES = ("https", "file")
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(MaskbenchError, FileNotFoundError):
     """A model file is not on disk and could not be downloaded."""
 
 
-class DownloadError(OSError):
+class DownloadError(MaskbenchError, OSError):
     """A model file could not be fetched (network, refused URL scheme, size over its pin)."""
 
 

@@ -39,6 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, read_mask, read_png
 from .format import FILE_FIELDS, ID_PATTERN, MASK_TYPES, METADATA_FILE, SPLITS
 
@@ -53,7 +54,7 @@ __all__ = [
     "record_problem",
 ]
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(MaskbenchError, ValueError):
     """A folder is not a Masked-Faces dataset, or a split is missing."""
 
 

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import MaskbenchError
 from ..core.io import atomic_write_text
 from .card import dataset_card
 from .dataset import DatasetFormatError, MaskedFaces
@@ -24,7 +25,7 @@ __all__ = ["build_hub_folder", "publish", "PublishError"]
 #: Largest parquet shard, in bytes (the hub's own default for ``push_to_hub``).
 MAX_SHARD_BYTES = 500 * 1024 * 1024
 
-class PublishError(RuntimeError):
+class PublishError(MaskbenchError, RuntimeError):
     """Publishing failed (not a dataset folder, hub unreachable, no permission)."""
 
 

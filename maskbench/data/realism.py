@@ -49,8 +49,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_bytes, read_image
-from ..core.resources import ModelNotFoundError, cache_dir
+from ..core.resources import cache_dir
 from ..faces.yunet import SCORE_THRESHOLD, YUNET_FILE, YuNet, resolve_yunet_model
 from .dataset import MASK_TYPES, SPLITS, DatasetFormatError, MaskedFaces, safe_join
 from .sources import IMAGE_SUFFIXES
@@ -90,7 +91,7 @@ MIN_PER_TYPE = 10
 FEATURE_CACHE_VERSION = 1
 
 
-class RealismError(ValueError):
+class RealismError(MaskbenchError, ValueError):
     """Bad input to the realism measure (no images in a folder, too few faces, a set that is not a dataset)."""
 
 

@@ -23,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import MaskbenchError
+
 __all__ = [
     "SourceError",
     "SourceItem",
@@ -55,7 +57,7 @@ CELEBA_HUB_REPO = "flwrlabs/celeba"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 
 
-class SourceError(ValueError):
+class SourceError(MaskbenchError, ValueError):
     """A source cannot be used: unknown name, missing folder, hub unreachable."""
 
 

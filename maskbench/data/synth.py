@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from .. import __version__
+from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_json, decode_image, jpeg_quality, stable_message
 from ..core.resources import resolve_dlib_model
 from ..faces.landmarks import (
@@ -85,6 +86,10 @@ MAX_FOLDED_TRIANGLES = 8
 # ---------------------------------------------------------------------------------------------- config
 
 
+
+class SynthConfigError(MaskbenchError, ValueError):
+    """A synthesis setting out of its range (mask types, size, fraction, variants, split, shards, workers)."""
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Everything that defines a dataset's content (two runs with equal configs give equal bytes).
@@ -111,13 +116,13 @@ class SynthConfig:
     def __post_init__(self):
         bad = [t for t in self.mask_types if t not in MASK_TYPES]
         if bad or not self.mask_types:
-            raise ValueError(f"unknown mask type(s) {bad}; choose from {', '.join(MASK_TYPES)}")
+            raise SynthConfigError(f"unknown mask type(s) {bad}; choose from {', '.join(MASK_TYPES)}")
         if not 32 <= self.size <= 4096:
-            raise ValueError(f"size must be in 32..4096 px, got {self.size}")
+            raise SynthConfigError(f"size must be in 32..4096 px, got {self.size}")
         if not 0.0 <= self.test_fraction <= 1.0:
-            raise ValueError(f"test_fraction must be in [0, 1], got {self.test_fraction}")
+            raise SynthConfigError(f"test_fraction must be in [0, 1], got {self.test_fraction}")
         if self.variants < 1:
-            raise ValueError(f"variants must be >= 1, got {self.variants}")
+            raise SynthConfigError(f"variants must be >= 1, got {self.variants}")
 
 
 def sample_seed(seed: int, source_id: str, k: int) -> int:
@@ -494,11 +499,11 @@ def synthesize(
             starts or anything is written.
     """
     if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be train, test or all, got {split!r}")
+        raise SynthConfigError(f"split must be train, test or all, got {split!r}")
     if not (num_shards >= 1 and 0 <= shard_index < num_shards):
-        raise ValueError(f"shard index {shard_index} not in 0..{num_shards - 1}")
+        raise SynthConfigError(f"shard index {shard_index} not in 0..{num_shards - 1}")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise SynthConfigError(f"workers must be >= 1, got {workers}")
     out = Path(out)
     t0 = time.perf_counter()
     if source.name == "demo" and config.variants == 1:  # one photo: show it with every mask type

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import MaskbenchError
 from ..core.io import atomic_write_json, atomic_write_text
 from .card import write_card
 from .format import MANIFEST_FILE, METADATA_FILE, SKIPPED_FILE, SPLITS, write_metadata
@@ -27,7 +28,7 @@ __all__ = ["DatasetMismatchError", "OutputFolderError", "PROGRESS_DIR", "SKIPPED
 PROGRESS_DIR = ".progress"
 
 
-class DatasetMismatchError(ValueError):
+class DatasetMismatchError(MaskbenchError, ValueError):
     """The output folder already holds a dataset made with other settings."""
 
 
@@ -69,7 +70,7 @@ def load_state(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     return records, skips
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(MaskbenchError, ValueError):
     """The output folder cannot be created (a part of the path is a file, no permission)."""
 
 

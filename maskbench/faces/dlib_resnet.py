@@ -26,10 +26,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.errors import MaskbenchError
+
 __all__ = ["load_dlib_resnet", "DlibFaceResNet", "parse_dlib_dat", "DlibFormatError"]
 
 
-class DlibFormatError(ValueError):
+class DlibFormatError(MaskbenchError, ValueError):
     """The file is not a dlib face-recognition ResNet this module can read."""
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..core.errors import MaskbenchError
 from ..core.resources import ModelNotFoundError, resolve_dlib_model, resolve_sface_model
 
 __all__ = [
@@ -52,6 +53,11 @@ __all__ = [
 ]
 
 #: Names :func:`load_identity_model` accepts; the first is the default.
+
+class IdentityModelError(MaskbenchError, ValueError):
+    """An identity model name that is not one of :data:`IDENTITY_MODELS`."""
+
+
 IDENTITY_MODELS = ("sface", "arcface", "dlib")
 
 
@@ -377,7 +383,7 @@ def load_identity_model(name: str = "sface", device: str = "cpu") -> IdentityMod
         return DlibIdentity(device=device)
     if name == "arcface":
         return ArcFaceIdentity(device=device)
-    raise ValueError(f"identity model must be one of {', '.join(IDENTITY_MODELS)}, got {name!r}")
+    raise IdentityModelError(f"identity model must be one of {', '.join(IDENTITY_MODELS)}, got {name!r}")
 
 
 def rank1_identification(

@@ -16,6 +16,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from ..core.errors import MaskbenchError
 from ..core.resources import resolve_dlib_model
 
 __all__ = [
@@ -45,7 +46,7 @@ MOUTH = tuple(range(48, 68))
 LEFT_EYE = tuple(range(36, 42))  # subject's right eye, image left
 RIGHT_EYE = tuple(range(42, 48))
 
-class NoFaceError(LookupError):
+class NoFaceError(MaskbenchError, LookupError):
     """No face was found in an image."""
 
 

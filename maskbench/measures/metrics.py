@@ -38,6 +38,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from ..core.errors import MaskbenchError
+
 __all__ = [
     "Metric",
     "METRICS",
@@ -135,7 +137,7 @@ _SSIM_TRUNCATE = 3.5
 _K1, _K2 = 0.01, 0.03
 
 
-class UnknownMetricError(KeyError):
+class UnknownMetricError(MaskbenchError, KeyError):
     """A metric name is not one maskbench reports."""
 
     def __str__(self) -> str:  # KeyError would quote the message

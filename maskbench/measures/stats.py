@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from ..core.errors import MaskbenchError
 from .metrics import get_metric, higher_is_better
 
 __all__ = [
@@ -42,6 +43,11 @@ PSNR_CAP_DB = 100.0
 _EDGES = np.round(np.arange(0.0, 1.01, 0.1), 2)
 #: ``"0-10%"``, ..., ``"90-100%"``; shares of 100 % or more fall in the last bucket.
 HOLE_BUCKET_LABELS = tuple(f"{int(a * 100)}-{int(b * 100)}%" for a, b in zip(_EDGES[:-1], _EDGES[1:]))
+
+
+
+class PairingError(MaskbenchError, ValueError):
+    """Two per-image tables that cannot be paired (no ``id`` column, no image in common)."""
 
 
 def hole_face_fraction(hole_pixels: float, face_box: Any, image_pixels: float) -> float:
@@ -154,10 +160,10 @@ def paired_comparison(a: pd.DataFrame, b: pd.DataFrame, metrics=None, seed: int 
         ValueError: no ``id`` column, or no image in common.
     """
     if "id" not in a.columns or "id" not in b.columns:
-        raise ValueError("per-image tables need an 'id' column")
+        raise PairingError("per-image tables need an 'id' column")
     j = a.merge(b, on="id", how="inner", suffixes=("_a", "_b"))
     if j.empty:
-        raise ValueError("the two runs have no image in common (different datasets?)")
+        raise PairingError("the two runs have no image in common (different datasets?)")
     if metrics is None:
         metrics = [c for c in a.columns if is_metric(c) and not c.startswith("raw_") and c in b.columns
                    and get_metric(c).per_image]

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..core.resources import sha256_file
-from .predictors import Predictor, PredictorOutput, RegistryError
+from .predictors import MethodOptionError, Predictor, PredictorOutput, RegistryError
 
 __all__ = ["LearnedInpainter", "trainer_class", "config_dir", "default_weights", "load_stages"]
 
@@ -158,7 +158,7 @@ class LearnedInpainter(Predictor):
         path = default_weights(cls)
         if variant:
             if not str(variant).replace("-", "").replace("_", "").isalnum():
-                raise ValueError(f"{cls.name}: variant must be a plain name, got {variant!r}")
+                raise MethodOptionError(f"{cls.name}: variant must be a plain name, got {variant!r}")
             path = path.with_name(f"weights-{variant}.safetensors")
         return path
 

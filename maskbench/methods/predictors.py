@@ -42,6 +42,8 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
+from ..core.errors import MaskbenchError
+
 __all__ = [
     "TRACKS",
     "ENTRY_POINT_GROUP",
@@ -51,11 +53,14 @@ __all__ = [
     "PredictorOutputError",
     "RegistryError",
     "UnknownMethodError",
+    "MethodOptionError",
     "MethodInfo",
     "register",
     "unregister",
     "get_predictor_class",
     "create_predictor",
+    "check_options",
+    "method_options",
     "list_methods",
     "reload_entry_points",
     "registry_warnings",
@@ -84,11 +89,15 @@ class PredictorOutputError(RuntimeError):
     """A predictor returned outputs of the wrong type, shape or dtype (the message names the method)."""
 
 
-class RegistryError(ValueError):
+class RegistryError(MaskbenchError, ValueError):
     """A registration is invalid: duplicate name, not a Predictor subclass, or a bad lazy target."""
 
 
-class UnknownMethodError(LookupError):
+class MethodOptionError(MaskbenchError, ValueError):
+    """A method option (``--method-arg key=value``) the method does not take, or one not written ``key=value``."""
+
+
+class UnknownMethodError(MaskbenchError, LookupError):
     """No method is registered under a name (the message suggests close names)."""
 
     def __str__(self) -> str:  # LookupError would quote the message
@@ -330,15 +339,51 @@ def get_predictor_class(name: str) -> type[Predictor]:
     return target
 
 
+def method_options(cls: type[Predictor]) -> tuple[str, ...] | None:
+    """The option names ``cls`` takes: the named parameters of its ``__init__`` chain (each ``**kwargs``
+    passes on to the next class's ``__init__``, ending at :class:`Predictor`, which takes none), or ``None``
+    when a class outside that chain swallows ``**kwargs`` (then any option may be valid)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass is Predictor:
+            return tuple(n for n in names if n != "device")
+        params = list(inspect.signature(init).parameters.values())[1:]
+        names += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return tuple(n for n in names if n != "device")
+    return None
+
+
+def check_options(cls: type[Predictor], options: dict[str, Any]) -> None:
+    """Refuse options ``cls`` does not take, before anything is loaded.
+
+    Raises:
+        MethodOptionError: one line naming the unknown options and the ones the method takes.
+    """
+    known = method_options(cls)
+    unknown = [k for k in options if known is not None and k not in known]
+    if unknown:
+        takes = ", ".join(known) if known else "none"
+        names = ", ".join(map(repr, unknown))
+        raise MethodOptionError(f"method {cls.name!r} has no option {names} (options: {takes})")
+
+
 def create_predictor(name: str, device: str = "cpu", **kwargs: Any) -> Predictor:
     """Instantiate the method ``name`` on ``device`` with options ``kwargs``.
 
+    Options are checked against the method's signature first (:func:`check_options`); a ``TypeError``
+    raised inside the method's constructor after that is the method's bug and propagates with its traceback.
+
     Raises:
         UnknownMethodError, RegistryError: see :func:`get_predictor_class`.
+        MethodOptionError: an option the method does not take.
     """
     cls = get_predictor_class(name)
-    pred = cls(device=device, **kwargs)
-    return pred
+    check_options(cls, kwargs)
+    return cls(device=device, **kwargs)
 
 
 def list_methods() -> list[str]:
@@ -395,7 +440,7 @@ def parse_method_args(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     for item in pairs:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"method options must be key=value, got {item!r}")
+            raise MethodOptionError(f"method options must be key=value, got {item!r}")
         try:
             out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:

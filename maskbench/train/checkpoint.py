@@ -21,13 +21,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..core.errors import MaskbenchError
 from ..core.io import atomic_write_bytes
 
 __all__ = ["CheckpointError", "save_training_state", "load_training_state", "export_weights", "load_weights",
            "read_card"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MaskbenchError, ValueError):
     """A checkpoint or weights file is unreadable, or belongs to another method."""
 
 

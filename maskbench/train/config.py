@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from ..core.errors import MaskbenchError
+
 __all__ = ["COMMON_DEFAULTS", "ConfigError", "merge", "load_config", "config_names", "parse_override"]
 
 #: Keys shared by every method (the loop reads them).
@@ -33,7 +35,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(MaskbenchError, ValueError):
     """A config file is missing, malformed, or has a key that does not exist."""
 
 

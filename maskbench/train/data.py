@@ -28,6 +28,7 @@ import torch
 from ..core.resources import cache_dir
 from ..data.dataset import DatasetFormatError, MaskedFaces
 from ..data.format import MASK_TYPES
+from .config import ConfigError
 
 __all__ = [
     "Batch",
@@ -283,7 +284,7 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0, 
     """
     per_epoch = n // batch_size
     if per_epoch < 1:
-        raise ValueError(f"the training split has {n} samples, fewer than one batch of {batch_size}")
+        raise ConfigError(f"the training split has {n} samples, fewer than one batch of {batch_size}")
     epoch, k = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     return perm[k * batch_size:(k + 1) * batch_size][rank::world], epoch
@@ -310,8 +311,8 @@ def open_training_data(data: str | None, size: int, seed: int, *, on_the_fly: bo
         if src is not None:
             return OnTheFlyFaces.from_source(src, data_dir, size, seed, split, limit)
         if data is None:
-            raise ValueError("--synth-on-the-fly needs --data DIR or --src NAME")
+            raise ConfigError("--synth-on-the-fly needs --data DIR or --src NAME")
         return OnTheFlyFaces.from_dataset(data, split, size, seed, limit)
     if data is None:
-        raise ValueError("give --data DIR (a maskbench synth folder or hf:<repo_id>), or --synth-on-the-fly --src")
+        raise ConfigError("give --data DIR (a maskbench synth folder or hf:<repo_id>), or --synth-on-the-fly --src")
     return PairedFaces(data, split, size, limit)

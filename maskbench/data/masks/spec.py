@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import ImageColor
 
+from ...core.errors import MaskbenchError
 from ...core.io import read_spec_table
 from ..format import MASK_TYPES
 from .frame import data_file
@@ -65,7 +66,7 @@ def hex_rgb(color: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------ mask-type rules
 
 
-class MaskTypesError(ValueError):
+class MaskTypesError(MaskbenchError, ValueError):
     """``mask_types.yaml`` is malformed: the message names the file, the mask type and the key."""
 
 
@@ -214,7 +215,7 @@ def mask_type_rules() -> dict[str, MaskTypeRules]:
 # ------------------------------------------------------------------------------------- template table
 
 
-class TemplateSpecError(ValueError):
+class TemplateSpecError(MaskbenchError, ValueError):
     """A template table is malformed: the message names the file, the row and the column."""
 
 

@@ -20,6 +20,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ...core.errors import MaskbenchError, MissingFileError
 from ...core.io import ImageDecodeError, read_image, read_spec_table
 from ..format import MASK_TYPES
 from .frame import data_file
@@ -56,7 +57,7 @@ _KIND_COLORS = {
 _REF = 256  # texture parameters are in pixels of a 256 px texture
 
 
-class TextureSpecError(ValueError):
+class TextureSpecError(MaskbenchError, ValueError):
     """A texture table is malformed: the message names the file, the row and the column."""
 
 
@@ -473,10 +474,10 @@ def load_photo_textures(folder: str | os.PathLike) -> tuple[list[tuple[str, np.n
     """
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"texture folder {root} does not exist or is not a folder")
+        raise MissingFileError(f"texture folder {root} does not exist or is not a folder")
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"texture folder {root} has no images ({', '.join(PHOTO_SUFFIXES)})")
+        raise MissingFileError(f"texture folder {root} has no images ({', '.join(PHOTO_SUFFIXES)})")
     photos: list[tuple[str, np.ndarray]] = []
     skipped: list[tuple[str, str]] = []
     for p in files:
@@ -485,7 +486,7 @@ def load_photo_textures(folder: str | os.PathLike) -> tuple[list[tuple[str, np.n
         except ImageDecodeError as e:
             skipped.append((p.name, str(e)))
     if not photos:
-        raise FileNotFoundError(f"texture folder {root}: none of its {len(files)} images could be read")
+        raise MissingFileError(f"texture folder {root}: none of its {len(files)} images could be read")
     return photos, skipped
 
 
