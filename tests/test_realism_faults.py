@@ -83,12 +83,8 @@ def _layers(faces, match_face: bool):
     for sid, face, lm in items:
         for k, mask_type in enumerate(MASK_TYPES):
             rng = np.random.default_rng(sample_seed(0, sid, k))
-            specs = syn.templates[mask_type]
-            spec = specs[int(rng.integers(len(specs)))]
-            texture_id = syn.bank.pick(mask_type, rng)
-            texture = None if texture_id is None else syn.bank.image(texture_id, 256)
-            rgb, alpha = synth.render_template(spec, texture, size=256)
-            args = (face, rgb, alpha, syn._warps[spec.anchors], syn._anchors[spec.anchors].points(lm))
+            m = syn.draw_mask(lm, rng, mask_type)
+            args = (face, m.rgb, m.alpha, m.warp, m.anchors)
             seed = int(rng.integers(2**32))
             colour, a = mask_layer(*args, np.random.default_rng(seed), match_face=match_face)
             masked, hole = put_mask(*args, np.random.default_rng(seed), match_face=match_face)
@@ -222,12 +218,8 @@ def _edge_contrast(faces, with_landmarks: bool) -> np.ndarray:
     for sid, face, lm in items:
         for k, mask_type in enumerate(MASK_TYPES):
             rng = np.random.default_rng(sample_seed(0, sid, k))
-            specs = syn.templates[mask_type]
-            spec = specs[int(rng.integers(len(specs)))]
-            texture_id = syn.bank.pick(mask_type, rng)
-            texture = None if texture_id is None else syn.bank.image(texture_id, 256)
-            rgb, alpha = synth.render_template(spec, texture, size=256)
-            args = (face, rgb, alpha, syn._warps[spec.anchors], syn._anchors[spec.anchors].points(lm))
+            m = syn.draw_mask(lm, rng, mask_type)
+            args = (face, m.rgb, m.alpha, m.warp, m.anchors)
             masked, hole = put_mask(*args, np.random.default_rng(1), landmarks=lm if with_landmarks else None)
             assert np.array_equal(masked[~hole], face[~hole])
             gray = luma(masked)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -14,22 +13,10 @@ from click.testing import CliRunner
 from maskbench.bench.wild import LEFT_THRESHOLD, WildConfig, WildError, evaluate_wild, prepare_faces
 from maskbench.cli import main
 from maskbench.core.io import read_png, write_png
+from maskbench.data.testing import Thumbnails
 from maskbench.measures.fid import frechet_distance
 from maskbench.measures.set_distances import ReferenceDistances, kernel_inception_distance, polynomial_kernel
 from maskbench.methods import predictors as P
-
-
-class Thumbnails:
-    """Stand-in feature network: ``(N, S, S, 3) uint8 -> (N, 432)`` 12 x 12 thumbnails; counts images."""
-
-    weights_sha256 = "thumbnails-12"
-
-    def __init__(self):
-        self.images_seen = 0
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        self.images_seen += len(images)
-        return np.stack([cv2.resize(im, (12, 12), interpolation=cv2.INTER_AREA).reshape(-1) for im in images]) / 255.0
 
 
 def _magenta(images: np.ndarray) -> np.ndarray:

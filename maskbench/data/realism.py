@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy.stats import binomtest
 
 from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_bytes, read_image
@@ -364,19 +365,17 @@ def set_features(
 # --------------------------------------------------------------------------------------------- test
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion ``k / n`` (95 % by default).
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n`` (95 % by default), from
+    :meth:`scipy.stats.binomtest` ``.proportion_ci(method="wilson")`` (Wilson 1927, no continuity correction).
 
     Raises:
         ValueError: ``n < 1`` or ``k`` outside ``[0, n]``.
     """
     if n < 1 or not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def newcombe_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:

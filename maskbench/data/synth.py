@@ -87,6 +87,18 @@ MAX_FOLDED_TRIANGLES = 8
 
 
 
+class DrawnMask(NamedTuple):
+    """A mask template rendered in the canonical frame with what places it on one face (see
+    :meth:`MaskSynthesizer.draw_mask`)."""
+
+    rgb: np.ndarray  #: ``(S, S, 3) uint8`` the template's colour
+    alpha: np.ndarray  #: ``(S, S) float32`` in [0, 1], its coverage
+    warp: PiecewiseAffineWarp  #: the anchor set's warp, canonical frame -> face
+    anchors: np.ndarray  #: ``(K, 2) float32`` the anchor points on the face, in face pixels
+    template_id: str
+    texture_id: str | None
+
+
 class SynthConfigError(MaskbenchError, ValueError):
     """A synthesis setting out of its range (mask types, size, fraction, variants, split, shards, workers)."""
 
@@ -226,14 +238,26 @@ class MaskSynthesizer:
         Returns:
             dict with ``masked`` ``(H, W, 3) uint8``, ``hole`` ``(H, W) bool``, ``template_id``, ``texture_id``.
         """
+        m = self.draw_mask(landmarks, rng, mask_type)
+        masked, hole = put_mask(face, m.rgb, m.alpha, m.warp, m.anchors, rng, landmarks=landmarks, jpeg=jpeg)
+        return {"masked": masked, "hole": hole, "template_id": m.template_id, "texture_id": m.texture_id}
+
+    def draw_mask(self, landmarks: np.ndarray, rng: np.random.Generator, mask_type: str) -> DrawnMask:
+        """Pick a template and texture of ``mask_type`` with ``rng`` and render it in the canonical frame: the
+        first half of :meth:`mask_face`, before the mask is warped onto the face (``put_mask``).
+
+        Args:
+            landmarks: ``(68, 2)`` landmarks in face pixels (they place the warp's anchor points).
+            rng: the sample's generator; two draws are taken from it (template, then texture).
+            mask_type: one of ``MASK_TYPES``.
+        """
         specs = self.templates[mask_type]
         spec = specs[int(rng.integers(len(specs)))]
         texture_id = self.bank.pick(mask_type, rng)
         texture = None if texture_id is None else self.bank.image(texture_id, self.config.size)
         rgb, alpha = render_template(spec, texture, size=self.config.size)
-        dst = self._anchors[spec.anchors].points(landmarks)
-        masked, hole = put_mask(face, rgb, alpha, self._warps[spec.anchors], dst, rng, landmarks=landmarks, jpeg=jpeg)
-        return {"masked": masked, "hole": hole, "template_id": spec.template_id, "texture_id": texture_id}
+        return DrawnMask(rgb, alpha, self._warps[spec.anchors], self._anchors[spec.anchors].points(landmarks),
+                         spec.template_id, texture_id)
 
     def prepare(self, item: SourceItem) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Decode, detect and align one source image: the first four fields of :meth:`prepare_photo`.

@@ -24,7 +24,22 @@ from .format import MASK_TYPES, SampleRecord, sample_file_names, write_metadata,
 from .masks.frame import canonical_landmarks
 from .masks.spec import mask_type_rules
 
-__all__ = ["write_fake_dataset"]
+__all__ = ["write_fake_dataset", "Thumbnails"]
+
+
+class Thumbnails:
+    """A stand-in feature network for tests of set distances and realism: ``(N, S, S, 3) uint8 -> (N, 432)
+    float64``, each image's 12 x 12 RGB thumbnail (area-resized) scaled to [0, 1]. Counts the images it saw in
+    :attr:`images_seen` (so a test can tell a cached pass from a computed one)."""
+
+    weights_sha256 = "thumbnails-12"
+
+    def __init__(self):
+        self.images_seen = 0
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.images_seen += len(images)
+        return np.stack([cv2.resize(im, (12, 12), interpolation=cv2.INTER_AREA).reshape(-1) for im in images]) / 255.0
 
 
 def _lower_face_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
