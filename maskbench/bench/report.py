@@ -357,7 +357,7 @@ def sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128)
             ds = MaskedFaces(runs[0][2], runs[0][3] or "test")
         except ValueError:
             continue
-        index = {str(rec["id"]): i for i, rec in enumerate(ds.records)}
+        index = {str(rec["id"]): i for i, rec in enumerate(ds.records) if i not in ds.refused}
         ids = [i for i in ids if i in index]
         if not ids:
             continue
