@@ -175,6 +175,49 @@ def test_a_failing_image_is_recorded_and_the_run_goes_on(synthetic_faces, tmp_pa
         P.unregister("test-fails-on-one")
 
 
+class _NaNScores(P.Predictor):
+    """Paints the hole of a batch's first image pure magenta (the poisoned metric below scores that NaN) and
+    gives its second image landmarks that are NaN; the rest: the masked input, landmarks (32, 32)."""
+
+    def predict(self, images, masks):
+        out = images.copy()
+        out[0][masks[0]] = (255, 0, 255)
+        lms = np.full((len(images), 68, 2), 32.0, np.float32)
+        lms[1] = np.nan
+        return P.PredictorOutput(out, landmarks=lms)
+
+
+def test_a_nan_score_is_a_failure_scored_as_the_masked_input(synthetic_faces, tmp_path, isolated_cache, monkeypatch):
+    import maskbench.bench.evaluate as E
+    from maskbench.measures.metrics import image_scores
+
+    def poisoned(comp, org, m):  # a metric that gives NaN on one output (as a metric bug or a plug-in might)
+        s = image_scores(comp, org, m)
+        for i in range(len(comp)):
+            if m[i].any() and (comp[i][m[i]] == (255, 0, 255)).all():
+                s["ssim_hole"][i] = np.nan
+        return s
+
+    monkeypatch.setattr(E, "image_scores", poisoned)
+    P.register("test-nan-scores", _NaNScores)
+    try:
+        res = evaluate(EvalConfig(method="test-nan-scores", data=str(synthetic_faces), out=str(tmp_path),
+                                  batch_size=8, fid=False, identity=False))
+    finally:
+        P.unregister("test-nan-scores")
+    s = res.summary
+    assert s["n"] == 6 and s["n_failed"] == 2
+    assert s["failures"] == [{"id": "000000", "error": "ScoreError: not a finite number: ssim_hole"},
+                             {"id": "000001", "error": "ScoreError: not a finite number: landmark_nme"}]
+    table = pd.read_parquet(res.run_dir / "per_image.parquet").set_index("id")
+    assert table["ssim_hole"].notna().all() and s["metrics"]["ssim_hole"]["n"] == 6  # nothing averaged away
+    sample = MaskedFaces(synthetic_faces)[0]
+    floor = image_scores(sample.masked, sample.original, sample.mask)
+    assert table.loc["000000", "ssim_hole"] == pytest.approx(floor["ssim_hole"][0])  # scored as the masked input
+    assert table["landmark_nme"].isna().tolist() == [True, True, False, False, False, False]
+    assert s["metrics"]["landmark_nme"]["n"] == 4
+
+
 class _BlindPaintsEverything(P.Predictor):
     """Blind: claims the lower half is the hole and paints it grey (and touches one outside pixel)."""
 

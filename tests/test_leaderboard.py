@@ -129,6 +129,59 @@ def test_a_plugin_failing_on_most_images_ranks_below_every_complete_row(results,
     assert "legacy-method (incomplete: failed images dropped)" in md and "| 5/6 " in md
 
 
+def _run_with_nan_scores(results: Path, root: Path, method: str, columns, rows) -> None:
+    """A copy of telea's run under another name, its per-image ``columns`` NaN on ``rows`` (and in the
+    summary's means where every row is NaN), as a metric bug or a plug-in's own scoring could leave it."""
+    src = next(d for d in (results / "telea").iterdir() if (d / "per_image.parquet").is_file())
+    dst = root / method / src.name
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("outputs"))
+    t = pd.read_parquet(dst / "per_image.parquet")
+    for c in columns:
+        t.loc[rows, c] = np.nan
+    t.to_parquet(dst / "per_image.parquet", index=False)
+    s = json.loads((dst / "summary.json").read_text())
+    s["method"] = method
+    for c in columns:
+        if t[c].isna().all():
+            s["metrics"][c].update(mean=None, ci95=[None, None], n=0)
+    (dst / "summary.json").write_text(json.dumps(s))
+
+
+def test_runs_with_nan_scores_are_flagged_and_not_ranked(results, tmp_path):
+    nan_root = tmp_path / "nan"
+    pixel = ["l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole"]
+    _run_with_nan_scores(results, nan_root, "all-nan", pixel, slice(None))
+    _run_with_nan_scores(results, nan_root, "half-nan", ["ssim_hole"], [0, 2, 4])
+    build_leaderboard([results, nan_root], tmp_path / "lb")
+    df = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    measured = df[df["source"] == "measured"].set_index("method")
+    # below every other row, never marked best, though half-nan's mean over 3 images is telea's
+    others = measured.drop(["all-nan", "half-nan"])
+    assert measured.loc[["all-nan", "half-nan"], "rank"].min() > others["rank"].max()
+    assert not measured.loc["half-nan", "ssim_hole_best"]
+    assert measured.loc["all-nan", "nan_images"] == 6 and measured.loc["half-nan", "nan_images"] == 3
+    assert (others["nan_images"] == 0).all()
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    for name, k in (("half-nan", 3), ("all-nan", 6)):
+        line = next(ln for ln in md.splitlines() if f" {name} (NaN" in ln and ln.startswith("| "))
+        assert f"{name} (NaN scores on {k} images: not ranked)" in line and f"| 0/6 + {k} NaN |" in line, line
+        assert f"| {name} (NaN scores on {k} images) " in md  # the breakdown tables say so too
+    assert "6 NaN" in (tmp_path / "lb" / "index.html").read_text()
+
+
+def test_nan_scored_images_counts_only_due_scores():
+    from maskbench.bench.leaderboard import nan_scored_images
+
+    t = pd.DataFrame({"id": list("abcde"), "error": [None, None, "RuntimeError: x", None, None],
+                      "hole_fraction": [0.2, 0.0, 0.2, 0.2, 0.2],
+                      "ssim_hole": [0.5, np.nan, np.nan, 0.5, 0.5],  # b: no hole; c: failed
+                      "psnr": [np.inf, 20.0, np.nan, 20.0, -np.inf],  # a: exact match; e: not a score
+                      "identity_rank1": [np.nan] * 5, "landmark_nme": [np.nan] * 5})  # may be missing
+    assert nan_scored_images(t) == 1
+    t.loc[3, "ssim_hole"] = np.nan
+    assert nan_scored_images(t) == 2
+
+
 @pytest.mark.parametrize("primary", ["ssim_hole", "l1_hole"])
 def test_rows_sorted_by_primary_in_its_direction(results, tmp_path, primary):
     build_leaderboard(results, tmp_path, primary=primary)

@@ -147,14 +147,15 @@ def _as_synth_output(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("field, value", [("masked_file_name", "../../secret/face.png"),
-                                          ("mask_file_name", "/etc/hostname"), ("id", "../evil")])
+                                          ("mask_file_name", "/etc/hostname"), ("id", "../evil"),
+                                          ("id", "000000")])  # the last: a repeated id
 def test_publish_to_disk_refuses_a_traversal_dataset_with_one_line(clean_faces, tmp_path, field, value):
     _secret(tmp_path, clean_faces)
     root = _as_synth_output(_tamper(clean_faces, tmp_path, field, value))
     r = CliRunner().invoke(main, ["publish", str(root), "--to-disk", str(tmp_path / "hub")])
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "unsafe record" in lines[0] and field in lines[0], r.output
+    assert len(lines) == 1 and "refused record(s) (unsafe" in lines[0] and field in lines[0], r.output
     assert not (tmp_path / "hub").exists()
 
 
@@ -174,6 +175,32 @@ def test_refused_records_keep_indices_and_fingerprint(clean_faces, tmp_path):
         ds[0]
     assert ds[1].masked.shape == (64, 64, 3)
     assert ds.fingerprint() != MaskedFaces(clean_faces).fingerprint()  # the metadata differs
+
+
+def test_a_repeated_id_is_refused_and_the_first_record_is_scored_once(clean_faces, tmp_path):
+    from maskbench.core.io import read_png
+
+    root = _tamper(clean_faces, tmp_path, "id", "000001", row=2)  # record 3 repeats record 2's id
+    ds = MaskedFaces(root)
+    assert list(ds.refused) == [2] and "duplicate id '000001': record 2 " in ds.refused[2]
+    with pytest.raises(D.SampleError, match="refused record: duplicate id") as e:
+        ds[2]
+    assert e.type.__name__ == "DuplicateIdError"
+    assert ds[1].record["masked_file_name"] == "masked/000001.png"
+    res = evaluate(EvalConfig(method="masked-input", data=str(root), out=str(tmp_path / "results"), fid=False,
+                              identity=False, save_outputs=True))
+    assert res.summary["n"] == 4 and res.summary["n_failed"] == 1
+    assert [f["id"] for f in res.failures] == ["000001"]
+    assert res.failures[0]["error"].startswith("DuplicateIdError: refused record: duplicate id '000001'")
+    assert res.summary["metrics"]["l1"]["n"] == 3  # one score per id
+    assert sorted(p.name for p in (res.run_dir / "outputs").iterdir()) == ["000000.png", "000001.png", "000003.png"]
+    # the saved output of id 000001 is the first record's (masked-input returns its input), not overwritten
+    saved = read_png(res.run_dir / "outputs" / "000001.png")
+    assert np.array_equal(saved, read_png(root / "test" / "masked" / "000001.png"))
+    from maskbench.bench.leaderboard import build_leaderboard
+
+    build_leaderboard(tmp_path / "results", tmp_path / "lb")  # its sample grid reads the first 000001 only
+    assert (tmp_path / "lb" / "samples.png").is_file()
 
 
 def test_sheet_leaves_refused_samples_off(clean_faces, tmp_path):

@@ -448,3 +448,84 @@ def test_a_failing_write_is_a_skip_and_every_logged_sample_has_its_files(celeba_
         for i in ids:
             if (tmp_path / "out" / s / "masked" / f"{i}.png").is_file():
                 assert (tmp_path / "out" / s / "mask" / f"{i}.png").is_file()
+
+
+# --------------------------------------------------------------------------- concurrent writers
+
+
+def _consistent(out: Path) -> list[dict]:
+    """The folder's records, after checking that tables, manifest counts and files agree."""
+    recs = [json.loads(line) for s in ("train", "test") if (out / s / "metadata.jsonl").is_file()
+            for line in (out / s / "metadata.jsonl").read_text().splitlines()]
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts.get("train", 0) + counts.get("test", 0) == len(recs) == len({r["id"] for r in recs})
+    for r in recs:
+        for sub in ("masked", "original", "mask"):
+            assert (out / r["split"] / sub / f"{r['id']}.png").is_file(), (sub, r["id"])
+    assert not list((out / ".progress").glob("*")), "a finished run left its log or lock behind"
+    return recs
+
+
+def test_a_second_writer_is_refused_while_a_run_is_going_and_other_shards_join(celeba_dir, tmp_path, monkeypatch):
+    # runs B.. start while run A (shard 0 of 2) is writing; one process, but flock locks are per open file
+    import maskbench.data.synth as synth_mod
+
+    src, out = resolve_source("celeba", celeba_dir), tmp_path / "o"
+    real, refused, joined = synth_mod._run_jobs, {}, []
+
+    def during_run_a(*args, **kwargs):
+        monkeypatch.setattr(synth_mod, "_run_jobs", real)
+        for name, cfg, kw in [("same shard", SynthConfig(), {"num_shards": 2, "shard_index": 0}),
+                              ("other seed", SynthConfig(seed=1), {"num_shards": 2, "shard_index": 1}),
+                              ("other shard count", SynthConfig(), {"num_shards": 3, "shard_index": 1}),
+                              ("other limit", SynthConfig(), {"num_shards": 2, "shard_index": 1, "limit": 30})]:
+            with pytest.raises(ValueError, match="is being written by another synth run") as e:  # Busy error
+                synthesize(src, out, cfg, **{"limit": 4, **kw}, progress=False)
+            refused[name] = str(e.value)
+        joined.append(synthesize(src, out, SynthConfig(), limit=4, num_shards=2, shard_index=1, progress=False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synth_mod, "_run_jobs", during_run_a)
+    a = synthesize(src, out, SynthConfig(), limit=4, num_shards=2, shard_index=0, progress=False)
+    assert set(refused) == {"same shard", "other seed", "other shard count", "other limit"}
+    assert all(str(out) in m and "\n" not in m for m in refused.values())
+    assert "same shard (shard 0 of 2)" in refused["same shard"]
+    assert "seed 0 vs 1" in refused["other seed"] and "num_shards 2 vs 3" in refused["other shard count"]
+    assert "limit 4 vs 30" in refused["other limit"]
+    recs = _consistent(out)
+    assert len(recs) == a.written + joined[0].written == 4
+    assert json.loads((out / "manifest.json").read_text())["config"]["seed"] == 0
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "maskbench", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_shard_exactly_one_runs(celeba_dir, tmp_path):
+    out = tmp_path / "o"
+    base = ["synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--no-progress", "--out", str(out)]
+    procs = [_start(*base, "--limit", "40", "--seed", "0"), _start(*base, "--limit", "12", "--seed", "1")]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    ok = [r for r in results if r[0] == 0]
+    bad = [r for r in results if r[0] != 0]
+    assert len(ok) == 1 and len(bad) == 1, [r[0] for r in results]
+    lines = [l for l in bad[0][2].splitlines() if l.strip()]
+    assert len(lines) == 1 and "being written by another synth run" in lines[0] and str(out) in lines[0], bad[0][2]
+    recs = _consistent(out)
+    winner_seed = 0 if results[0][0] == 0 else 1
+    assert json.loads((out / "manifest.json").read_text())["config"]["seed"] == winner_seed
+    assert f"{len(recs)} samples written" in ok[0][1]
+
+
+@pytest.mark.slow
+def test_two_shards_of_one_job_run_together(celeba_dir, tmp_path):
+    base = ["synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--no-progress", "--limit", "20"]
+    procs = [_start(*base, "--out", str(tmp_path / "sharded"), "--num-shards", "2", "--shard-index", str(i))
+             for i in (0, 1)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert [r[0] for r in results] == [0, 0], [r[2] for r in results]
+    synthesize(resolve_source("celeba", celeba_dir), tmp_path / "one", SynthConfig(), limit=20, progress=False)
+    _consistent(tmp_path / "sharded")
+    assert _files(tmp_path / "sharded") == _files(tmp_path / "one")

@@ -25,9 +25,11 @@ the identity embedder, both torch) on the batch in the meantime (OpenCV and torc
 torch never competes with itself for cores. Each finished batch is written to ``partial/`` atomically,
 so an interrupted run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
 retried image by image; an image that still fails is recorded (``error``), **scored as the masked
-input** (the floor: an unrestored face), and the run goes on. So every run is scored on the full set: a
-method cannot gain rank by failing on hard images, and FID always sees every image. A sample that
-cannot be read (a record refused for an unsafe id or file name, a missing or damaged PNG) is recorded as
+input** (the floor: an unrestored face), and the run goes on; so is an image whose output gets a score
+that is not a finite number (NaN, or infinite other than PSNR's exact match; hole scores of an image
+without a hole are NaN by definition) or non-finite predicted landmarks (``ScoreError`` in ``error``).
+So every run is scored on the full set: a method cannot gain rank by failing on hard images, and FID
+always sees every image. A sample that cannot be read (a record refused for an unsafe id or file name, a missing or damaged PNG) is recorded as
 failed without reaching the method, FID or the identity model (there is nothing to score); the cached
 reference statistics are only written when every original was read.
 
@@ -529,8 +531,22 @@ def _prepare_batch(
         m = masks[rows_ok]
         org = original[rows_ok]
         comp = np.where(m[..., None], out, org)
-        composites = comp
         scores = image_scores(comp, org, m)
+        bad = _nonfinite_scores(scores, m, [plms[j] for j in ok])
+        bad = {i: why for i, why in bad.items() if errors[ok[i]] is None}  # failures are scored as the floor already
+        for i, why in bad.items():  # a score that is no number is a failure: scored as the masked input
+            j = ok[i]
+            errors[j] = rows[j]["error"] = why
+            outputs[j] = out[i] = masked[pos[j]]
+            plms[j] = None
+            if blind:
+                pmasks[j] = np.zeros(m.shape[1:], bool)
+        if bad:
+            redo = sorted(bad)
+            comp[redo] = np.where(m[redo][..., None], out[redo], org[redo])
+            for k2, v in image_scores(comp[redo], org[redo], m[redo]).items():
+                scores[k2][redo] = v
+        composites = comp
         changed = np.array([bool((out[i] != org[i])[~m[i]].any()) for i in range(len(ok))])
         raw_idx = np.flatnonzero(changed)
         raw = image_scores(out[raw_idx], org[raw_idx], m[raw_idx]) if raw_idx.size else {}
@@ -634,6 +650,22 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+def _nonfinite_scores(scores: dict[str, np.ndarray], masks: np.ndarray, landmarks: list) -> dict[int, str]:
+    """``{position: reason}`` of the images whose scores are not numbers where they must be: NaN or
+    infinite (PSNR's +inf, an exact match, is a score), hole scores only where the image has a hole (they
+    are NaN without one), and predicted landmarks that are not finite (their ``landmark_nme``)."""
+    has_hole = masks.reshape(len(masks), -1).any(axis=1)
+    bad = {}
+    for i in range(len(masks)):
+        names = [k for k, v in scores.items() if not (np.isfinite(v[i]) or (k.startswith("psnr") and v[i] == np.inf)
+                                                      or (k.endswith("_hole") and not has_hole[i]))]
+        if landmarks[i] is not None and not np.isfinite(landmarks[i]).all():
+            names.append("landmark_nme")
+        if names:
+            bad[i] = f"ScoreError: not a finite number: {', '.join(names)}"
+    return bad
 
 
 def _score_failures_as_floor(errors, outputs, pmasks, masked, blind, pos: dict[int, int]) -> None:

@@ -9,7 +9,9 @@ of the seed means is reported as ``<metric>_seed_sd``).
 
 Ranking is honest about failures: the evaluator scores a failed image as the masked input (the floor);
 a run made before that rule (failed images dropped) is marked incomplete and ranked below every complete
-row of its track and dataset. Every table shows the failure count.
+row of its track and dataset. Every table shows the failure count. NaN is never averaged away unseen: a
+run whose per-image table has scored images without a number where one is due (:func:`nan_scored_images`,
+counted in ``nan_images``) is flagged in its row and ranked below the complete rows like an incomplete run.
 
 Each mean comes with its 95 % percentile-bootstrap interval, and within a track and dataset the rows
 not significantly different from the best (two-sided Wilcoxon signed-rank test on the images both
@@ -50,6 +52,7 @@ __all__ = [
     "DamagedRunWarning",
     "collect_results",
     "merge_runs",
+    "nan_scored_images",
     "load_reported",
     "build_leaderboard",
     "compare_methods",
@@ -306,14 +309,44 @@ def wild_rows(results) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _per_image(run_dirs: list[str]) -> pd.DataFrame | None:
-    """The per-image table of one run, or the per-image mean over several runs (seeds); None if missing."""
+#: Per-image scores every scored image must have as a number (when its table has the column): the
+#: pixel scores, identity cosine and match, mask IoU and F1. The hole scores are due only where the image
+#: has a hole; identity_rank1 (undefined for a person without another photo) and landmark_nme (methods
+#: that give landmarks) may be missing.
+_DUE_SCORES = ("l1", "psnr", "ssim", "l1_hole", "psnr_hole", "ssim_hole", "identity_cosine", "identity_match",
+               "mask_iou", "mask_f1")
+
+
+def nan_scored_images(table: pd.DataFrame) -> int:
+    """How many images of a ``per_image.parquet`` table were scored (no ``error``) but lack a due score.
+
+    A due score (:data:`_DUE_SCORES` present in the table) is missing when it is NaN or infinite (PSNR's
+    +inf, an exact match, is a score); the hole scores are due only where ``hole_fraction`` is not 0.
+    Failed images (``error`` set) are counted by ``n_failed`` instead.
+    """
+    scored = table["error"].isna().to_numpy() if "error" in table.columns else np.ones(len(table), bool)
+    hole = (pd.to_numeric(table["hole_fraction"], errors="coerce").fillna(1.0).to_numpy() > 0
+            if "hole_fraction" in table.columns else np.ones(len(table), bool))
+    missing = np.zeros(len(table), bool)
+    for c in _DUE_SCORES:
+        if c in table.columns:
+            v = pd.to_numeric(table[c], errors="coerce").to_numpy(np.float64)
+            bad = ~np.isfinite(v) & ~(c.startswith("psnr") & (v == np.inf))
+            missing |= bad & hole if c.endswith("_hole") else bad
+    return int((missing & scored).sum())
+
+
+def _per_image(run_dirs: list[str]) -> tuple[pd.DataFrame | None, int]:
+    """The per-image table of one run, or the per-image mean over several runs (seeds), and the most
+    :func:`nan_scored_images` of any of them; ``(None, 0)`` if a table is missing."""
     frames = []
+    nan_images = 0
     for d in run_dirs:
         p = Path(d) / "per_image.parquet"
         if not p.is_file():
-            return None
+            return None, 0
         t = pd.read_parquet(p)
+        nan_images = max(nan_images, nan_scored_images(t))
         cols = ["id"] + [c for c in t.columns if c in METRICS and get_metric(c).per_image]
         t = t[cols].copy()
         for c in cols[1:]:
@@ -321,8 +354,8 @@ def _per_image(run_dirs: list[str]) -> pd.DataFrame | None:
                 t[c] = np.minimum(t[c].astype(float), PSNR_CAP_DB)
         frames.append(t)
     if len(frames) == 1:
-        return frames[0]
-    return pd.concat(frames).groupby("id", sort=False).mean(numeric_only=True).reset_index()
+        return frames[0], nan_images
+    return pd.concat(frames).groupby("id", sort=False).mean(numeric_only=True).reset_index(), nan_images
 
 
 def merge_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, pd.DataFrame]]:
@@ -332,8 +365,10 @@ def merge_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, pd.DataFrame
     seeds and each metric gets ``<m>_seed_sd`` (standard deviation of the seed means).
 
     Returns:
-        ``(rows, per_image)``: one row per key (``seeds``, ``runs``, ``run_dir`` of the latest), and the
-        per-image table behind each row by row position (missing when a run has no ``per_image.parquet``).
+        ``(rows, per_image)``: one row per key (``seeds``, ``runs``, ``run_dir`` of the latest,
+        ``nan_images``: the most images of one seed with a due score missing, see
+        :func:`nan_scored_images`), and the per-image table behind each row by row position (missing when
+        a run has no ``per_image.parquet``).
     """
     if runs.empty:
         return runs, {}
@@ -350,7 +385,7 @@ def merge_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, pd.DataFrame
         row["complete"] = bool(per_seed["complete"].all())
         with_outputs = [d for d in g["run_dir"] if (Path(d) / "outputs").is_dir()]
         row["outputs_dir"] = str(Path(with_outputs[-1]) / "outputs") if with_outputs else ""
-        table = _per_image(per_seed["run_dir"].tolist())
+        table, row["nan_images"] = _per_image(per_seed["run_dir"].tolist())
         metric_cols = [c for c in METRICS if c in per_seed.columns]
         for c in metric_cols:
             vals = pd.to_numeric(per_seed[c], errors="coerce")
@@ -370,8 +405,9 @@ def merge_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, pd.DataFrame
 
 
 def _rank_and_mark(rows: pd.DataFrame, tables: dict[int, pd.DataFrame], primary: str) -> pd.DataFrame:
-    """Sort and rank within (track, dataset): complete rows by ``primary``, then incomplete ones; add
-    ``<m>_best`` (best or not significantly different from it) per per-image metric."""
+    """Sort and rank within (track, dataset): complete rows by ``primary``, then incomplete ones and those
+    with NaN scores (``nan_images``); add ``<m>_best`` (best or not significantly different from it) per
+    per-image metric, among the complete rows without NaN scores."""
     if rows.empty:
         return rows
     rows = rows.copy()
@@ -379,7 +415,7 @@ def _rank_and_mark(rows: pd.DataFrame, tables: dict[int, pd.DataFrame], primary:
     asc = not higher_is_better(primary)
     parts = []
     for _, g in rows.groupby(["track", "dataset"], sort=True):
-        g = g.assign(_incomplete=~g["complete"].astype(bool))
+        g = g.assign(_incomplete=~g["complete"].astype(bool) | (_nan_images(g) > 0))
         g = g.sort_values(["_incomplete", primary], ascending=[True, asc], na_position="last", kind="stable")
         g.insert(0, "rank", range(1, len(g) + 1))
         for m, spec in METRICS.items():
@@ -390,9 +426,14 @@ def _rank_and_mark(rows: pd.DataFrame, tables: dict[int, pd.DataFrame], primary:
     return pd.concat(parts, ignore_index=True)
 
 
+def _nan_images(g: pd.DataFrame) -> pd.Series:
+    return pd.to_numeric(g["nan_images"], errors="coerce").fillna(0) if "nan_images" in g.columns \
+        else pd.Series(0, index=g.index)
+
+
 def _tied_with_best(g: pd.DataFrame, tables: dict[int, pd.DataFrame], m: str) -> pd.Series:
     marks = pd.Series(False, index=g.index)
-    cand = g[g["complete"].astype(bool) & g[m].notna()]
+    cand = g[g["complete"].astype(bool) & (_nan_images(g) == 0) & g[m].notna()]
     if cand.empty:
         return marks
     best_idx = cand[m].idxmax() if higher_is_better(m) else cand[m].idxmin()

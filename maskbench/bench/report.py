@@ -90,6 +90,12 @@ def _cell(r: pd.Series, m: str, with_ci: bool) -> tuple[str, str, bool]:
     return text, ci, bool(r.get(f"{m}_best") is True or r.get(f"{m}_best") == 1.0)
 
 
+def _nan_count(r: pd.Series) -> int:
+    """A row's count of scored images with a due score missing (0 for rows without one)."""
+    v = r.get("nan_images")
+    return 0 if v is None or pd.isna(v) else int(v)
+
+
 def _section_frame(g: pd.DataFrame, markdown: bool, link=None) -> pd.DataFrame:
     metrics = _metric_cols(g)
     show_seeds = "seeds" in g.columns and (g["seeds"].fillna(1) > 1).any()
@@ -101,11 +107,16 @@ def _section_frame(g: pd.DataFrame, markdown: bool, link=None) -> pd.DataFrame:
         name = row_label(r)
         if r.get("source") == _REPORTED_NOTE:
             name += f" ({r.get('paper', '')}; {r.get('protocol', '')})"
-        elif r.get("complete") is False or r.get("complete") == 0:
-            name += " (incomplete: failed images dropped)"
+        else:
+            if r.get("complete") is False or r.get("complete") == 0:
+                name += " (incomplete: failed images dropped)"
+            if _nan_count(r):
+                name += f" (NaN scores on {_nan_count(r)} images: not ranked)"
         rec["method"] = name if link is None else link(r, name)
         if r.get("source") == "measured":
             rec["failed"] = f"{int(r.get('n_failed') or 0)}/{int(r['n'])}"
+            if _nan_count(r):
+                rec["failed"] += f" + {_nan_count(r)} NaN"
         else:
             rec["failed"] = ""
         if show_seeds:
@@ -192,7 +203,7 @@ def _wild_note(g: pd.DataFrame) -> str:
 
 def breakdown_tables(measured: pd.DataFrame, primary: str) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
     """Per (track, dataset): ``(title, by mask type, by hole bucket)`` frames of the primary metric,
-    methods as rows, groups as columns, cells ``"mean (n)"``."""
+    methods as rows (a row with NaN scores says so), groups as columns, cells ``"mean (n)"``."""
     out = []
     if measured.empty:
         return out
@@ -201,8 +212,9 @@ def breakdown_tables(measured: pd.DataFrame, primary: str) -> list[tuple[str, pd
         for key in ("by_mask_type", "by_hole_bucket"):
             data = {}
             for _, r in g.iterrows():
-                data[row_label(r)] = {k: f"{format_value(primary, v[0])} ({v[1]})" for k, v in
-                                     breakdown_frame(r, key, primary).items() if v[0] is not None}
+                label = row_label(r) + (f" (NaN scores on {_nan_count(r)} images)" if _nan_count(r) else "")
+                data[label] = {k: f"{format_value(primary, v[0])} ({v[1]})" for k, v in
+                               breakdown_frame(r, key, primary).items() if v[0] is not None}
             frames.append(pd.DataFrame(data).T.fillna(""))
         out.append((f"{dataset} — {track} track", frames[0], frames[1]))
     return out
@@ -357,7 +369,7 @@ def sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128)
             ds = MaskedFaces(runs[0][2], runs[0][3] or "test")
         except ValueError:
             continue
-        index = {str(rec["id"]): i for i, rec in enumerate(ds.records)}
+        index = {str(rec["id"]): i for i, rec in enumerate(ds.records) if i not in ds.refused}
         ids = [i for i in ids if i in index]
         if not ids:
             continue

@@ -6,8 +6,10 @@ Pipeline:
 1. **Photos** (:func:`prepare_faces`): ``wild:DIR`` (a folder, read as synthesis reads one:
    :func:`maskbench.data.sources.resolve_source`, every entry accounted for) or ``wild:hf:<repo_id>`` (a hub
    dataset's image column). Each photo is detected with YuNet (:class:`maskbench.faces.yunet.YuNet`, largest
-   face, score >= 0.6) and aligned with synthesis's FFHQ rule computed from YuNet's eye centres and
-   mouth corners (:func:`maskbench.faces.yunet.yunet_quad`), at synthesis's size (256 px). A photo that cannot be
+   face, score >= 0.6; a photo longer than 2048 px, :data:`maskbench.faces.yunet.DETECT_MAX_SIDE`, is
+   detected on a shrunk copy so that memory stays bounded) and aligned, from the full photo, with
+   synthesis's FFHQ rule computed from YuNet's eye centres and mouth corners
+   (:func:`maskbench.faces.yunet.yunet_quad`), at synthesis's size (256 px). A photo that cannot be
    read or decoded, or where no face is found, is listed in the run's failures with the reason and takes
    no further part. Detections are cached in ``cache_dir()/wild`` by the photos' content hash and the
    detector, so reruns (other methods) only re-read and warp.
@@ -90,7 +92,7 @@ LEFT_THRESHOLD = 0.05
 #: Faces on each run's contact sheet (the first ones with a face found, in photo order).
 SHEET_FACES = 8
 _SHEET_TILE = 128
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: photos over DETECT_MAX_SIDE px are detected on a shrunk copy
 
 
 class WildError(MaskbenchError, ValueError):

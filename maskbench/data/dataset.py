@@ -23,8 +23,11 @@ pixels / image pixels, in [0, 1]), ``yaw`` (degrees, landmark estimate), ``num_f
 
 Datasets come from strangers, so every name taken from a record is checked before it touches the disk:
 an ``id`` must match :data:`maskbench.data.format.ID_PATTERN` (it names output files), and each ``*_file_name`` must resolve
-inside the split folder (:func:`safe_join`: no absolute path, no ``..``, no link out). A record that
-fails is refused with the reason (:attr:`MaskedFaces.refused`); the other records stay usable.
+inside the split folder (:func:`safe_join`: no absolute path, no ``..``, no link out), and an ``id`` must
+not repeat within a split (it names the sample's row and output files: a second record with the same id
+would be scored twice and overwrite the first one's saved output). A record that fails is refused with
+the reason (:attr:`MaskedFaces.refused`); the other records, the first of a repeated id included, stay
+usable.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ __all__ = [
     "DatasetFormatError",
     "SampleError",
     "UnsafePathError",
+    "DuplicateIdError",
     "check_name",
     "safe_join",
     "record_problem",
@@ -64,6 +68,10 @@ class SampleError(DatasetFormatError):
 
 class UnsafePathError(SampleError):
     """A name taken from data would leave its folder (absolute path, ``..``, a link out) or is not safe."""
+
+
+class DuplicateIdError(SampleError):
+    """A record repeats the id of an earlier record of the same split."""
 
 
 def check_name(name: object, what: str = "name") -> str:
@@ -180,9 +188,11 @@ class Sample:
 class MaskedFaces:
     """Read one split of a Masked-Faces dataset folder.
 
-    Records whose id or file names are unsafe (:func:`record_problem`) are kept in :attr:`records`, so
-    indices and the fingerprint do not move, but listed in :attr:`refused` and never read: indexing one
-    raises :class:`UnsafePathError`.
+    Records whose id or file names are unsafe (:func:`record_problem`), and every record that repeats the
+    id of an earlier (usable) record of the split, are kept in :attr:`records`, so indices and the
+    fingerprint do not move, but listed in :attr:`refused` and never read: indexing one raises
+    :class:`UnsafePathError` (unsafe) or :class:`DuplicateIdError` (repeated id; the first record with
+    that id stays usable).
 
     Args:
         root: the dataset folder.
@@ -223,11 +233,19 @@ class MaskedFaces:
                 raise DatasetFormatError(f"{meta}: records lack {', '.join(missing)}")
         self.records: list[dict[str, Any]] = records[:limit] if limit is not None else records
         self.refused: dict[int, str] = {}
+        self._duplicates: set[int] = set()
         guard = _PathGuard(self.split_dir)
+        first: dict[str, int] = {}
         for i, r in enumerate(self.records):
             problem = _record_problem(r, guard)
             if problem is not None:
                 self.refused[i] = problem
+                continue
+            j = first.setdefault(r["id"], i)
+            if j != i:
+                self.refused[i] = (f"duplicate id {r['id']!r}: record {j + 1} of {METADATA_FILE} has it already "
+                                   "(an id names one sample and its output files)")
+                self._duplicates.add(i)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -236,12 +254,14 @@ class MaskedFaces:
         """Read sample ``i``.
 
         Raises:
-            UnsafePathError: the record is refused (see :attr:`refused`).
+            UnsafePathError: the record is refused for an unsafe id or file name (see :attr:`refused`).
+            DuplicateIdError: the record repeats an earlier record's id (see :attr:`refused`).
             SampleError: a file is missing or damaged, or the three images differ in size.
         """
         r = self.records[i]
         if i in self.refused:
-            raise UnsafePathError(f"refused record: {self.refused[i]}")
+            error = DuplicateIdError if i in self._duplicates else UnsafePathError
+            raise error(f"refused record: {self.refused[i]}")
         d = self.split_dir
         try:
             masked = read_png(d / r["masked_file_name"])

@@ -44,7 +44,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def _check_records(folder: Path) -> None:
-    """Refuse a dataset whose records name files outside it or carry unsafe ids (nothing is read)."""
+    """Refuse a dataset whose records name files outside it, carry unsafe ids or repeat an id (nothing is read)."""
     for split in SPLITS:
         if not (folder / split / METADATA_FILE).is_file():
             continue
@@ -54,7 +54,7 @@ def _check_records(folder: Path) -> None:
             raise PublishError(str(e)) from None
         if ds.refused:
             i, why = next(iter(ds.refused.items()))
-            raise PublishError(f"{folder / split / METADATA_FILE}: {len(ds.refused)} unsafe record(s), first "
+            raise PublishError(f"{folder / split / METADATA_FILE}: {len(ds.refused)} refused record(s) (unsafe or duplicate), first "
                                f"line {i + 1}: {why}; nothing was published")
 
 

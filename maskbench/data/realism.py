@@ -53,7 +53,7 @@ from scipy.stats import binomtest
 from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_bytes, read_image
 from ..core.resources import cache_dir
-from ..faces.yunet import SCORE_THRESHOLD, YUNET_FILE, YuNet, resolve_yunet_model
+from ..faces.yunet import DETECT_MAX_SIDE, SCORE_THRESHOLD, YUNET_FILE, YuNet, resolve_yunet_model
 from .dataset import MASK_TYPES, SPLITS, DatasetFormatError, MaskedFaces, safe_join
 from .sources import IMAGE_SUFFIXES
 
@@ -223,7 +223,8 @@ class FaceCropper:
         self._detector = YuNet(model_path, score_threshold)
         self.model_path = self._detector.model_path
         self.scale, self.size, self.score_threshold = float(scale), int(size), float(score_threshold)
-        self.rule = (f"{self._detector.name} score>={self.score_threshold:g} largest face; square {self.scale:g}x "
+        self.rule = (f"{self._detector.name} score>={self.score_threshold:g} on <={DETECT_MAX_SIDE}px copy, largest "
+                     f"face; square {self.scale:g}x "
                      f"max(w,h) centred, inside image, no padding; bilinear {self.size}px; fallback centre square")
 
     def detect(self, image: np.ndarray) -> np.ndarray | None:

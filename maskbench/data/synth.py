@@ -59,6 +59,7 @@ from .synth_folder import (
     PROGRESS_DIR,
     DatasetMismatchError,
     OutputFolderError,
+    ShardLock,
     check_manifest,
     drop_partial_line,
     finalize,
@@ -509,6 +510,8 @@ def synthesize(
         workers: processes.
         num_shards, shard_index: take every ``num_shards``-th image starting at ``shard_index`` (a job array
             runs one shard per task into the same folder; each shard finalises the tables with what is done).
+            A run holds its shard's run lock from set-up to the end, so shards of one job (same settings,
+            shard count, split and limit) run side by side while any other writer is refused.
         progress: show a progress bar (rate and ETA) on stderr.
 
     Returns:
@@ -517,6 +520,9 @@ def synthesize(
     Raises:
         ValueError: bad split/shard arguments.
         OutputFolderError: ``out`` cannot be created (a part of its path is a file).
+        OutputFolderBusyError: (an ``OutputFolderError``) another run is writing the same shard into ``out``,
+            or a run with other settings, shard count, split or limit is writing into it; refused before
+            anything is written (see :class:`maskbench.data.synth_folder.ShardLock`).
         DatasetMismatchError: ``out`` holds samples made with other settings (a folder without samples,
             e.g. left by a failed first run, is restarted with the new settings instead).
         FileNotFoundError: a bad ``config.textures`` folder, or a missing model; raised before any worker
@@ -535,33 +541,44 @@ def synthesize(
     assets = SynthAssets.load(config)  # in this process: a bad texture folder or model fails here, once
     manifest = _manifest(config, source)
     items = source.items
+    job = {"config": manifest["config"], "template_library": manifest["template_library"], "source": source.name,
+           "split": split, "limit": limit, "num_shards": num_shards, "shard_index": shard_index}
     with locked(out):
-        records, _ = load_state(out)
-        check_manifest(out, manifest, has_samples=bool(records))
-        atomic_write_json(out / MANIFEST_FILE, {**manifest, "counts": read_counts(out)})
-        records, skips = load_state(out)
-    ids = _plan_ids(items)
-    jobs = []
-    for it in items:
-        s = assign_split(it, config.test_fraction)
-        if split in ("all", s):
-            jobs.append((it, ids[it.source_id], s))
-    if limit is not None:
-        jobs = jobs[:limit]
-    jobs = jobs[shard_index::num_shards]
-    done_sources = {r["source_id"] for r in records.values()} | set(skips)
-    todo = [j for j in jobs if j[0].source_id not in done_sources]
-    report = SynthReport(out=out, found=len(items), planned=len(jobs), resumed=len(jobs) - len(todo))
-    log_path = out / PROGRESS_DIR / f"shard-{shard_index:05d}-of-{num_shards:05d}.jsonl"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    if todo:
-        _run_jobs(todo, config, assets, out, source.name, workers, log_path, report, progress)
-    with locked(out):
-        report.totals = finalize(out, manifest)
-        if log_path.is_file():
-            log_path.unlink()
-    report.seconds = time.perf_counter() - t0
-    return report
+        run_lock = ShardLock(out, job)  # held to the end: a second writer of this shard is refused here
+        try:
+            records, _ = load_state(out)
+            check_manifest(out, manifest, has_samples=bool(records))
+            atomic_write_json(out / MANIFEST_FILE, {**manifest, "counts": read_counts(out)})
+            records, skips = load_state(out)
+        except BaseException:
+            run_lock.release()
+            raise
+    try:
+        ids = _plan_ids(items)
+        jobs = []
+        for it in items:
+            s = assign_split(it, config.test_fraction)
+            if split in ("all", s):
+                jobs.append((it, ids[it.source_id], s))
+        if limit is not None:
+            jobs = jobs[:limit]
+        jobs = jobs[shard_index::num_shards]
+        done_sources = {r["source_id"] for r in records.values()} | set(skips)
+        todo = [j for j in jobs if j[0].source_id not in done_sources]
+        report = SynthReport(out=out, found=len(items), planned=len(jobs), resumed=len(jobs) - len(todo))
+        log_path = out / PROGRESS_DIR / f"shard-{shard_index:05d}-of-{num_shards:05d}.jsonl"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if todo:
+            _run_jobs(todo, config, assets, out, source.name, workers, log_path, report, progress)
+        with locked(out):
+            report.totals = finalize(out, manifest)
+            if log_path.is_file():
+                log_path.unlink()
+            run_lock.release()
+        report.seconds = time.perf_counter() - t0
+        return report
+    finally:
+        run_lock.release(remove=False)  # after an error: the file stays (removing it needs the folder lock)
 
 
 _BATCH = 8  # source items per worker call: their writes overlap the next item's compute

@@ -5,6 +5,11 @@ Finished work lives in the split tables (``{split}/metadata.jsonl``), ``skipped.
 log per shard (``.progress/shard-*.jsonl``, one JSON line per source item), so an interrupted run
 resumes where it stopped; every table is written atomically under an exclusive lock (``.lock``), so the
 shards of a job array can finish into one folder.
+
+A run also holds its shard's run lock (``.progress/shard-*.lock``, see :class:`ShardLock`) from set-up to
+the end: a second run of the same shard, or a run of another job (other settings, shard count, split or
+limit) while any shard is running, is refused at once with :class:`OutputFolderBusyError`; the shards of
+one job run side by side.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ import json
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..core.errors import MaskbenchError
 from ..core.io import atomic_write_json, atomic_write_text
 from .card import write_card
 from .format import MANIFEST_FILE, METADATA_FILE, SKIPPED_FILE, SPLITS, write_metadata
 
-__all__ = ["DatasetMismatchError", "OutputFolderError", "PROGRESS_DIR", "SKIPPED_FILE", "MANIFEST_FILE"]
+__all__ = ["DatasetMismatchError", "OutputFolderBusyError", "OutputFolderError", "PROGRESS_DIR", "SKIPPED_FILE",
+           "MANIFEST_FILE", "ShardLock"]
 
 PROGRESS_DIR = ".progress"
 
@@ -86,6 +92,7 @@ def _make_out(out: Path) -> None:
 
 @contextmanager
 def locked(out: Path):
+    """Hold the folder's set-up/finalize lock (``out/.lock``, exclusive, blocking) inside the block."""
     _make_out(out)
     with open(out / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -93,6 +100,97 @@ def locked(out: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class OutputFolderBusyError(OutputFolderError):
+    """Another ``maskbench synth`` run is writing into the output folder (the same shard, or another job)."""
+
+
+def _describe(job: dict[str, Any]) -> str:
+    return f"shard {job.get('shard_index')} of {job.get('num_shards')}"
+
+
+def _job_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two runs' job descriptions, apart from the shard index."""
+    keys = [k for k in new if k != "shard_index"]
+    diff = [k for k in keys if k != "config" and old.get(k) != new.get(k)]
+    oc, nc = old.get("config") or {}, new.get("config") or {}
+    return [f"{k} {oc.get(k)!r} vs {nc.get(k)!r}" for k in nc if oc.get(k) != nc.get(k)] + [
+        f"{k} {old.get(k)!r} vs {new.get(k)!r}" for k in diff]
+
+
+class ShardLock:
+    """The run lock of one shard of a ``maskbench synth`` job, held from set-up to the end of the run.
+
+    It is ``out/.progress/shard-IIIII-of-KKKKK.lock``, locked with ``fcntl.flock`` (exclusive, non-blocking;
+    the system drops it when the process dies, so a killed run leaves no stale lock) and holding the job's
+    description as JSON: the settings, shard count, split and limit. Take and release it with the folder's
+    set-up lock held (:func:`locked`), so no run sees a half-written description or a lock file that is
+    being removed.
+
+    Args:
+        out: the output folder (it exists).
+        job: this run's description: JSON-able, with ``shard_index`` and ``num_shards``.
+
+    Raises:
+        OutputFolderBusyError: another process holds this shard's lock, or a shard of another job (any
+            description that differs in more than the shard index) is running in ``out``; the message
+            is one line naming the folder, the shard and, for another job, what differs.
+    """
+
+    def __init__(self, out: Path, job: dict[str, Any]):
+        self.out = Path(out)
+        self.job = json.loads(json.dumps(job))
+        progress = self.out / PROGRESS_DIR
+        progress.mkdir(parents=True, exist_ok=True)
+        self.path = progress / f"shard-{job['shard_index']:05d}-of-{job['num_shards']:05d}.lock"
+        for other in sorted(progress.glob("shard-*.lock")):
+            if other != self.path:
+                held = _held_by_other(other)
+                if held is not None:
+                    diff = _job_diff(held, self.job)
+                    if diff:
+                        raise OutputFolderBusyError(
+                            f"{self.out} is being written by another synth run ({_describe(held)}) with other "
+                            f"settings ({'; '.join(diff)}): wait for it to finish or use another --out")
+        self._file: IO[str] | None = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held to release())
+        try:  # opened with "a+": "w" would wipe the text of a process that holds it
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            self._file = None
+            raise OutputFolderBusyError(
+                f"{self.out} is being written by another synth run of the same shard ({_describe(self.job)}): "
+                "wait for it to finish or use another --out") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(json.dumps(self.job, sort_keys=True))
+        self._file.flush()
+
+    def release(self, remove: bool = True) -> None:
+        """Drop the lock (idempotent); ``remove`` deletes its file first (only with :func:`locked` held)."""
+        if self._file is None:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        self._file.close()  # closing the last descriptor drops the flock
+        self._file = None
+
+
+def _held_by_other(path: Path) -> dict[str, Any] | None:
+    """The job description in a shard lock file that another process holds, or ``None`` if it is free."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    return json.loads(f.read())
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return {"shard_index": "?", "num_shards": "?", "unreadable": True}
+            return None  # free: closing the file drops the shared lock just taken
+    except FileNotFoundError:
+        return None
 
 
 _CONTENT_KEYS = ("config", "template_library")
