@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -344,6 +345,7 @@ def test_yunet_detects_a_large_photo_on_a_shrunk_copy_at_the_right_place(celeba_
 
 _BIG_PHOTO_SCRIPT = r"""
 import json, re, sys
+import cv2
 import numpy as np
 from maskbench.bench.wild import prepare_faces
 from maskbench.faces.yunet import YuNet
