@@ -11,6 +11,12 @@ is written from ``--celeba`` (default ``$MASKBENCH_TEST_DATA/celeba-id200``) at 
 - ``pixel metrics``: L1 + PSNR + SSIM (whole image and hole) on decoded 256 px composites, scored in
   batches by the evaluator's thread pool (target >= 200 images/s on a 2-core CPU);
 - ``inception only``: the FID Inception forward alone on the same batches;
+- ``identity forward only``: the SFace recognizer alone on the 112 px chips of the same originals, by
+  both runtimes in the same run (:class:`maskbench.faces.identity.SFaceIdentity`): ``onnxruntime`` (the
+  int8 file one chip at a time, the path before OpenCV's) and ``opencv`` (the default), with their ratio
+  and each one's ratio to Inception. A pipeline run embeds one chip per image when the originals'
+  embeddings are cached (warm), two otherwise (cold); the slower of Inception and the recognizer bounds
+  a run with identity (target for the recognizer: >= 150 chips/s on a quiet 2-core CPU);
 - ``pipeline``: ``maskbench.bench.evaluate`` end to end with the ``masked-input`` method (decode, predict,
   composite, pixel metrics, FID features, identity) and its ratio to Inception-only throughput (target
   >= 0.70): ``cold`` is a dataset's first evaluation (it also computes the reference statistics and
@@ -36,8 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from maskbench.bench.evaluate import EvalConfig, evaluate  # noqa: E402
 from maskbench.data.dataset import MaskedFaces  # noqa: E402
 from maskbench.data.testing import write_fake_dataset  # noqa: E402
+from maskbench.faces.identity import SFaceIdentity  # noqa: E402
 from maskbench.measures.fid import InceptionFeatures  # noqa: E402
 from maskbench.measures.metrics import image_scores  # noqa: E402
+
+
+W = 58  # width of the stage column
 
 
 def _rate(n: int, seconds: float) -> str:
@@ -91,7 +101,20 @@ def main(argv: list[str] | None = None) -> int:
         t_incep = time.perf_counter() - t
         del feats
 
-        # 3. whole pipeline: cold (computes reference stats + embeddings), then warm (cached), then
+        # 3. the recognizer's forward alone, both runtimes on the same chips (cut outside the timing)
+        lms = np.array([ds.records[i]["landmarks"] for i in range(n)], np.float64)
+        t_ident, cpu_ident = {}, {}
+        for runtime in ("onnxruntime", "opencv"):
+            ident = SFaceIdentity(device=args.device, runtime=runtime)
+            chips = ident.chips(np.stack([c.original for c in samples]), lms)
+            ident.embed_chips(chips[:2])  # warm-up
+            t, c = time.perf_counter(), time.process_time()
+            for s in range(0, n, bs):
+                ident.embed_chips(chips[s : s + bs])
+            t_ident[runtime], cpu_ident[runtime] = time.perf_counter() - t, time.process_time() - c
+            del ident
+
+        # 4. whole pipeline: cold (computes reference stats + embeddings), then warm (cached), then
         #    warm without identity. "steady" = the batch loop, from the first to the last progress call
         #    (excludes model loading and the final FID / summary, which are per run, not per image).
         cfg = dict(method="masked-input", data=str(data), limit=args.n, batch_size=bs, device=args.device)
@@ -106,13 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     print(f"\n{n} images, {w}x{h}, batch {bs}, device {args.device}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    print(f"{'stage':44s} {'images/s':>8s}")
-    print(f"{'pixel metrics (L1+PSNR+SSIM, whole + hole)':44s} {_rate(n, t_metrics)}   target >= 200")
-    print(f"{'inception forward only':44s} {_rate(n, t_incep)}")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average "
+          f"{os.getloadavg()[0]:.1f} (a busy machine slows every stage; compare ratios within one run)")
+    print(f"{'stage':{W}s} {'images/s':>8s}")
+    print(f"{'pixel metrics (L1+PSNR+SSIM, whole + hole)':{W}s} {_rate(n, t_metrics)}   target >= 200")
+    print(f"{'inception forward only':{W}s} {_rate(n, t_incep)}")
+    for runtime, label in (("onnxruntime", "old: onnxruntime int8, 1 chip/run"),
+                           ("opencv", "new: OpenCV DNN, batched")):
+        name = f"identity forward only ({label})"
+        print(f"{name:{W}s} {_rate(n, t_ident[runtime])}   chips/s; ratio to inception "
+              f"{t_incep / t_ident[runtime]:.2f}; {n / cpu_ident[runtime]:.1f} chips per CPU-second")
+    print(f"{'identity forward, new / old (same run)':{W}s} {t_ident['onnxruntime'] / t_ident['opencv']:8.2f}x"
+          "   target >= 150 chips/s on a quiet 2-core CPU")
     for label, (total, steady, _) in runs.items():
         name = f"pipeline ({label}), steady"
-        print(f"{name:44s} {_rate(n, steady)}   ratio to inception {t_incep / steady:.2f} (target >= 0.70);"
+        print(f"{name:{W}s} {_rate(n, steady)}   ratio to inception {t_incep / steady:.2f} (target >= 0.70);"
               f" whole call {_rate(n, total).strip()}/s")
     res = runs["warm"][2]
     print(f"identity model: {res.summary['identity_model']}; FID {res.summary['fid']:.2f}")

@@ -327,8 +327,8 @@ def _real_chips(real_faces, n=6):
 
 @pytest.mark.slow
 def test_sface_embeddings_equal_opencv_dnn(real_faces):
-    """onnxruntime (maskbench) vs OpenCV's own DNN engine on the same file and chips, fed as OpenCV's
-    FaceRecognizerSF.feature does (blobFromImage of the BGR chip, scale 1)."""
+    """maskbench's batched input vs OpenCV's own feed of the same file and chips, one chip at a time as
+    OpenCV's FaceRecognizerSF.feature does (blobFromImage of the BGR chip, scale 1)."""
     import cv2
 
     from maskbench.faces.identity import SFaceIdentity
@@ -352,7 +352,7 @@ def test_sface_embeddings_equal_opencv_dnn(real_faces):
 def test_sface_unused_graph_inputs_do_not_change_the_output():
     from maskbench.faces.identity import SFaceIdentity
 
-    model = SFaceIdentity()
+    model = SFaceIdentity(runtime="onnxruntime")
     assert "conv_1_conv2d_weight" in model._extra  # the file declares its weights as inputs too
     chips = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
     zeros = model.embed_chips(chips)

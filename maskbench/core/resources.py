@@ -279,7 +279,8 @@ def library_versions() -> dict[str, str]:
     import platform
 
     out = {"python": platform.python_version()}
-    for dist in ("numpy", "torch", "torchvision", "opencv-python", "scikit-image", "pytorch-fid", "dlib-bin", "dlib", "pandas"):
+    for dist in ("numpy", "torch", "torchvision", "opencv-python", "opencv-python-headless", "onnxruntime",
+                 "scikit-image", "pytorch-fid", "dlib-bin", "dlib", "pandas"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:

