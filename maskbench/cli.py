@@ -219,16 +219,18 @@ def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batc
 
 @main.command("demo")
 @click.argument("method")
-@click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", default="demo.png", show_default=True, type=click.Path(dir_okay=False), help="Figure (PNG).")
+@click.argument("image", required=False, default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default="demo.png", show_default=True, type=click.Path(dir_okay=False),
+              help="Figure (PNG, or JPEG by its suffix).")
 @click.option("--seeds", default=4, show_default=True, type=click.IntRange(1, 16), help="Outputs with seeds 0..N-1.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="Weights file of a learned method (same as --method-arg weights=PATH).")
 def demo_cmd(method, image, out, seeds, device, method_args, weights) -> None:
-    """A figure of METHOD's outputs for one masked face IMAGE: seeds, and expression edits where the method
-    has them (3dprior)."""
+    """A figure of METHOD's outputs for one masked face IMAGE (default: the built-in demo face, scikit-image's
+    astronaut with a surgical mask): seeds, how much they differ, and expression edits where the method has
+    them (3dprior)."""
     from .bench.demo import variation_figure
     from .methods.predictors import parse_method_args, resolve_device
 

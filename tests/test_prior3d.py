@@ -1,6 +1,6 @@
 """``3dprior``: the rasterizer against analytic cases, the SFM files and eos fit, the two networks, the two
 training stages on tiny configs, and the blind predictor built from their weights (offline, seconds each;
-what needs the Surrey Face Model skips without ``$MASKBENCH_TEST_DATA/3dmm-sfm``)."""
+the Surrey Face Model is the copy shipped in the package)."""
 
 from __future__ import annotations
 
@@ -107,17 +107,30 @@ def _timed(fn):
 
 
 @pytest.fixture(scope="module")
-def sfm_dir(shared_data) -> Path:
-    d = shared_data / "3dmm-sfm"
-    if not (d / "sfm_shape_3448.bin").is_file():
-        pytest.skip(f"{d} has no Surrey Face Model")
-    return d
+def sfm_dir() -> Path:
+    return S.PACKAGED_SFM_DIR
 
 
 @pytest.fixture(scope="module")
 def sfm_model(sfm_dir):
     pytest.importorskip("eos")
     return S.load_sfm(sfm_dir)
+
+
+def test_the_shipped_sfm_is_eos_files_pinned_with_its_licence_and_in_the_package_data():
+    import hashlib
+    import tomllib
+
+    d = S.PACKAGED_SFM_DIR
+    for name, f in S.SFM_FILES.items():
+        data = (d / name).read_bytes()
+        assert len(data) == f.size and hashlib.sha256(data).hexdigest() == f.sha256, name
+    licence = (d / "LICENSE.md").read_text()
+    assert "non-commercial" in licence and "github.com/patrikhuber/eos" in licence and "v1.5.0" in licence
+    assert (d / "LICENSE-eos-Apache-2.0.txt").is_file()
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "surrey_face_model/*" in pyproject["tool"]["setuptools"]["package-data"]["maskbench.baselines.prior3d"]
 
 
 def test_sfm_resolution_order_and_the_error_that_names_what_is_missing(tmp_path, monkeypatch, sfm_dir):
@@ -127,21 +140,29 @@ def test_sfm_resolution_order_and_the_error_that_names_what_is_missing(tmp_path,
     def offline(url, timeout):
         raise OSError("network unreachable")
 
+    assert S.resolve_sfm_dir(opener=offline) == S.PACKAGED_SFM_DIR  # nothing set, offline: the shipped copy
+    assert S.sfm_status() is None or S.sfm_status().startswith("missing eos-py")
+    monkeypatch.setattr(S, "PACKAGED_SFM_DIR", tmp_path / "stripped")  # an install without it
     with pytest.raises(S.SFMNotFoundError) as e:
         S.resolve_sfm_dir(opener=offline)
     msg = str(e.value)
     assert "sfm_shape_3448.bin" in msg and "sfm_dir=DIR" in msg and "MASKBENCH_SFM_DIR" in msg and "download" in msg
+    assert "\n" not in msg and len(msg) < 500 and "https://" not in msg, msg
+    if S.sfm_status() is not None and not S.sfm_status().startswith("missing eos-py"):
+        assert S.sfm_status().startswith("missing 3DMM: ")
     with pytest.raises(S.SFMNotFoundError, match="lacks"):
         S.resolve_sfm_dir(tmp_path / "empty")
     monkeypatch.setenv("MASKBENCH_SFM_DIR", str(sfm_dir))
     assert S.resolve_sfm_dir(opener=offline) == sfm_dir  # the environment comes before the cache
     monkeypatch.delenv("MASKBENCH_SFM_DIR")
 
-    def local_mirror(url, timeout):  # the pinned files served from the shared copy
+    def local_mirror(url, timeout):  # the pinned files served from the shipped copy
         return open(sfm_dir / url.rsplit("/", 1)[1], "rb")
 
     got = S.resolve_sfm_dir(opener=local_mirror)
     assert got == tmp_path / "cache" / "3dmm-sfm" and all((got / n).is_file() for n in S.SFM_FILES)
+    monkeypatch.setattr(S, "PACKAGED_SFM_DIR", sfm_dir)
+    assert S.resolve_sfm_dir(opener=offline) == got  # the cache comes before the shipped copy
 
 
 def test_model_arrays_and_projection_match_eos(sfm_model):
@@ -375,6 +396,42 @@ def test_demo_figure(predictor, tiny_weights, env, tmp_path):
                                   str(tiny_weights), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert out.stat().st_size > 10_000
+
+
+def test_demo_without_an_image_uses_the_built_in_demo_face(tiny_weights, env, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from maskbench.bench import evaluate
+    from maskbench.cli import main
+
+    monkeypatch.setattr(evaluate, "demo_data", lambda: env)  # the built-in set is synthesised (slow): a stand-in
+    out = tmp_path / "fig.jpg"
+    r = CliRunner().invoke(main, ["demo", "3dprior", "--out", str(out), "--seeds", "2", "--weights",
+                                  str(tiny_weights), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:2] == b"\xff\xd8" and out.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_headline_commands_run_offline_from_an_empty_folder_and_home(tmp_path):
+    """`maskbench evaluate --method 3dprior` and `maskbench demo 3dprior` as a new user types them: empty
+    working folder, empty HOME (fresh cache), no MASKBENCH_* variables, no network (~1.5 min)."""
+    import os
+    import subprocess
+    import sys
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASKBENCH_")}
+    env.update(HOME=str(home), HF_HUB_OFFLINE="1", XDG_CACHE_HOME=str(home / ".cache"))
+    for args in (["evaluate", "--method", "3dprior", "--limit", "2", "--no-fid", "--no-identity"],
+                 ["demo", "3dprior", "--seeds", "1", "--device", "cpu"]):
+        r = subprocess.run([sys.executable, "-m", "maskbench", *args], cwd=work, env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert (work / "demo.png").stat().st_size > 10_000
+    assert not (home / ".cache" / "maskbench" / "3dmm-sfm").exists()  # the shipped copy, not a download
 
 
 def test_missing_weights_say_how_to_train(tmp_path, env):

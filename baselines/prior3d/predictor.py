@@ -105,6 +105,14 @@ class Prior3D(LearnedInpainter):
         self._torch = torch
 
     @classmethod
+    def weights_status(cls) -> str:
+        """The weights' status, or ``missing 3DMM: ...`` / ``missing eos-py: ...`` (:func:`.sfm.sfm_status`)."""
+        from .sfm import sfm_status
+
+        status = super().weights_status()
+        return (sfm_status() or status) if status == "available" else status
+
+    @classmethod
     def _how_to_train(cls) -> str:
         return f"train both stages with {_TRAIN}, or pass --method-arg weights=PATH"
 

@@ -7,10 +7,12 @@ Files (eos's ``share/`` folder; the shape-only public model of Huber et al., VIS
 1. the ``sfm_dir`` argument (``--method-arg sfm_dir=DIR`` for evaluate and demo, ``--set prior.sfm_dir=DIR``
    for training);
 2. ``$MASKBENCH_SFM_DIR``;
-3. the user cache, ``maskbench.faces.landmarks.cache_dir() / "3dmm-sfm"``;
-4. a download of each missing file from eos's GitHub ``share/`` folder (tag ``v1.5.0``) into that cache
-   through :func:`maskbench.core.resources.download` (SHA-256 pinned);
-5. otherwise :class:`SFMNotFoundError` naming the missing files and the places looked in.
+3. the user cache, ``maskbench.core.resources.cache_dir() / "3dmm-sfm"``;
+4. the copy shipped with maskbench, :data:`PACKAGED_SFM_DIR` (eos ``v1.5.0``'s files, unchanged; their
+   terms, non-commercial use only for the model, are in its ``LICENSE.md``), so inference needs no set-up;
+5. a download of each missing file from eos's GitHub ``share/`` folder (tag ``v1.5.0``) into that cache
+   through :func:`maskbench.core.resources.download` (SHA-256 pinned), for an install without the copy;
+6. otherwise :class:`SFMNotFoundError`: one line naming the files and the fix.
 
 Coefficient vector (:class:`CoeffLayout`), one row per face, ``K + 6 + 6`` floats:
 
@@ -36,11 +38,11 @@ import torch
 
 from maskbench.core.resources import DownloadError, ModelFile, ModelNotFoundError, cache_dir, download
 
-__all__ = ["SFM_FILES", "SFMNotFoundError", "resolve_sfm_dir", "SurreyModel", "load_sfm", "CoeffLayout",
-           "fit_landmarks", "NUM_EXPRESSIONS", "EXPRESSIONS", "LANDMARK_WEIGHTS"]
+__all__ = ["SFM_FILES", "PACKAGED_SFM_DIR", "SFMNotFoundError", "resolve_sfm_dir", "sfm_status", "SurreyModel",
+           "load_sfm", "CoeffLayout", "fit_landmarks", "NUM_EXPRESSIONS", "EXPRESSIONS", "LANDMARK_WEIGHTS"]
 
 _EOS_SHARE = "https://raw.githubusercontent.com/patrikhuber/eos/v1.5.0/share/{}"
-#: The SFM files used, pinned by the SHA-256 and size of the copies in ``/work/shared/data/3dmm-sfm``.
+#: The SFM files used, pinned by the SHA-256 and size of eos ``v1.5.0``'s ``share/`` copies.
 SFM_FILES: dict[str, ModelFile] = {
     m.name: m
     for m in (
@@ -58,6 +60,8 @@ SFM_FILES: dict[str, ModelFile] = {
                   "d26e02dbb2cf72bfa88bc6bf6f175bf261bae7aff00509cc0ff277675f2fff47", 3_447),
     )
 }
+#: The copy of :data:`SFM_FILES` shipped as package data, with its licence (``LICENSE.md``) and provenance.
+PACKAGED_SFM_DIR = Path(__file__).with_name("surrey_face_model")
 EXPRESSIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 NUM_EXPRESSIONS = len(EXPRESSIONS)
 #: iBUG-68 indices (0-based) weighted 20 in the landmark loss: the nose (27-35) and the inner mouth (60-67).
@@ -80,18 +84,19 @@ def resolve_sfm_dir(sfm_dir: str | os.PathLike | None = None, *, allow_download:
 
     Args:
         sfm_dir: an explicit folder; when given it must be complete (no fallback).
-        allow_download: try eos's GitHub ``share/`` folder for what the cache lacks.
+        allow_download: try eos's GitHub ``share/`` folder for what the cache lacks (only reached when the
+            copy shipped with maskbench is incomplete).
         opener: passed to :func:`maskbench.core.resources.download` (tests).
 
     Raises:
         SFMNotFoundError: the folder given lacks files, or nothing complete was found or downloaded.
     """
+    fix = "pass --method-arg sfm_dir=DIR (train: --set prior.sfm_dir=DIR) or set MASKBENCH_SFM_DIR=DIR"
     if sfm_dir is not None:
         d = Path(sfm_dir).expanduser()
         missing = _complete(d)
         if missing:
-            raise SFMNotFoundError(f"Surrey Face Model folder {d} lacks {', '.join(missing)} "
-                                   "(eos's share/ files; see maskbench.baselines.prior3d.sfm)")
+            raise SFMNotFoundError(f"Surrey Face Model folder {d} lacks {', '.join(missing)} (eos's share/ files)")
         return d
     looked = []
     env = os.environ.get("MASKBENCH_SFM_DIR")
@@ -99,11 +104,15 @@ def resolve_sfm_dir(sfm_dir: str | os.PathLike | None = None, *, allow_download:
         d = Path(env).expanduser()
         if not _complete(d):
             return d
-        looked.append(f"$MASKBENCH_SFM_DIR={d} (lacks {', '.join(_complete(d))})")
+        looked.append(f"$MASKBENCH_SFM_DIR={d}")
     cached = cache_dir() / "3dmm-sfm"
     if not _complete(cached):
         return cached
-    looked.append(f"{cached} (lacks {', '.join(_complete(cached))})")
+    looked.append(str(cached))
+    if not _complete(PACKAGED_SFM_DIR):
+        return PACKAGED_SFM_DIR
+    looked.append("the package")
+    failed = ""
     if allow_download:
         try:
             for name in _complete(cached):
@@ -111,11 +120,30 @@ def resolve_sfm_dir(sfm_dir: str | os.PathLike | None = None, *, allow_download:
                 download(SFM_FILES[name], cached / name, timeout=20.0, **kw)
             return cached
         except DownloadError as e:
-            looked.append(f"download from eos's GitHub share/ failed ({e})")
-    raise SFMNotFoundError(
-        "the Surrey Face Model (eos share/ files " + ", ".join(SFM_FILES) + ") was not found: looked in "
-        + "; ".join(looked) + ". Set MASKBENCH_SFM_DIR to a folder holding them, or pass it as --method-arg "
-        "sfm_dir=DIR (evaluate, demo) or --set prior.sfm_dir=DIR (train).")
+            failed = f", and the download from eos's GitHub failed ({_reason(e)})"
+    raise SFMNotFoundError(f"3dprior needs the Surrey Face Model ({', '.join(SFM_FILES)} from eos's share/ "
+                           f"folder): not in {' or '.join(looked)}{failed}; {fix}")
+
+
+def sfm_status() -> str | None:
+    """None when 3dprior can load the SFM without a download (eos-py importable, a complete folder found);
+    otherwise ``"missing 3DMM: ..."`` or ``"missing eos-py: ..."`` for ``maskbench methods``."""
+    import importlib.util
+
+    if importlib.util.find_spec("eos") is None:
+        return "missing eos-py: pip install 'maskbench[3dprior]' (or eos-py)"
+    try:
+        resolve_sfm_dir(allow_download=False)
+    except SFMNotFoundError as e:
+        return f"missing 3DMM: {e}"
+    return None
+
+
+def _reason(e: Exception) -> str:
+    """The last clause of a download error (``URLError: ...``), not the whole URL."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    m = re.search(r"\(([^()]*(?:\([^()]*\)[^()]*)*)\)\s*$", msg)
+    return (m.group(1) if m else msg)[:120]
 
 
 def _read_mapping(path: Path) -> dict[int, int]:

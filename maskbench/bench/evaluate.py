@@ -73,7 +73,7 @@ from ..methods.predictors import (
 )
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKET_LABELS", "PSNR_CAP_DB",
-           "FAILURE_FLOOR", "default_data", "DEFAULT_SYNTH_OUT"]
+           "FAILURE_FLOOR", "default_data", "demo_data", "DEFAULT_SYNTH_OUT"]
 
 #: Where ``maskbench synth`` writes when no ``--out`` is given (the first place ``evaluate`` looks).
 DEFAULT_SYNTH_OUT = "masked-faces"
@@ -173,20 +173,31 @@ class EvalResult:
 def default_data(split: str = "test") -> tuple[str, str]:
     """The dataset ``maskbench evaluate`` scores when no ``--data`` is given, and a one-line description.
 
-    ``./masked-faces`` (``maskbench synth``'s default output) when it has ``split``; otherwise a small
-    built-in demo set (scikit-image's astronaut photograph with each of the five mask types), made on
-    first use in ``cache_dir()/demo-masked-faces``.
+    ``./masked-faces`` (``maskbench synth``'s default output) when it has ``split``; otherwise the built-in
+    demo set (:func:`demo_data`).
     """
     local = Path(DEFAULT_SYNTH_OUT)
     if (local / split / "metadata.jsonl").is_file():
         return str(local), f"{local}/ ({split} split; maskbench synth's default output folder)"
+    demo = demo_data()
+    return str(demo), f"the built-in demo set in {demo} (one public-domain photo, five masks; no ./{DEFAULT_SYNTH_OUT} found)"
+
+
+def demo_data() -> Path:
+    """The built-in demo set: scikit-image's astronaut photograph (public domain) with each of the five mask
+    types, all in its ``test`` split, made by ``maskbench synth``'s defaults on first use in
+    ``cache_dir()/demo-masked-faces`` (also the face of ``maskbench demo`` without an image).
+
+    Raises:
+        maskbench.core.errors.MaskbenchError: the set cannot be made (e.g. the landmark model is missing).
+    """
     from ..data.sources import resolve_source
     from ..data.synth import SynthConfig, synthesize
 
     demo = cache_dir() / "demo-masked-faces"
     if not (demo / "test" / "metadata.jsonl").is_file():
         synthesize(resolve_source(None), demo, SynthConfig(test_fraction=1.0), progress=False)
-    return str(demo), f"the built-in demo set in {demo} (one public-domain photo, five masks; no ./{DEFAULT_SYNTH_OUT} found)"
+    return demo
 
 
 def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:
