@@ -270,3 +270,13 @@ def test_methods_cli_in_process():
     assert r.exit_code == 0
     assert r.output.splitlines()[0].split()[:5] == ["name", "track", "input", "device", "weights"]
     assert "masked-input" in r.output
+
+
+def test_a_learned_method_has_one_name():
+    """A trainable class states the name it is registered under (its trainer and weights use it) and may not
+    be registered under another."""
+    for name in ("unet-l1", "region-attentive", "3dprior", "landmark-gan"):
+        assert P.get_predictor_class(name).name == name
+    with pytest.raises(P.RegistryError, match="states the name 'unet-l1'"):
+        P.register("unet-copy", P.get_predictor_class("unet-l1"))
+    assert "unet-copy" not in P.list_methods()
