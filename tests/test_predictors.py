@@ -245,10 +245,15 @@ def test_entry_point_plugin_is_discovered_and_runs(plugin_on_path):
     info = P.method_info("example-meanfill")
     assert info.source == "entry point maskbench-example-plugin"
     assert info.input_size == 128
+    cls = P.get_predictor_class("example-meanfill")
     pred = P.create_predictor("example-meanfill")
-    images, masks = _batch(size=64)
-    out = P.run_predictor(pred, images, masks)
-    assert out.images.shape == images.shape
+    assert pred.name == "example-meanfill" and "name" not in vars(cls)  # the plug-in's class is left as it is
+    images, masks = _batch(size=128)  # its input size: no resizing, so the fill is exact
+    out = P.run_predictor(pred, images, masks).images
+    np.testing.assert_array_equal(out[~masks], images[~masks])
+    for im, o, m in zip(images, out, masks):
+        mean = im[~m].mean(axis=0).round().astype(np.uint8)
+        assert (o[m] == mean).all()
     # the plug-in's second entry point tries to take the built-in name and is ignored, with a warning
     assert P.get_predictor_class("telea").__module__ == "maskbench.baselines.classical"
     assert any("'telea'" in w for w in P.registry_warnings())

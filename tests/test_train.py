@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from maskbench.cli import main
+from maskbench.core.resources import ModelNotFoundError
 from maskbench.data.testing import write_fake_dataset
 from maskbench.methods import predictors as P
 from maskbench.methods.learned import trainer_class
@@ -102,10 +103,16 @@ def test_paper_config_matches_the_public_code_and_takes_a_step():
     print(f"paper-width generator: {n / 1e6:.2f} M parameters")
     assert abs(n - 44.7e6) / 44.7e6 < 0.05
     g = nets["generator"]
+    before = [p.detach().clone() for p in g.parameters()]
     opt = torch.optim.Adam(g.parameters(), 2e-4)
-    loss = g(torch.randn(2, 4, 32, 32)).abs().mean()
+    loss = g(torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(0))).abs().mean()
     loss.backward()
     opt.step()
+    assert torch.isfinite(loss) and loss > 0
+    after = list(g.parameters())
+    assert all(torch.isfinite(p).all() for p in after)
+    moved = sum(not torch.equal(a, b) for a, b in zip(before, after))
+    assert moved > len(before) // 2, f"the step changed {moved} of {len(before)} parameter tensors"
 
 
 def test_weights_round_trip_is_exact_in_float16(tmp_path):
@@ -233,7 +240,7 @@ def test_learned_predictor_contract(method, train_data, tmp_path):
     assert (out[masks] != images[masks]).any()
     np.testing.assert_array_equal(out, P.run_predictor(pred, images, masks).images)
     assert len(ds) == 4
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(ModelNotFoundError, match="missing.safetensors not found"):
         P.create_predictor(method, weights=str(tmp_path / "missing.safetensors"))
 
 
