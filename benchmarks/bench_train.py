@@ -26,11 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from maskbench.methods import predictors as P  # noqa: E402
-from maskbench.methods.learned import config_dir, trainer_class  # noqa: E402
+from maskbench.methods.learned import trainer_class  # noqa: E402
 from maskbench.train.checkpoint import export_weights  # noqa: E402
-from maskbench.train.config import load_config  # noqa: E402
 from maskbench.train.data import to_batch  # noqa: E402
-from maskbench.train.loop import Optimizers, method_defaults  # noqa: E402
+from maskbench.train.loop import Optimizers  # noqa: E402
 
 
 def _batch(n: int, s: int, device: str):
@@ -44,7 +43,7 @@ def _batch(n: int, s: int, device: str):
 def bench(method: str, config: str, device: str, steps: int, predict_n: int) -> tuple[str, ...]:
     cls = P.get_predictor_class(method)
     T = trainer_class(cls)
-    cfg = load_config(method_defaults(T), config, config_dir(cls))
+    cfg = T.load_config(config)
     loss_net = None
     if T.uses_loss_network:
         from maskbench.train.losses import load_loss_network
@@ -68,7 +67,7 @@ def bench(method: str, config: str, device: str, steps: int, predict_n: int) -> 
     params = sum(p.numel() for p in m.nets["generator"].parameters()) / 1e6
     with tempfile.TemporaryDirectory() as d:
         w = Path(d) / "w.safetensors"
-        export_weights(w, method, {k: m.nets[k] for k in T.inference_nets}, {"config": cfg})
+        export_weights(w, method, {k: m.nets[k] for k in T.exported_nets(cfg)}, {"config": cfg})
         pred = P.create_predictor(method, device=device, weights=str(w))
         rng = np.random.default_rng(1)
         images = rng.integers(0, 256, (predict_n, 256, 256, 3), dtype=np.uint8)

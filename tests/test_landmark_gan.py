@@ -87,13 +87,10 @@ def env(tmp_path_factory):
 
 
 def _trainer(stage, **over):
-    from maskbench.methods.learned import config_dir, trainer_class
-    from maskbench.train.config import load_config
-    from maskbench.train.loop import method_defaults
+    from maskbench.methods.learned import trainer_class
 
-    cls = P.get_predictor_class("landmark-gan")
-    T = trainer_class(cls)
-    return T, load_config(method_defaults(T), f"tiny-{stage}", config_dir(cls), over)
+    T = trainer_class(P.get_predictor_class("landmark-gan"))
+    return T, T.load_config(f"tiny-{stage}", over)
 
 
 def _method(stage, data, **over):
@@ -142,10 +139,10 @@ def test_resume_continues_the_same_loss_curve(env, tmp_path):
 
     T, cfg = _trainer("generator", steps=6)
     data = PairedFaces(env, "train", cfg["size"])
-    full = train(T, cfg, data, tmp_path / "full", progress=False)
-    train(T, cfg, data, tmp_path / "cut", progress=False, max_steps=4)
+    full = train(T, cfg, data, tmp_path / "full", method="landmark-gan", progress=False)
+    train(T, cfg, data, tmp_path / "cut", method="landmark-gan", progress=False, max_steps=4)
     assert not (tmp_path / "cut" / "weights.safetensors").exists()
-    train(T, cfg, data, tmp_path / "cut", progress=False, resume=True)
+    train(T, cfg, data, tmp_path / "cut", method="landmark-gan", progress=False, resume=True)
     a = (tmp_path / "full" / "log.csv").read_text().splitlines()
     b = (tmp_path / "cut" / "log.csv").read_text().splitlines()
     cols = a[0].split(",")
@@ -164,11 +161,11 @@ def _cli_train(env, out, stage, *extra):
 @pytest.fixture(scope="module")
 def tiny_weights(env, tmp_path_factory) -> Path:
     """The three stages trained 4 steps through `maskbench train`, joined into one file."""
-    from maskbench.baselines.landmark_gan.predictor import combine_weights
+    from maskbench.baselines.landmark_gan.predictor import LandmarkGan
 
     runs = tmp_path_factory.mktemp("lgruns")
-    files = [_cli_train(env, runs / s, s) for s in STAGES]
-    return combine_weights(*files, runs / "all.safetensors")
+    files = {s: _cli_train(env, runs / s, s) for s in STAGES}
+    return LandmarkGan.combine(files, runs / "all.safetensors")
 
 
 def _faces(env, n=3):
@@ -216,7 +213,7 @@ def test_evaluate_scores_the_predicted_landmarks(tiny_weights, env, tmp_path):
 
 
 def test_gender_routing_with_a_celeba_attribute_file(env, tmp_path):
-    from maskbench.baselines.landmark_gan.predictor import combine_weights
+    from maskbench.baselines.landmark_gan.predictor import LandmarkGan
     from maskbench.baselines.landmark_gan.training import read_gender
 
     from maskbench.data.dataset import MaskedFaces
@@ -234,7 +231,7 @@ def test_gender_routing_with_a_celeba_attribute_file(env, tmp_path):
     lm = _cli_train(env, runs / "lm", "landmarks", "--attributes", str(attrs))
     gens = {g: _cli_train(env, runs / g, "generator", "--set", f"gender={g}", "--attributes", str(attrs))
             for g in ("male", "female")}
-    both = combine_weights(seg, lm, gens, runs / "all.safetensors")
+    both = LandmarkGan.combine({"segmenter": seg, "landmarks": lm, "generator": gens}, runs / "all.safetensors")
     pred = P.create_predictor("landmark-gan", weights=str(both), score_threshold=0.0)
     assert pred.generators == ["generator_female", "generator_male"]
     ims = _faces(env, 2)
@@ -264,12 +261,12 @@ def test_missing_weights_say_how_to_train(tmp_path):
 
 
 def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
-    from maskbench.baselines.landmark_gan.predictor import combine_weights
+    from maskbench.baselines.landmark_gan.predictor import LandmarkGan
 
     from maskbench.train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="segmenter"):
-        combine_weights(tiny_weights, tiny_weights, tiny_weights, tmp_path / "x.safetensors")
+        LandmarkGan.combine(dict.fromkeys(STAGES, tiny_weights), tmp_path / "x.safetensors")
 
 
 def test_landmark_targets_are_the_same_from_stored_pairs_and_on_the_fly_masks(env):

@@ -186,7 +186,7 @@ def test_no_private_name_crosses_a_module():
         ("maskbench.data.masks.spec", "def f():\n    from ..publish import publish\n", "maskbench.data.publish"),
         ("maskbench.faces.landmarks", "import maskbench.data.sources\n", "maskbench.data.sources"),
         ("maskbench.measures.metrics", "from maskbench.bench import leaderboard\n", "maskbench.bench.leaderboard"),
-        ("maskbench.train.loop", "from ..methods.learned import LearnedInpainter\n", "maskbench.methods.learned"),
+        ("maskbench.train.loop", "from ..methods.learned import LearnedPredictor\n", "maskbench.methods.learned"),
     ],
 )
 def test_a_backward_import_is_flagged(module, text, bad):

@@ -240,10 +240,15 @@ def test_entry_point_plugin_is_discovered_and_runs(plugin_on_path):
     info = P.method_info("example-meanfill")
     assert info.source == "entry point maskbench-example-plugin"
     assert info.input_size == 128
+    cls = P.get_predictor_class("example-meanfill")
     pred = P.create_predictor("example-meanfill")
-    images, masks = _batch(size=64)
-    out = P.run_predictor(pred, images, masks)
-    assert out.images.shape == images.shape
+    assert pred.name == "example-meanfill" and "name" not in vars(cls)  # the plug-in's class is left as it is
+    images, masks = _batch(size=128)  # its input size: no resizing, so the fill is exact
+    out = P.run_predictor(pred, images, masks).images
+    np.testing.assert_array_equal(out[~masks], images[~masks])
+    for im, o, m in zip(images, out, masks):
+        mean = im[~m].mean(axis=0).round().astype(np.uint8)
+        assert (o[m] == mean).all()
     # the plug-in's second entry point tries to take the built-in name and is ignored, with a warning
     assert P.get_predictor_class("telea").__module__ == "maskbench.baselines.classical"
     assert any("'telea'" in w for w in P.registry_warnings())
@@ -265,3 +270,13 @@ def test_methods_cli_in_process():
     assert r.exit_code == 0
     assert r.output.splitlines()[0].split()[:5] == ["name", "track", "input", "device", "weights"]
     assert "masked-input" in r.output
+
+
+def test_a_learned_method_has_one_name():
+    """A trainable class states the name it is registered under (its trainer and weights use it) and may not
+    be registered under another."""
+    for name in ("unet-l1", "region-attentive", "3dprior", "landmark-gan"):
+        assert P.get_predictor_class(name).name == name
+    with pytest.raises(P.RegistryError, match="states the name 'unet-l1'"):
+        P.register("unet-copy", P.get_predictor_class("unet-l1"))
+    assert "unet-copy" not in P.list_methods()

@@ -119,6 +119,7 @@ def sfm_model(sfm_dir):
 
 def test_the_shipped_sfm_is_eos_files_pinned_with_its_licence_and_in_the_package_data():
     import hashlib
+
     import tomllib
 
     d = S.PACKAGED_SFM_DIR
@@ -263,13 +264,10 @@ def env(tmp_path_factory, sfm_dir):
 
 def _trainer(stage, **over):
     from maskbench.methods import predictors as P
-    from maskbench.methods.learned import config_dir, trainer_class
-    from maskbench.train.config import load_config
-    from maskbench.train.loop import method_defaults
+    from maskbench.methods.learned import trainer_class
 
     T = trainer_class(P.get_predictor_class("3dprior"))
-    cfg = load_config(method_defaults(T), f"tiny-{stage}", config_dir(P.get_predictor_class("3dprior")), over)
-    return T, cfg
+    return T, T.load_config(f"tiny-{stage}", over)
 
 
 @pytest.mark.parametrize("stage,key", [("n3d", "total"), ("generator", "l1")])
@@ -316,7 +314,7 @@ def test_unmasked_share_shows_n3d_the_original_with_an_empty_hole(env, share):
 def tiny_weights(env, tmp_path_factory) -> Path:
     """Both stages trained 4 steps through `maskbench train`, joined into one file."""
     from click.testing import CliRunner
-    from maskbench.baselines.prior3d.predictor import combine_weights
+    from maskbench.baselines.prior3d.predictor import Prior3D
 
     from maskbench.cli import main
 
@@ -326,8 +324,8 @@ def tiny_weights(env, tmp_path_factory) -> Path:
                                       "--out", str(runs / stage), "--device", "cpu", "--no-progress"])
         assert r.exit_code == 0, r.output
         assert (runs / stage / "samples" / "step_000004.png").is_file()
-    return combine_weights(runs / "n3d" / "weights.safetensors", runs / "generator" / "weights.safetensors",
-                           runs / "both.safetensors")
+    return Prior3D.combine({"n3d": runs / "n3d" / "weights.safetensors",
+                            "generator": runs / "generator" / "weights.safetensors"}, runs / "both.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +363,7 @@ def test_predictor_contract_seeds_and_compositing(predictor, env):
     hole = torch.zeros(len(ims), 1, 32, 32)
     hole[:, :, 16:, 8:24] = 1
     with torch.no_grad():
-        y = predictor._trainer.inpaint(predictor.nets, x, hole, torch.Generator().manual_seed(0))
+        y = predictor.trainable.inpaint(predictor.nets, x, hole, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and y.abs().max() <= 1
 
 
@@ -443,12 +441,34 @@ def test_missing_weights_say_how_to_train(tmp_path, env):
 
 
 def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
-    from maskbench.baselines.prior3d.predictor import combine_weights
+    from maskbench.baselines.prior3d.predictor import Prior3D
 
     from maskbench.train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="n3d"):
-        combine_weights(tiny_weights, tiny_weights, tmp_path / "x.safetensors")
+        Prior3D.combine({"n3d": tiny_weights, "generator": tiny_weights}, tmp_path / "x.safetensors")
+
+
+def test_combine_writes_only_where_it_is_told(tiny_weights, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from maskbench.baselines.prior3d.predictor import Prior3D
+
+    from maskbench.methods.learned import combine_command, default_weights
+
+    n3d, gen = (str(tiny_weights.parent / s / "weights.safetensors") for s in ("n3d", "generator"))
+    committed = default_weights(Prior3D).stat().st_mtime_ns
+    assert combine_command(Prior3D, "combine", [n3d, gen]) == 2  # no OUT: the usage, nothing written
+    assert "N3D GENERATOR OUT" in capsys.readouterr().err
+    out = tmp_path / "joined.safetensors"
+    assert combine_command(Prior3D, "combine", [n3d, gen, str(out)]) == 0 and out.is_file()
+    assert combine_command(Prior3D, "combine", [gen, n3d, str(tmp_path / "x.safetensors")]) == 2  # one line
+    assert "is not a 3dprior n3d weights file" in capsys.readouterr().err
+    assert default_weights(Prior3D).stat().st_mtime_ns == committed and not (tmp_path / "x.safetensors").exists()
+    r = subprocess.run([sys.executable, "-m", "maskbench.baselines.prior3d.combine", n3d], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "usage: python -m maskbench.baselines.prior3d.combine N3D GENERATOR OUT" in r.stderr
 
 
 def test_training_refuses_data_without_landmarks(env):

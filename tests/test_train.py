@@ -15,14 +15,16 @@ import torch
 from click.testing import CliRunner
 
 from maskbench.cli import main
+from maskbench.core.resources import ModelNotFoundError
 from maskbench.data.testing import write_fake_dataset
 from maskbench.methods import predictors as P
-from maskbench.methods.learned import config_dir, trainer_class
+from maskbench.methods.learned import trainer_class
 from maskbench.train.checkpoint import CheckpointError, export_weights, load_weights
-from maskbench.train.config import ConfigError, load_config
+from maskbench.train.config import ConfigError
 from maskbench.train.data import PairedFaces, batch_indices, to_batch
-from maskbench.train.loop import Optimizers, method_defaults
+from maskbench.train.loop import Optimizers
 
+REPO = Path(__file__).resolve().parent.parent
 LEARNED = ("region-attentive", "unet-l1")
 LOSS_COLUMNS = {"region-attentive": ("g_total", "l1", "style", "perceptual", "gan_g", "gan_d"), "unet-l1": ("l1",)}
 
@@ -41,8 +43,7 @@ def _trainable(method):
 
 
 def _config(method, name="tiny", **overrides):
-    cls = P.get_predictor_class(method)
-    return load_config(method_defaults(trainer_class(cls)), name, config_dir(cls), overrides)
+    return _trainable(method).load_config(name, overrides)
 
 
 def _log(run: Path) -> list[dict[str, str]]:
@@ -102,10 +103,16 @@ def test_paper_config_matches_the_public_code_and_takes_a_step():
     print(f"paper-width generator: {n / 1e6:.2f} M parameters")
     assert abs(n - 44.7e6) / 44.7e6 < 0.05
     g = nets["generator"]
+    before = [p.detach().clone() for p in g.parameters()]
     opt = torch.optim.Adam(g.parameters(), 2e-4)
-    loss = g(torch.randn(2, 4, 32, 32)).abs().mean()
+    loss = g(torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(0))).abs().mean()
     loss.backward()
     opt.step()
+    assert torch.isfinite(loss) and loss > 0
+    after = list(g.parameters())
+    assert all(torch.isfinite(p).all() for p in after)
+    moved = sum(not torch.equal(a, b) for a, b in zip(before, after))
+    assert moved > len(before) // 2, f"the step changed {moved} of {len(before)} parameter tensors"
 
 
 def test_weights_round_trip_is_exact_in_float16(tmp_path):
@@ -233,7 +240,7 @@ def test_learned_predictor_contract(method, train_data, tmp_path):
     assert (out[masks] != images[masks]).any()
     np.testing.assert_array_equal(out, P.run_predictor(pred, images, masks).images)
     assert len(ds) == 4
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(ModelNotFoundError, match="missing.safetensors not found"):
         P.create_predictor(method, weights=str(tmp_path / "missing.safetensors"))
 
 
@@ -273,3 +280,97 @@ def test_resume_accepts_a_key_added_to_the_defaults_later_only_at_its_default():
     changed = {**defaults, "loss": {"l1": 1.0, "new_term": 0.5}}
     assert _without_steps(_with_new_defaults(stored, defaults)) != _without_steps(changed)
     assert _with_new_defaults({**stored, "new_option": 0.3}, defaults)["new_option"] == 0.3
+
+
+#: the committed weights of the given-mask methods (their cards name their method)
+COMMITTED = {"unet-l1": REPO / "baselines" / "unet_l1" / "weights.safetensors",
+             "region-attentive": REPO / "baselines" / "region_attentive" / "weights.safetensors"}
+
+
+@pytest.mark.parametrize("method, other", [("unet-l1", "region-attentive"), ("region-attentive", "unet-l1"),
+                                           ("3dprior", "unet-l1"), ("landmark-gan", "region-attentive")])
+def test_weights_of_another_method_are_refused_before_a_network_is_built(method, other):
+    """The card's method is checked first: one CheckpointError line, not a KeyError from building the network."""
+    with pytest.raises(CheckpointError, match=f"'{other}'.*not.*'{method}'"):
+        P.create_predictor(method, weights=str(COMMITTED[other]))
+
+
+def test_weights_without_a_card_or_with_a_broken_one_are_refused(train_data, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"generator/x": torch.zeros(1)}, str(bare))
+    with pytest.raises(CheckpointError, match="no maskbench card"):
+        P.create_predictor("unet-l1", weights=str(bare))
+    for config, expect in (({"size": 32, "model": {"width": -3}}, "'model.width'"),
+                           ({"size": 32, "model": {"depth": 3}}, "'model.depth'"),
+                           ("small", "config")):
+        broken = tmp_path / "broken.safetensors"
+        card = {"method": "unet-l1", "config": config}
+        save_file({"generator/x": torch.zeros(1)}, str(broken), metadata={"maskbench": json.dumps(card)})
+        with pytest.raises(CheckpointError, match=expect):
+            P.create_predictor("unet-l1", weights=str(broken))
+    # on the command line: one line, exit status 2
+    r = CliRunner().invoke(main, ["evaluate", "--method", "unet-l1", "--weights", str(COMMITTED["region-attentive"]),
+                                  "--data", str(train_data), "--out", str(tmp_path / "res"), "--no-fid",
+                                  "--no-identity", "--device", "cpu"])
+    out = r.output.strip()
+    assert r.exit_code == 2 and len(out.splitlines()) == 1 and "'region-attentive'" in out, (r.exit_code, out)
+
+
+@pytest.mark.parametrize("setting, key", [
+    ("steps=-5", "steps"), ("steps=0", "steps"), ("batch_size=0", "batch_size"),
+    ("checkpoint_every=0", "checkpoint_every"), ("optim.lr=abc", "optim.lr"), ("size=abc", "size"),
+    ("size=3", "size"), ("model.width=-3", "model.width"), ("amp=maybe", "amp"),
+])
+def test_set_values_are_checked_like_the_options_are(setting, key, train_data, tmp_path):
+    """``--set`` goes through the same checks as ``--steps`` or ``--size``: one line naming the key, exit 2,
+    nothing trained or exported."""
+    r = CliRunner().invoke(main, ["train", "--method", "unet-l1", "--config", "tiny", "--data", str(train_data),
+                                  "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu", "--set", setting])
+    out = r.output.strip()
+    assert r.exit_code == 2 and len(out.splitlines()) == 1 and f"'{key}'" in out, (r.exit_code, out)
+    assert not (tmp_path / "run" / "weights.safetensors").exists()
+
+
+@pytest.mark.parametrize("method", ("unet-l1", "region-attentive", "3dprior", "landmark-gan"))
+def test_every_config_of_every_learned_method_loads_and_passes_the_checks(method):
+    """``defaults.yaml`` holds every key (the shared ones included) and every named config passes the checks."""
+    from maskbench.train.config import COMMON_KEYS, config_names
+
+    T = _trainable(method)
+    defaults = T.default_config()
+    assert set(COMMON_KEYS) <= set(defaults)
+    assert T.check_config(defaults) == defaults
+    names = [n for n in config_names(T.config_dir()) if n != "defaults"]
+    assert names
+    for name in names:
+        T.load_config(name)
+    with pytest.raises(ConfigError, match="'optim.betas' must be a list of 2"):
+        T.load_config(names[0], {"optim.betas": [0.5]})
+
+
+def test_the_conversion_round_trips_and_pastes_only_inside_the_hole():
+    from maskbench.train.tensors import (
+        holes_to_tensor,
+        images_to_tensor,
+        network_inputs,
+        paste_into_holes,
+        tensor_to_images,
+    )
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    x = images_to_tensor(images)
+    assert x.shape == (2, 3, 40, 40) and x.min() >= -1 and x.max() <= 1
+    np.testing.assert_array_equal(tensor_to_images(x), images)
+    holes = np.zeros((2, 40, 40), bool)
+    holes[:, 20:, 10:30] = True
+    assert holes_to_tensor(holes).shape == (2, 1, 40, 40)
+    xs, ms = network_inputs(images, holes, 16)
+    assert xs.shape == (2, 3, 16, 16) and ms.shape == (2, 1, 16, 16) and set(ms.unique().tolist()) == {0.0, 1.0}
+    out = paste_into_holes(images, np.full((2, 16, 16, 3), 7, np.uint8), holes)
+    np.testing.assert_array_equal(out[~holes], images[~holes])
+    assert (out[holes] == 7).all()

@@ -1,15 +1,13 @@
-"""``python -m maskbench.baselines.landmark_gan.combine SEGMENTER LANDMARKS GENERATOR [OUT]``: join the three
-stages' ``weights.safetensors`` into one file (default: the committed location). GENERATOR may be
-``male=PATH,female=PATH`` (gender routing)."""
+"""``python -m maskbench.baselines.landmark_gan.combine SEGMENTER LANDMARKS GENERATOR OUT``: join the three stages'
+``weights.safetensors`` into OUT (:meth:`maskbench.methods.learned.LearnedPredictor.combine`); GENERATOR may be
+``male=PATH,female=PATH`` (gender routing). Then ``--method-arg weights=OUT``, or copy OUT over
+``baselines/landmark_gan/weights.safetensors`` to make it the committed default."""
 
-import sys
+from __future__ import annotations
 
-from .predictor import combine_weights
+from maskbench.methods.learned import combine_command
+
+from .predictor import LandmarkGan
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (4, 5):
-        sys.exit(__doc__.strip().splitlines()[0])
-    gen = sys.argv[3]
-    if "=" in gen:
-        gen = dict(item.split("=", 1) for item in gen.split(","))
-    print(combine_weights(sys.argv[1], sys.argv[2], gen, sys.argv[4] if len(sys.argv) == 5 else None))
+    raise SystemExit(combine_command(LandmarkGan, "python -m maskbench.baselines.landmark_gan.combine"))

@@ -1,5 +1,5 @@
 """How ``landmark-gan`` is trained: three stages, three separate runs (they may run at the same time),
-joined into one weights file by :func:`.predictor.combine_weights`.
+joined into one weights file by ``LandmarkGan.combine`` (``python -m maskbench.baselines.landmark_gan.combine``).
 
 ``stage: segmenter`` (``configs/small-segmenter.yaml``): :func:`.model.mask_rcnn` on the masked images,
 one "face mask" instance per image, its box the true hole's bounding box and its mask the true hole;
@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from maskbench.train.config import ConfigError
+from maskbench.train.config import Check, ConfigError
 from maskbench.train.data import Batch, scale_landmarks, show_unmasked
 from maskbench.train.loop import Optimizers, Trainable
 from maskbench.train.losses import perceptual_loss, style_loss, total_variation
@@ -142,30 +142,27 @@ def _gender_of(record: dict[str, Any], genders: dict[str, bool]) -> float:
 
 
 class LandmarkGanTraining(Trainable):
-    """Networks: ``segmenter`` | ``landmarks`` | ``generator`` and ``disc``, by ``stage`` (module docstring)."""
+    """Networks: ``segmenter`` | ``landmarks`` | ``generator`` and ``disc``, by ``stage`` (module docstring);
+    config keys: ``configs/defaults.yaml``."""
 
-    method = "landmark-gan"
     uses_loss_network = True
-    inference_nets = ("generator",)
-    defaults: dict[str, Any] = {
-        "stage": "generator",  # segmenter | landmarks | generator
-        "gender": "all",  # all | male | female (generator stage; needs attributes)
-        "attributes": None,  # CelebA list_attr_celeba.txt (gender routing)
-        "unmasked_share": 0.0,  # segmenter: share of images shown unmasked (not in the paper)
-        "precise_bn_images": 800,  # segmenter: images its batch-norm statistics are recomputed on at the end
-        "model": {"backbone": "mobilenet_v3_large", "min_size": 160, "fpn_channels": 64, "mask_resolution": 28,
-                  "landmark_width": 0.5,
-                  "gen_width": 24, "gen_blocks": 7, "disc_width": 32},
-        "optim_d_scale": 0.1,
-        "loss": {"l1": 1.0, "perceptual": 0.1, "style": 250.0, "adversarial": 0.01, "tv": 0.1, "gender": 0.1},
+    inference_nets = ("segmenter", "landmarks", "generator")
+    checks = {
+        "stage": Check(choices=STAGES),
+        "gender": Check(choices=GENDERS),
+        "unmasked_share": Check(min=0, max=1),
+        "model.backbone": Check(choices=("mobilenet_v3_large", "resnet50")),
+        "model.min_size": Check(min=16),
+        **{f"model.{k}": Check(min=1) for k in ("fpn_channels", "mask_resolution", "gen_width", "disc_width")},
+        "model.landmark_width": Check(min=0, min_open=True),
+        "optim_d_scale": Check(min=0, min_open=True),
     }
 
     @classmethod
     def build(cls, config: dict[str, Any]) -> dict[str, nn.Module]:
         stage, m = config["stage"], config["model"]
         if stage == "segmenter":
-            return {"segmenter": mask_rcnn(m["min_size"], m["fpn_channels"], m["mask_resolution"],
-                                           m.get("backbone", "mobilenet_v3_large"))}
+            return {"segmenter": mask_rcnn(m["min_size"], m["fpn_channels"], m["mask_resolution"], m["backbone"])}
         if stage == "landmarks":
             return {"landmarks": LandmarkRegressor(m["landmark_width"], gender=config["attributes"] is not None)}
         if stage == "generator":
@@ -173,16 +170,18 @@ class LandmarkGanTraining(Trainable):
         raise ConfigError(f"landmark-gan: stage must be one of {', '.join(STAGES)}, got {stage!r}")
 
     def __init__(self, config: dict[str, Any], device: str = "cpu", loss_net: nn.Module | None = None):
-        if config["gender"] not in GENDERS:
-            raise ConfigError(f"landmark-gan: gender must be one of {', '.join(GENDERS)}, got {config['gender']!r}")
         if config["gender"] != "all" and not config["attributes"]:
             raise ConfigError("landmark-gan: gender male/female needs attributes: a CelebA list_attr_celeba.txt")
         super().__init__(config, device, loss_net)
-        self.inference_nets = (config["stage"],)
         if config["stage"] == "generator":
             self.nets["disc"] = Discriminator(config["model"]["disc_width"])
         self.landmarks = None
         self.male = None
+
+    @classmethod
+    def exported_nets(cls, config: dict[str, Any]) -> tuple[str, ...]:
+        """A run exports its stage's network (``segmenter``, ``landmarks`` or ``generator``)."""
+        return (config["stage"],)
 
     # --- data -----------------------------------------------------------------------------------------
     def prepare(self, data, samples):

@@ -1,21 +1,12 @@
-"""Join the two stages' weights into one file: ``python -m maskbench.baselines.prior3d.combine N3D GEN [OUT]``
-(OUT defaults to the committed ``weights.safetensors`` beside this module)."""
+"""``python -m maskbench.baselines.prior3d.combine N3D GENERATOR OUT``: join the two stages' ``weights.safetensors``
+into OUT (:meth:`maskbench.methods.learned.LearnedPredictor.combine`); then ``--method-arg weights=OUT``, or
+copy OUT over ``baselines/prior3d/weights.safetensors`` to make it the committed default."""
 
 from __future__ import annotations
 
-import sys
+from maskbench.methods.learned import combine_command
 
-from .predictor import combine_weights
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (2, 3):
-        print(__doc__, file=sys.stderr)
-        return 2
-    print(combine_weights(*args))
-    return 0
-
+from .predictor import Prior3D
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(combine_command(Prior3D, "python -m maskbench.baselines.prior3d.combine"))

@@ -35,6 +35,7 @@ from maskbench.core.io import atomic_write_bytes
 from maskbench.core.resources import cache_dir
 from maskbench.data.dataset import DatasetFormatError
 from maskbench.train.data import scale_landmarks
+from maskbench.train.tensors import holes_to_tensor, images_to_tensor, tensor_to_images
 
 from .render import rasterize, render_colours
 from .sfm import EXPRESSIONS, CoeffLayout, SurreyModel, fit_landmarks, project
@@ -171,8 +172,7 @@ class FitCache:
 
     def prior_batch(self, index, device="cpu") -> torch.Tensor:
         """``(B, 3, S, S)`` in [-1, 1] for sample indices ``index``."""
-        a = np.ascontiguousarray(self.priors[np.asarray(index)])
-        return torch.from_numpy(a).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return images_to_tensor(self.priors[np.asarray(index)], device)
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
@@ -238,9 +238,8 @@ def _build(data, records, size, model, layout, settings, folder: Path, progress:
     priors = np.zeros((n, size, size, 3), np.uint8)
     for start in range(0, n, 32):
         sl = slice(start, min(n, start + 32))
-        img = torch.from_numpy(np.ascontiguousarray(data.masked[sl])).permute(0, 3, 1, 2).float() / 127.5 - 1
-        hole = torch.from_numpy(np.ascontiguousarray(data.hole[sl])).float()[:, None]
-        pr, _ = render_prior(buffers, layout, sym, torch.from_numpy(coeffs[sl]), img, hole)
-        priors[sl] = ((pr.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        pr, _ = render_prior(buffers, layout, sym, torch.from_numpy(coeffs[sl]), images_to_tensor(data.masked[sl]),
+                             holes_to_tensor(data.hole[sl]))
+        priors[sl] = tensor_to_images(pr)
     for name, arr in (("coeffs", coeffs), ("landmarks", lms), ("priors", priors)):
         atomic_write_bytes(folder / f"{name}.npy", _npy_bytes(arr))

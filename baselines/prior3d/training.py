@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from maskbench.train.config import ConfigError
+from maskbench.train.config import Check, ConfigError
 from maskbench.train.data import Batch, show_unmasked
 from maskbench.train.loop import Optimizers, Trainable
 from maskbench.train.losses import total_variation
@@ -73,19 +73,19 @@ def landmark_loss(points: torch.Tensor, target: torch.Tensor, ibug: torch.Tensor
 
 
 class Prior3DTraining(Trainable):
-    """Networks: ``n3d`` (stage n3d); ``generator`` and ``disc`` (stage generator). See module docstring."""
+    """Networks: ``n3d`` (stage n3d); ``generator`` and ``disc`` (stage generator). See module docstring;
+    config keys: ``configs/defaults.yaml``."""
 
-    method = "3dprior"
     uses_loss_network = False
     inference_nets = ("n3d", "generator")
-    defaults: dict[str, Any] = {
-        "stage": "generator",  # n3d | generator
-        "prior": {"sfm_dir": None, "num_shape": 63, "fit_iterations": 2, "fit_contour": True},
-        "model": {"n3d_width": 32, "gen_width": 16, "gen_blocks": 6, "gen_downs": 3, "disc_width": 16, "disc_max_width": 128},
-        # share of N_3D's training images shown unmasked (the original, empty hole): not in the paper
-        "unmasked_share": 0.0,
-        "loss": {"mask": 1.0, "ohem_threshold": 0.7, "coeff": 1.0, "landmark": 0.1,
-                 "l1": 10.0, "identity": 0.1, "tv": 0.1, "adversarial": 0.01, "r1": 1.0, "r1_every": 16},
+    checks = {
+        "stage": Check(choices=STAGES),
+        "prior.num_shape": Check(min=1, max=63),
+        "prior.fit_iterations": Check(min=1),
+        **{f"model.{k}": Check(min=1) for k in ("n3d_width", "gen_width", "gen_downs", "disc_width", "disc_max_width")},
+        "unmasked_share": Check(min=0, max=1),
+        "loss.ohem_threshold": Check(min=0, max=1, min_open=True),
+        "loss.r1_every": Check(min=1),
     }
 
     @classmethod
@@ -102,9 +102,13 @@ class Prior3DTraining(Trainable):
             return {"generator": Generator(m["gen_width"], m["gen_blocks"], m["gen_downs"])}
         raise ConfigError(f"3dprior: stage must be one of {', '.join(STAGES)}, got {stage!r}")
 
+    @classmethod
+    def exported_nets(cls, config: dict[str, Any]) -> tuple[str, ...]:
+        """A run exports its stage's network (``n3d`` or ``generator``)."""
+        return (config["stage"],)
+
     def __init__(self, config: dict[str, Any], device: str = "cpu", loss_net: nn.Module | None = None):
         super().__init__(config, device, loss_net)
-        self.inference_nets = (config["stage"],)
         self.fits = None
         self.sfm = load_sfm(config["prior"]["sfm_dir"])
         self.buffers = self.sfm.torch_buffers(self.layout(config).num_shape, device)

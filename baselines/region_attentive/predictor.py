@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from maskbench.methods.learned import LearnedInpainter
+from maskbench.methods.learned import LearnedPredictor
 
 __all__ = ["RegionAttentive"]
 
 
-class RegionAttentive(LearnedInpainter):
+class RegionAttentive(LearnedPredictor):
     """M-CSAM GAN inpainting (Yang et al., arXiv 2409.06845, 2024), trained here (see ``training.py``)."""
 
     name = "region-attentive"

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from maskbench.train.config import Check
 from maskbench.train.data import Batch
 from maskbench.train.loop import Optimizers, Trainable
 from maskbench.train.losses import perceptual_loss, ralsgan_d_loss, ralsgan_g_loss, style_loss
@@ -46,15 +47,12 @@ _MATCH_CHANNELS = {"dlib-resnet": 64, "vgg16": 256}
 
 
 class RegionAttentiveTraining(Trainable):
-    """Networks: ``generator``, ``disc_image``, ``disc_feature``."""
+    """Networks: ``generator`` (on the default 4-channel input of :meth:`Trainable.inpaint`), ``disc_image``,
+    ``disc_feature``. Config keys: ``configs/defaults.yaml``."""
 
-    method = "region-attentive"
     uses_loss_network = True
-    defaults: dict[str, Any] = {
-        "model": {"width": 16, "single_scale": False, "disc_width": 32},
-        "loss": {"style": 250.0, "gan": 0.1, "gan_feature": 0.1, "l1": 1.0, "perceptual": 0.1, "full_image_supervision": False,
-                 "target_real": 0.9, "target_fake": 0.1, "adversarial_from_step": 0},
-    }
+    checks = {"model.width": Check(min=1), "model.disc_width": Check(min=1),
+              "loss.target_real": Check(min=0, max=1), "loss.target_fake": Check(min=0, max=1)}
 
     @classmethod
     def build(cls, config: dict[str, Any]) -> dict[str, nn.Module]:
@@ -68,10 +66,6 @@ class RegionAttentiveTraining(Trainable):
         feat_c = loss_net.channels[loss_net.match_index] if loss_net is not None else 64
         self.nets["disc_image"] = PatchDiscriminator(m["disc_width"])
         self.nets["disc_feature"] = FeatureDiscriminator(feat_c, m["disc_width"] * 2)
-
-    @classmethod
-    def inpaint(cls, nets, masked, hole, generator=None):
-        return nets["generator"](torch.cat([masked * (1 - hole), hole], dim=1))
 
     def training_step(self, batch: Batch, opt: Optimizers) -> dict[str, float]:
         lc = self.config["loss"]

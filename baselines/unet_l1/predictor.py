@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from maskbench.methods.learned import LearnedInpainter
+from maskbench.methods.learned import LearnedPredictor
 
 __all__ = ["UNetL1"]
 
 
-class UNetL1(LearnedInpainter):
+class UNetL1(LearnedPredictor):
     """A plain U-Net trained on the composite's L1 loss alone: the control for the learned methods."""
 
     name = "unet-l1"

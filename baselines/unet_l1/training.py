@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from maskbench.train.config import Check
 from maskbench.train.data import Batch
 from maskbench.train.loop import Optimizers, Trainable
 
@@ -17,19 +17,15 @@ __all__ = ["UNetL1Training"]
 
 
 class UNetL1Training(Trainable):
-    """Network: ``generator`` (:class:`UNet`); loss: L1 of the composite."""
+    """Network: ``generator`` (:class:`UNet`, on the default 4-channel input of :meth:`Trainable.inpaint`);
+    loss: L1 of the composite. Config keys: ``configs/defaults.yaml``."""
 
-    method = "unet-l1"
-    defaults: dict[str, Any] = {"model": {"width": 32, "dilations": [2, 4, 8]}}
+    checks = {"model.width": Check(min=2), "model.dilations": Check(min=1)}
 
     @classmethod
     def build(cls, config: dict[str, Any]) -> dict[str, nn.Module]:
         m = config["model"]
         return {"generator": UNet(m["width"], tuple(m["dilations"]))}
-
-    @classmethod
-    def inpaint(cls, nets, masked, hole, generator=None):
-        return nets["generator"](torch.cat([masked * (1 - hole), hole], dim=1))
 
     def training_step(self, batch: Batch, opt: Optimizers) -> dict[str, float]:
         pred = self.inpaint(self.nets, batch.masked, batch.hole)

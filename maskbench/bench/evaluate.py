@@ -208,7 +208,7 @@ def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:
     """
     name = check_name(config.method, "method name")
     cls = get_predictor_class(config.method)
-    check_options(cls, dict(config.method_args))
+    check_options(cls, dict(config.method_args), config.method)
     weights = cls.weights_fingerprint(**dict(config.method_args))
     return Path(config.out) / name / f"{dataset.fingerprint()}-{config.args_hash(weights)}"
 

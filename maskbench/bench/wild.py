@@ -418,7 +418,7 @@ def _check_tracks(config: WildConfig):
     from ..methods.predictors import check_options, get_predictor_class
 
     cls = get_predictor_class(config.method)
-    check_options(cls, dict(config.method_args))
+    check_options(cls, dict(config.method_args), config.method)
     if cls.track == "blind":
         if config.mask_from:
             raise WildError(f"--mask-from is for given-mask methods; {config.method} is blind and finds its own masks")
@@ -427,7 +427,7 @@ def _check_tracks(config: WildConfig):
         raise WildError(f"{config.method} needs a mask and wild photos have none: name a blind method that predicts "
                         "them with --mask-from (e.g. --mask-from 3dprior)")
     seg = get_predictor_class(config.mask_from)
-    check_options(seg, dict(config.mask_from_args))
+    check_options(seg, dict(config.mask_from_args), config.mask_from)
     if seg.track != "blind":
         raise WildError(f"--mask-from {config.mask_from}: not a blind method (it does not predict masks)")
     return cls, seg

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data.dataset import DatasetFormatError
-from ..train.config import load_config
 from ..train.data import PairedFaces, open_training_data
-from ..train.loop import TrainResult, method_defaults, train
+from ..train.loop import TrainResult, train
 
 __all__ = ["launch"]
 
@@ -31,6 +30,9 @@ def launch(
 ) -> TrainResult:
     """Train the registered ``method`` (see ``maskbench train --help`` for the options).
 
+    The config (defaults, the named file, ``overrides``) is checked in full before any data is read
+    (:func:`maskbench.train.config.check_config`); the run carries the method's one name, its predictor's.
+
     Args:
         method: a method whose predictor declares a ``trainer``.
         data: a Masked-Faces folder or ``hf:<repo_id>``; its train split is trained on, and the first
@@ -50,15 +52,15 @@ def launch(
 
     Raises:
         maskbench.methods.predictors.UnknownMethodError, RegistryError: unknown or untrainable method.
-        maskbench.train.config.ConfigError: bad config, key or run folder.
+        maskbench.train.config.ConfigError: bad config, key, value or run folder.
         DatasetFormatError, maskbench.data.sources.SourceError: unusable data.
     """
-    from .learned import config_dir, trainer_class
+    from .learned import trainer_class
     from .predictors import get_predictor_class, resolve_device
 
     cls = get_predictor_class(method)
     trainable = trainer_class(cls)
-    cfg = load_config(method_defaults(trainable), config, config_dir(cls), overrides)
+    cfg = trainable.load_config(config, overrides)
     device = resolve_device(device)
     dataset = open_training_data(data, cfg["size"], cfg["seed"], on_the_fly=on_the_fly, src=src, data_dir=data_dir,
                                  limit=limit)
@@ -70,5 +72,5 @@ def launch(
         except DatasetFormatError:
             samples = None
     run = Path(out) if out else Path("runs") / f"{method}-{Path(config).stem}"
-    return train(trainable, cfg, dataset, run, device=device, resume=resume, samples=samples, progress=progress,
-                 max_steps=max_steps, config_name=Path(config).stem)
+    return train(trainable, cfg, dataset, run, method=cls.name, device=device, resume=resume, samples=samples,
+                 progress=progress, max_steps=max_steps, config_name=Path(config).stem)

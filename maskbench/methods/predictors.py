@@ -127,7 +127,10 @@ class Predictor(ABC):
     Subclasses set the class attributes and implement :meth:`predict`.
 
     Class attributes:
-        name: registry name (set by :func:`register` when empty).
+        name: the method's name; may be empty, then the instance :func:`create_predictor` makes takes the
+            name it was registered under (the class itself is never changed). A trainable class (one with a
+            ``trainer``) must state it, and be registered under it: its trainer, checkpoints and weights'
+            cards use it.
         track: ``"given-mask"`` or ``"blind"`` (see :data:`TRACKS`).
         input_size: the square side the method works at, or ``None`` for any size;
             :func:`run_predictor` resizes to it and back.
@@ -232,6 +235,10 @@ def _check_class(name: str, cls: Any) -> type[Predictor]:
         raise RegistryError(f"method {name!r}: track must be one of {TRACKS}, got {cls.track!r}")
     if cls.input_size is not None and (not isinstance(cls.input_size, int) or cls.input_size < 8):
         raise RegistryError(f"method {name!r}: input_size must be None or an int >= 8, got {cls.input_size!r}")
+    if cls.trainer and cls.name != name:  # the one name of a learned method: its weights and runs carry it
+        said = f"states the name {cls.name!r}" if cls.name else "states no name"
+        raise RegistryError(f"method {name!r}: trainable class {cls.__qualname__} {said}; a trainable class must "
+                            "state the name it is registered under (its trainer and weights' cards use it)")
     return cls
 
 
@@ -334,8 +341,6 @@ def get_predictor_class(name: str) -> type[Predictor]:
         with _LOCK:
             _REGISTRY[name] = cls
         target = cls
-    if not target.name:
-        target.name = name
     return target
 
 
@@ -357,8 +362,9 @@ def method_options(cls: type[Predictor]) -> tuple[str, ...] | None:
     return None
 
 
-def check_options(cls: type[Predictor], options: dict[str, Any]) -> None:
-    """Refuse options ``cls`` does not take, before anything is loaded.
+def check_options(cls: type[Predictor], options: dict[str, Any], name: str | None = None) -> None:
+    """Refuse options ``cls`` does not take, before anything is loaded (``name``: the method's registry name,
+    for the message; default the class's).
 
     Raises:
         MethodOptionError: one line naming the unknown options and the ones the method takes.
@@ -368,7 +374,7 @@ def check_options(cls: type[Predictor], options: dict[str, Any]) -> None:
     if unknown:
         takes = ", ".join(known) if known else "none"
         names = ", ".join(map(repr, unknown))
-        raise MethodOptionError(f"method {cls.name!r} has no option {names} (options: {takes})")
+        raise MethodOptionError(f"method {name or cls.name!r} has no option {names} (options: {takes})")
 
 
 def create_predictor(name: str, device: str = "cpu", **kwargs: Any) -> Predictor:
@@ -382,8 +388,11 @@ def create_predictor(name: str, device: str = "cpu", **kwargs: Any) -> Predictor
         MethodOptionError: an option the method does not take.
     """
     cls = get_predictor_class(name)
-    check_options(cls, kwargs)
-    return cls(device=device, **kwargs)
+    check_options(cls, kwargs, name)
+    predictor = cls(device=device, **kwargs)
+    if not predictor.name:
+        predictor.name = name  # on the instance: a plug-in's class is left as it is
+    return predictor
 
 
 def list_methods() -> list[str]:

@@ -7,6 +7,9 @@
 - :func:`export_weights` / :func:`load_weights`: the file a predictor loads (``weights.safetensors``):
   the inference networks in float16 plus a card (timm's ``pretrained_cfg`` plays that role): method,
   config, training data fingerprint, steps, images seen, wall time, device, loss network, commit.
+  :func:`read_card` reads the card alone and :func:`card_config` checks the config it records, so a file of
+  another method, without a card or with a broken config is refused (one line) before a network is built.
+- :func:`combine_weights`: the one-stage files of a method trained in stages joined into one file.
 """
 
 from __future__ import annotations
@@ -14,18 +17,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..core.errors import MaskbenchError
+from ..core.errors import MaskbenchError, first_line
 from ..core.io import atomic_write_bytes
+from .config import Check, ConfigError, check_config, merge
 
 __all__ = ["CheckpointError", "save_training_state", "load_training_state", "export_weights", "load_weights",
-           "read_card"]
+           "read_card", "card_config", "combine_weights"]
 
 
 class CheckpointError(MaskbenchError, ValueError):
@@ -154,19 +158,104 @@ def export_weights(path: str | os.PathLike, method: str, nets: dict[str, torch.n
     atomic_write_bytes(path, st_save(tensors, metadata={"maskbench": json.dumps({"method": method, **card})}))
 
 
-def read_card(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata card of a weights file, without loading its tensors.
+def read_card(path: str | os.PathLike, method: str | None = None) -> dict[str, Any]:
+    """The metadata card of a weights file, without loading its tensors (``{}`` when it has none).
+
+    Args:
+        path: a safetensors file.
+        method: when given, the card must exist and be this method's.
 
     Raises:
-        CheckpointError: unreadable or not a maskbench file.
+        CheckpointError: unreadable or not a safetensors file; with ``method``: no maskbench card, or another
+            method's.
     """
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), "pt") as f:
-            return json.loads((f.metadata() or {}).get("maskbench", "{}"))
+            card = json.loads((f.metadata() or {}).get("maskbench", "{}"))
     except (OSError, SafetensorError, ValueError) as e:
         raise CheckpointError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+    if method is not None:
+        if not isinstance(card, dict) or not card:
+            raise CheckpointError(f"{path} has no maskbench card (not a weights file written by `maskbench train`)")
+        _check_method(path, card, method)
+    return card
+
+
+def card_config(path: str | os.PathLike, config: Any, defaults: dict[str, Any],
+                checks: Mapping[str, Check] | None = None) -> dict[str, Any]:
+    """The training config a card records, checked before a network is built from it.
+
+    Keys the method's defaults gained after the file was written are read at their defaults (the rule a
+    resumed run follows); a key the method does not have, or a value of the wrong type or range, is refused
+    (:func:`maskbench.train.config.check_config`).
+
+    Args:
+        path: the file (for messages).
+        config: the card's ``config`` (or a stage card's).
+        defaults: the method's defaults (``Trainable.default_config()``); checks: its ``Trainable.checks``.
+
+    Raises:
+        CheckpointError: one line: no config mapping, an unknown key or a bad value.
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its card holds no training config (a mapping), got {type(config).__name__}")
+    try:
+        return check_config(merge(defaults, config), defaults, checks)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its card's {first_line(e)}") from None
+
+
+def combine_weights(method: str, files: Mapping[str, str | os.PathLike], out: str | os.PathLike,
+                    card: dict[str, Any] | None = None) -> Path:
+    """Join the one-stage weights files of a method trained in stages into one file, written at ``out``.
+
+    The card holds each file's card under ``stages`` (by network name); ``size``, ``config``, ``device``,
+    ``data_fingerprint`` and ``loss_network`` are the generator's (the first network named ``generator`` or
+    ``generator_*``, else the last one), ``steps``, ``images_seen`` and ``wall_time_s`` the sums over the
+    stages (for ``maskbench methods``), ``parameters`` the count per network.
+
+    Args:
+        method: the method every file must be of.
+        files: network name -> a ``maskbench train`` weights file; the network's stage is its name up to the
+            first ``_`` (``generator_male`` holds a ``generator`` stage, for methods that route between two).
+        out: the file to write (atomically).
+        card: more card entries (e.g. ``{"gender_routing": True}``).
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        CheckpointError: a file is unreadable, another method's, or of another stage than its name says.
+    """
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    stages: dict[str, dict[str, Any]] = {}
+    for net, p in files.items():
+        stage = net.split("_")[0]
+        c = read_card(p, method)
+        got = c.get("config", {}).get("stage") if isinstance(c.get("config"), dict) else None
+        if "stages" in c or got != stage:
+            raise CheckpointError(f"{p} is not a {method} {stage} weights file (method {c.get('method')!r}, "
+                                  f"stage {got!r})")
+        stages[net] = c
+        tensors.update({f"{net}/{k.split('/', 1)[1]}": v for k, v in load_file(str(p)).items()
+                        if k.startswith(f"{stage}/")})
+    names = list(stages)
+    g = stages[next((n for n in names if n.split("_")[0] == "generator"), names[-1])]
+    total = lambda key: sum(c.get(key, 0) for c in stages.values())  # noqa: E731
+    summary = {"method": method, "stages": stages,
+               "config_name": "+".join(str(c.get("config_name")) for c in stages.values()),
+               "config": g.get("config"), "size": g.get("size"), "steps": total("steps"),
+               "images_seen": total("images_seen"), "wall_time_s": round(total("wall_time_s"), 1),
+               "device": g.get("device"), "data_fingerprint": g.get("data_fingerprint"),
+               "parameters": {n: sum(c.get("parameters", {}).values()) for n, c in stages.items()},
+               "loss_network": g.get("loss_network"), **(card or {})}
+    out = Path(out)
+    atomic_write_bytes(out, st_save(tensors, metadata={"maskbench": json.dumps(summary)}))
+    return out
 
 
 def load_weights(path: str | os.PathLike, method: str, nets: dict[str, torch.nn.Module]) -> dict[str, Any]:

@@ -11,8 +11,8 @@ Two sources give the same batches (``masked``, ``original``, ``hole``), indexed 
 :func:`batch_indices` makes the order a pure function of (seed, step): a resumed run reads exactly the
 batches the uninterrupted run would have, and under DistributedDataParallel each rank takes its slice.
 
-Hole masks are downsized with :func:`downsize_hole` (a pixel is hole if any source pixel under it is),
-the rule the learned predictors apply at inference, so a model sees the same holes in training and test.
+Faces and holes are brought to the training size and into tensors by :mod:`maskbench.train.tensors`, the
+conversion the learned predictors apply at inference, so a model sees the same pixels in training and test.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
@@ -29,6 +28,7 @@ from ..core.resources import cache_dir
 from ..data.dataset import DatasetFormatError, MaskedFaces
 from ..data.format import MASK_TYPES
 from .config import ConfigError
+from .tensors import downsize_hole, downsize_image, holes_to_tensor, images_to_tensor
 
 __all__ = [
     "Batch",
@@ -37,26 +37,9 @@ __all__ = [
     "PairedFaces",
     "OnTheFlyFaces",
     "batch_indices",
-    "downsize_hole",
-    "downsize_image",
     "to_batch",
     "open_training_data",
 ]
-
-
-def downsize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W, 3) uint8`` -> ``(size, size, 3) uint8``, area interpolation (cubic when enlarging)."""
-    if image.shape[:2] == (size, size):
-        return image
-    interp = cv2.INTER_AREA if size < image.shape[0] else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
-def downsize_hole(hole: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W) bool`` -> ``(size, size) bool``: True where any covered source pixel is hole."""
-    if hole.shape == (size, size):
-        return hole.astype(bool)
-    return cv2.resize(hole.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) > 0
 
 
 @dataclass
@@ -93,13 +76,10 @@ def show_unmasked(batch: Batch, share: float, seed: int, step: int) -> tuple[tor
 
 
 def to_batch(masked: np.ndarray, original: np.ndarray, hole: np.ndarray, index, device: str = "cpu") -> Batch:
-    """uint8 ``(N, S, S, 3)`` images and bool ``(N, S, S)`` holes -> :class:`Batch` on ``device``."""
-
-    def img(a):
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-    h = torch.from_numpy(np.ascontiguousarray(hole)).to(device).float().unsqueeze(1)
-    return Batch(img(masked), img(original), h, torch.as_tensor(np.asarray(index)))
+    """uint8 ``(N, S, S, 3)`` images and bool ``(N, S, S)`` holes -> :class:`Batch` on ``device``
+    (:func:`maskbench.train.tensors.images_to_tensor`, :func:`~maskbench.train.tensors.holes_to_tensor`)."""
+    return Batch(images_to_tensor(masked, device), images_to_tensor(original, device), holes_to_tensor(hole, device),
+                 torch.as_tensor(np.asarray(index)))
 
 
 class PairedFaces:

@@ -1,8 +1,10 @@
 """One training loop for every learned method (read it top to bottom, after nanoGPT's ``train.py``).
 
-A method supplies a :class:`Trainable`: its networks, its losses, and one optimisation step. The loop owns
-everything else: the data and its order, the optimisers, bfloat16 autocast on CUDA, DistributedDataParallel
-under ``torchrun`` (``LOCAL_RANK`` / ``WORLD_SIZE``), logging, sample grids, checkpoints and the exported
+A method supplies a :class:`Trainable`: its networks, its losses, one optimisation step, and its configs
+(every key at its default in ``configs/defaults.yaml`` beside the trainable's module). The method's name is
+its predictor's (:attr:`maskbench.methods.predictors.Predictor.name`, the registry name), handed to
+:func:`train`. The loop owns everything else: the data and its order, the optimisers, bfloat16 autocast on
+CUDA, DistributedDataParallel under ``torchrun`` (``LOCAL_RANK`` / ``WORLD_SIZE``), logging, sample grids, checkpoints and the exported
 weights. A run folder holds::
 
     config.yaml               the resolved config (plus what the run was started with)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -35,10 +38,11 @@ import yaml
 from ..core.io import atomic_write_text, write_png
 from ..core.resources import git_commit
 from .checkpoint import export_weights, load_training_state, save_training_state
-from .config import COMMON_DEFAULTS, ConfigError, merge
+from .config import Check, ConfigError, check_config, load_config, load_defaults
 from .data import Batch, batch_indices, to_batch
+from .tensors import tensor_to_images
 
-__all__ = ["Trainable", "Optimizers", "TrainResult", "train", "method_defaults"]
+__all__ = ["Trainable", "Optimizers", "TrainResult", "train"]
 
 
 class Optimizers:
@@ -69,13 +73,15 @@ class Optimizers:
 class Trainable(ABC):
     """What a learned method gives the loop.
 
+    Its configs live in ``configs/`` beside the module that defines it: ``defaults.yaml`` holds every key at
+    its default (:func:`maskbench.train.config.load_defaults`), the other files are named configs.
+
     Class attributes:
-        method: the registry name of the method the weights are for.
-        defaults: the method's config sections (``model``, ``loss``, ...) merged over
-            :data:`maskbench.train.config.COMMON_DEFAULTS`.
+        checks: the ranges of the method's own config keys, by dotted key (the shared keys' are
+            :data:`maskbench.train.config.COMMON_CHECKS`; see :func:`maskbench.train.config.check_config`).
         uses_loss_network: load the perceptual loss network (:func:`maskbench.train.losses.load_loss_network`).
-        inference_nets: the networks exported into ``weights.safetensors`` (an instance may narrow it by
-            its config, e.g. one stage of a method trained in stages).
+        inference_nets: the networks exported into ``weights.safetensors`` (a method trained in stages
+            narrows them by its config: :meth:`exported_nets`).
 
     Args:
         config: the resolved config.
@@ -83,8 +89,7 @@ class Trainable(ABC):
         loss_net: the frozen feature network, or None when ``uses_loss_network`` is False.
     """
 
-    method: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {}
+    checks: ClassVar[dict[str, Check]] = {}
     uses_loss_network: ClassVar[bool] = False
     inference_nets: ClassVar[tuple[str, ...]] = ("generator",)
 
@@ -96,9 +101,43 @@ class Trainable(ABC):
         self.nets: dict[str, nn.Module] = self.build(config)
 
     @classmethod
+    def config_dir(cls) -> Path:
+        """The method's ``configs/`` folder: beside the module that defines the class."""
+        return Path(sys.modules[cls.__module__].__file__).resolve().parent / "configs"
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """Every config key at its default (the method's ``configs/defaults.yaml``)."""
+        return load_defaults(cls.config_dir())
+
+    @classmethod
+    def load_config(cls, name_or_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A named config (``"small"``) or YAML path over the defaults, then ``overrides``; checked
+        (:func:`maskbench.train.config.load_config`).
+
+        Raises:
+            ConfigError: unknown file or key, or a value of the wrong type or range.
+        """
+        return load_config(cls.config_dir(), name_or_path, overrides, cls.checks)
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` checked against the defaults and :attr:`checks` (:func:`maskbench.train.config.check_config`).
+
+        Raises:
+            ConfigError: one line naming the first bad key.
+        """
+        return check_config(config, cls.default_config(), cls.checks)
+
+    @classmethod
     @abstractmethod
     def build(cls, config: dict[str, Any]) -> dict[str, nn.Module]:
         """The networks of a config, freshly initialised (inference ones included), by name."""
+
+    @classmethod
+    def exported_nets(cls, config: dict[str, Any]) -> tuple[str, ...]:
+        """The networks a run of ``config`` exports into ``weights.safetensors`` (default: :attr:`inference_nets`)."""
+        return cls.inference_nets
 
     @property
     def lr_scales(self) -> dict[str, float]:
@@ -114,11 +153,13 @@ class Trainable(ABC):
         """One optimisation step on ``batch`` through ``opt.update``; returns the loss terms to log."""
 
     @classmethod
-    @abstractmethod
     def inpaint(cls, nets: dict[str, nn.Module], masked: torch.Tensor, hole: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """The raw output ``(N, 3, S, S)`` in [-1, 1] for masked ``(N, 3, S, S)`` in [-1, 1] and hole
-        ``(N, 1, S, S)`` in {0, 1} (no compositing; the predictor composites)."""
+        ``(N, 1, S, S)`` in {0, 1} (no compositing; the predictor composites).
+
+        Default: ``nets["generator"]`` on 4 channels, the masked image with the hole set to 0 and the hole."""
+        return nets["generator"](torch.cat([masked * (1 - hole), hole], dim=1))
 
     def prepare(self, data, samples: tuple[np.ndarray, np.ndarray, np.ndarray]):
         """Called once before the first step (also on resume) with the training data and the sample-grid
@@ -134,14 +175,6 @@ class Trainable(ABC):
     def sample_outputs(self, nets: dict[str, nn.Module], masked: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """What the sample grid shows for ``masked`` and ``hole`` (default: :meth:`inpaint`, noise seeded 0)."""
         return type(self).inpaint(nets, masked, hole, torch.Generator().manual_seed(0))
-
-
-def method_defaults(trainable: type[Trainable]) -> dict[str, Any]:
-    """:data:`COMMON_DEFAULTS` with the method's sections merged in (its new sections added)."""
-    base = dict(COMMON_DEFAULTS)
-    for k, v in trainable.defaults.items():
-        base[k] = merge(base[k], v) if isinstance(base.get(k), dict) and isinstance(v, dict) else v
-    return base
 
 
 @dataclass
@@ -167,6 +200,7 @@ def train(
     data,
     out: str | os.PathLike,
     *,
+    method: str,
     device: str = "cpu",
     resume: bool = False,
     samples=None,
@@ -179,9 +213,11 @@ def train(
 
     Args:
         trainable: the method's :class:`Trainable` subclass.
-        config: the resolved config (:func:`maskbench.train.config.load_config`).
+        config: the resolved config (:meth:`Trainable.load_config`); checked again here.
         data: a :class:`maskbench.train.data.PairedFaces` or ``OnTheFlyFaces``.
         out: the run folder.
+        method: the method's registry name (its predictor's ``name``): written into the checkpoints, the
+            weights' card and ``config.yaml``, and checked on resume.
         device: ``"cpu"``, ``"cuda"`` (under torchrun each process takes ``cuda:LOCAL_RANK``).
         resume: continue from ``out/last.safetensors``.
         samples: ``(masked, original, hole)`` arrays at the training size for the sample grids (default:
@@ -195,10 +231,12 @@ def train(
         :class:`TrainResult`.
 
     Raises:
-        ConfigError: the run folder holds another config or method, or ``resume`` without a checkpoint.
+        ConfigError: a bad config value, the run folder holds another config or method, or ``resume``
+            without a checkpoint.
         CheckpointError: the checkpoint is unreadable or another method's.
         ValueError: fewer training samples than one batch.
     """
+    trainable.check_config(config)
     rank, local, world = _dist()
     if world > 1:
         import torch.distributed as dist
@@ -223,14 +261,14 @@ def train(
         from .losses import load_loss_network
 
         loss_net = load_loss_network(config["loss_network"], device)
-    method = trainable(config, device, loss_net)
-    for k, m in method.nets.items():
+    run = trainable(config, device, loss_net)
+    for k, m in run.nets.items():
         m.to(device).train()
-    opt = Optimizers(method.param_groups(), config["optim"]["lr"], config["optim"]["betas"], method.lr_scales)
+    opt = Optimizers(run.param_groups(), config["optim"]["lr"], config["optim"]["betas"], run.lr_scales)
     step, elapsed, images_seen = 0, 0.0, 0
     if resume:
-        header = load_training_state(ckpt, trainable.method, method.nets, opt.opts)
-        stored = _with_new_defaults(header.get("config"), method_defaults(trainable))
+        header = load_training_state(ckpt, method, run.nets, opt.opts)
+        stored = _with_new_defaults(header.get("config"), trainable.default_config())
         if _without_steps(stored) != _without_steps(config):
             raise ConfigError(f"{out} was started with another config; resume with the same options "
                               "(only --steps may change)")
@@ -238,19 +276,19 @@ def train(
     if samples is None:
         idx = np.arange(min(8, len(data)))
         samples = data.get(idx, 0)
-    samples = method.prepare(data, samples)
+    samples = run.prepare(data, samples)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [local] if device.startswith("cuda") else None
-        method.nets = {k: (DDP(m, device_ids=ids) if any(p.requires_grad for p in m.parameters()) else m)
-                       for k, m in method.nets.items()}
+        run.nets = {k: (DDP(m, device_ids=ids) if any(p.requires_grad for p in m.parameters()) else m)
+                    for k, m in run.nets.items()}
 
     main = rank == 0
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "samples").mkdir(exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump({"method": trainable.method, **config}, sort_keys=False))
+        atomic_write_text(out / "config.yaml", yaml.safe_dump({"method": method, **config}, sort_keys=False))
     log_path = out / "log.csv"
     rows = _read_log(log_path, step) if (main and resume) else []
     writer = _TensorBoard(out) if main else None
@@ -261,16 +299,16 @@ def train(
     if progress and main:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=step, desc=trainable.method, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=step, desc=method, unit="step", dynamic_ncols=True)
     losses: dict[str, float] = {}
     t_last, n_last = time.perf_counter(), 0
     while step < stop:
         t0 = time.perf_counter()
         index, epoch = batch_indices(len(data), bs, step, config["seed"], rank, world)
         batch = to_batch(*data.get(index, epoch), index, device)
-        method.step = step
+        run.step = step
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            losses = method.training_step(batch, opt)
+            losses = run.training_step(batch, opt)
         step += 1
         images_seen += bs
         elapsed += time.perf_counter() - t0
@@ -290,15 +328,16 @@ def train(
             _write_log(log_path, rows)
             writer.add(row)
         if main and (step % config["sample_every"] == 0 or step == stop):
-            _write_samples(out / "samples" / f"step_{step:06d}.png", method, samples, device)
+            _write_samples(out / "samples" / f"step_{step:06d}.png", run, samples, device)
         if main and (step % config["checkpoint_every"] == 0 or step == stop):
-            save_training_state(ckpt, trainable.method, method.nets, opt.opts, step,
+            save_training_state(ckpt, method, run.nets, opt.opts, step,
                                 {"config": config, "elapsed_s": elapsed, "images_seen": images_seen})
     if bar is not None:
         bar.close()
     weights = None
     if main and step >= total:
-        method.finalize(data)
+        run.finalize(data)
+        exported = trainable.exported_nets(config)
         weights = out / "weights.safetensors"
         card = {
             "config_name": config_name,
@@ -314,9 +353,9 @@ def train(
             "loss_network": getattr(loss_net, "name", None),
             "commit": git_commit(),
             "parameters": {k: sum(p.numel() for p in getattr(m, "module", m).parameters())
-                           for k, m in method.nets.items() if k in method.inference_nets},
+                           for k, m in run.nets.items() if k in exported},
         }
-        export_weights(weights, trainable.method, {k: method.nets[k] for k in method.inference_nets}, card)
+        export_weights(weights, method, {k: run.nets[k] for k in exported}, card)
     if world > 1:
         import torch.distributed as dist
 
@@ -362,21 +401,20 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 @torch.no_grad()
-def _write_samples(path: Path, method: Trainable, samples, device: str) -> None:
+def _write_samples(path: Path, run: Trainable, samples, device: str) -> None:
     masked, original, hole = samples
     b = to_batch(masked, original, hole, np.arange(len(masked)), device)
-    inner = {k: getattr(m, "module", m) for k, m in method.nets.items()}
+    inner = {k: getattr(m, "module", m) for k, m in run.nets.items()}
     was = {k: m.training for k, m in inner.items()}
     for m in inner.values():
         m.eval()
-    pred = method.sample_outputs(inner, b.masked, b.hole)
+    pred = run.sample_outputs(inner, b.masked, b.hole)
     for k, m in inner.items():
         m.train(was[k])
     comp = b.hole * pred + (1 - b.hole) * b.original
     rows = [b.masked, comp, b.original]
     grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # (3, 3S, N*S)
-    img = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    write_png(path, img)
+    write_png(path, tensor_to_images(grid[None])[0])
 
 
 class _TensorBoard:
