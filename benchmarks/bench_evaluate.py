@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             marks: list[float] = []
             t = time.perf_counter()
             res = evaluate(EvalConfig(out=str(tmp / label.replace(" ", "_").replace(",", "")), **cfg, **extra),
-                           progress=lambda done, total: marks.append(time.perf_counter()))
+                           on_progress=lambda done, total: marks.append(time.perf_counter()))
             runs[label] = (time.perf_counter() - t, marks[-1] - marks[0], res)
 
     import torch

@@ -4,10 +4,12 @@ listed and never fatal, --mask-from, mask left behind, the leaderboard's wild ta
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -209,6 +211,34 @@ def test_mask_left_behind_and_mask_from_with_cached_detections_and_masks(face_fo
     assert telea.summary["metrics"]["mask_left_behind"]["value"] < 0.5
     again = evaluate_wild(_config(data, ref, out, "telea", mask_from=magenta_method), net=net)
     assert again.reused and again.run_dir == telea.run_dir
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+def test_a_run_resumed_with_another_batch_size_scores_each_face_once(face_folders, cache, tmp_path, magenta_method):
+    """Killed at batch size 4 after two batches, resumed at 5: the finished faces are not restored again,
+    every other face is scored once, and the results equal an uninterrupted run's."""
+    data, ref = face_folders / "magenta", face_folders / "originals"
+
+    def stop_after_two(done, total):
+        if done == 8:
+            raise _Interrupt()
+
+    with pytest.raises(_Interrupt):
+        evaluate_wild(replace(_config(data, ref, tmp_path / "resumed", magenta_method, limit=13), batch_size=4),
+                      net=Thumbnails(), on_progress=stop_after_two)
+    MagentaRemover.calls = 0
+    cfg = replace(_config(data, ref, tmp_path / "resumed", magenta_method, limit=13), batch_size=5)
+    res = evaluate_wild(cfg, net=Thumbnails())
+    assert MagentaRemover.calls == 2 * (13 - 8)  # restore and segment the five faces left
+    whole = evaluate_wild(replace(cfg, out=str(tmp_path / "whole")), net=Thumbnails())
+    table = pd.read_parquet(res.run_dir / "per_image.parquet")
+    assert len(table) == 13 and table["id"].is_unique
+    pd.testing.assert_frame_equal(table, pd.read_parquet(whole.run_dir / "per_image.parquet"))
+    assert res.summary == whole.summary
+    assert (res.run_dir / "contact_sheet.jpg").read_bytes() == (whole.run_dir / "contact_sheet.jpg").read_bytes()
 
 
 def test_track_errors(tmp_path, magenta_method):
