@@ -257,18 +257,20 @@ def test_track_errors(tmp_path, magenta_method):
     (["--mask-from", "navier-stokes"], "not a blind method"),
 ])
 def test_cli_given_mask_method_without_a_mask_source_exits_with_one_line(tmp_path, extra, message):
-    r = CliRunner().invoke(main, ["evaluate", "--method", "telea", "--data", f"wild:{tmp_path}", "--reference",
+    r = CliRunner().invoke(main, ["wild", "--method", "telea", "--data", str(tmp_path), "--reference",
                                   str(tmp_path), *extra])
-    assert r.exit_code != 0 and message in r.output
+    assert r.exit_code == 2 and message in r.output
     assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
 
 
-def test_cli_wild_options_need_wild_data_and_a_reference(tmp_path):
-    r = CliRunner().invoke(main, ["evaluate", "--method", "telea", "--data", f"wild:{tmp_path}",
-                                  "--mask-from", "3dprior"])
-    assert r.exit_code != 0 and "--reference" in r.output and len(r.output.strip().splitlines()) == 1
+def test_cli_wild_has_its_own_command_and_evaluate_points_to_it(tmp_path):
+    r = CliRunner().invoke(main, ["wild", "--method", "telea", "--data", str(tmp_path), "--mask-from", "3dprior"])
+    assert r.exit_code == 2 and "--reference" in r.output
+    r = CliRunner().invoke(main, ["evaluate", "--method", "telea", "--data", f"wild:{tmp_path}"])
+    assert r.exit_code == 2 and f"maskbench wild --data {tmp_path} --reference" in r.output
+    assert len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(main, ["evaluate", "--method", "telea", "--data", str(tmp_path), "--mask-from", "3dprior"])
-    assert r.exit_code != 0 and "wild" in r.output
+    assert r.exit_code == 2 and "--mask-from" in r.output  # no such option: it belongs to maskbench wild
 
 
 # ------------------------------------------------------------------------------------ real features
