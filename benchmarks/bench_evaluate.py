@@ -46,7 +46,6 @@ from maskbench.faces.identity import SFaceIdentity  # noqa: E402
 from maskbench.measures.fid import InceptionFeatures  # noqa: E402
 from maskbench.measures.metrics import image_scores  # noqa: E402
 
-
 W = 58  # width of the stage column
 
 
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             marks: list[float] = []
             t = time.perf_counter()
             res = evaluate(EvalConfig(out=str(tmp / label.replace(" ", "_").replace(",", "")), **cfg, **extra),
-                           progress=lambda done, total: marks.append(time.perf_counter()))
+                           on_progress=lambda done, total: marks.append(time.perf_counter()))
             runs[label] = (time.perf_counter() - t, marks[-1] - marks[0], res)
 
     import torch

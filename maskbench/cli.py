@@ -241,57 +241,53 @@ def demo_cmd(method, image, out, seeds, device, method_args, weights) -> None:
     click.echo(f"wrote {path}")
 
 
+def _run_options(command):
+    """The options ``evaluate`` and ``wild`` share: device, batch size, results root, seed, FID weights, the
+    method's options and weights, progress bars."""
+    options = [
+        click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
+        click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+                     help="Results root."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--fid-weights", default=None, type=click.Path(dir_okay=False), help="Inception state-dict file."),
+        click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
+                     help="A method option (repeatable), e.g. radius=5; part of the results key."),
+        click.option("--weights", default=None, type=click.Path(dir_okay=False),
+                     help="Weights file of a learned method (same as --method-arg weights=PATH)."),
+        click.option("--progress/--no-progress", default=True, help="Progress bars (rate and ETA) on stderr."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("evaluate")
 @click.option("--method", required=True, help="Registered method name (see `maskbench methods`).")
 @click.option("--data", default=None, type=click.Path(file_okay=False),
               help="Dataset folder (maskbench synth output) [default: ./masked-faces, else a built-in demo set].")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train"]))
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N samples only.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--save-outputs", is_flag=True, help="Also write the method's outputs as PNGs.")
-@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False), help="Results root.")
-@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-fid", is_flag=True, help="Skip FID.")
 @click.option("--no-identity", is_flag=True, help="Skip the identity metrics.")
 @click.option("--identity-model", default="sface", show_default=True, type=click.Choice(IDENTITY_MODELS),
               help="Face recognizer for the identity metrics.")
-@click.option("--fid-weights", default=None, type=click.Path(dir_okay=False), help="Inception state-dict file.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
               help="Threads preparing batches (decode, predict, pixel metrics).")
-@click.option("--method-arg", "method_args", multiple=True, metavar="KEY=VALUE",
-              help="A method option (repeatable), e.g. radius=5; part of the results key.")
-@click.option("--weights", default=None, type=click.Path(dir_okay=False),
-              help="Weights file of a learned method (same as --method-arg weights=PATH).")
-@click.option("--reference", default=None, help="With --data wild:DIR: real unmasked faces (a folder or "
-              "hf:<repo_id>) that FID and KID compare against.")
-@click.option("--mask-from", "mask_from", default=None, help="With --data wild:DIR: the blind method whose "
-              "predicted masks a given-mask method fills.")
-@click.option("--mask-from-arg", "mask_from_args", multiple=True, metavar="KEY=VALUE",
-              help="An option of the --mask-from method (repeatable), e.g. weights=PATH.")
+@_run_options
 def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, out, seed, no_fid, no_identity,
-                 identity_model, fid_weights, workers, method_args, weights, reference, mask_from,
-                 mask_from_args) -> None:
+                 identity_model, fid_weights, workers, method_args, weights, progress) -> None:
     """Run METHOD on a dataset split and write per-image scores, a summary and a manifest.
 
-    With --data wild:DIR (real photos of masked faces, no ground truth) and --reference DIR: FID, KID and
-    the share of outputs that still show a mask, each with its 95 % interval (see maskbench.bench.wild)."""
+    Real photos of masked faces (no ground truth) are scored by `maskbench wild`."""
     from .bench.evaluate import EvalConfig, evaluate
-    from .bench.wild import is_wild
+    from .bench.wild import WILD_PREFIX, is_wild
     from .measures.stats import summary_lines
-    from .methods.predictors import parse_method_args
 
-    margs = parse_method_args(method_args)
-    mask_margs = parse_method_args(mask_from_args)
-    if weights is not None:
-        margs["weights"] = str(Path(weights).resolve())
     if is_wild(data):
-        _evaluate_wild(method, data, reference, mask_from, mask_margs, margs, limit, device, batch_size, out, seed,
-                       fid_weights)
-        return
-    if reference or mask_from or mask_from_args:
-        raise UserError("--reference, --mask-from and --mask-from-arg belong to the in-the-wild track "
-                        "(--data wild:DIR)")
+        raise UserError(f"--data {data}: the in-the-wild track has its own command: maskbench wild --data "
+                        f"{data[len(WILD_PREFIX):]} --reference DIR (see maskbench wild --help)")
     if data is None:
         from .bench.evaluate import default_data
 
@@ -304,9 +300,9 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
         method=method, data=data, split=split, limit=limit, device=device, batch_size=batch_size,
         save_outputs=save_outputs, out=out, seed=seed, fid=not no_fid, identity=not no_identity,
         identity_model=identity_model, fid_weights=fid_weights, workers=workers,
-        method_args=tuple(sorted(margs.items())),
+        method_args=_method_args(method_args, weights),
     )
-    res = evaluate(cfg, progress=_progress_printer())
+    res = evaluate(cfg, progress=progress)
     s = res.summary
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
     for line in summary_lines(s):
@@ -319,17 +315,30 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
             sys.exit(1)
 
 
-def _evaluate_wild(method, data, reference, mask_from, mask_margs, margs, limit, device, batch_size, out, seed,
-                   fid_weights) -> None:
-    """``maskbench evaluate --data wild:DIR``: call :func:`maskbench.bench.wild.evaluate_wild`, print the scores."""
-    from .bench.wild import WildConfig, evaluate_wild, format_wild_summary
+@main.command("wild")
+@click.option("--method", required=True, help="Registered method name (see `maskbench methods`).")
+@click.option("--data", required=True, help="Real photos of masked faces: a folder or hf:<repo_id> (a wild: prefix "
+              "is accepted).")
+@click.option("--reference", required=True, help="Real unmasked faces (a folder or hf:<repo_id>) that FID and KID "
+              "compare against.")
+@click.option("--mask-from", "mask_from", default=None, help="The blind method whose predicted masks a given-mask "
+              "method fills (required for one).")
+@click.option("--mask-from-arg", "mask_from_args", multiple=True, metavar="KEY=VALUE",
+              help="An option of the --mask-from method (repeatable), e.g. weights=PATH.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score the first N photos only.")
+@_run_options
+def wild_cmd(method, data, reference, mask_from, mask_from_args, limit, device, batch_size, out, seed, fid_weights,
+             method_args, weights, progress) -> None:
+    """Run METHOD on real photos of masked faces (no ground truth): FID and KID against the --reference faces
+    and the share of outputs that still show a mask, each with its 95 % interval (see maskbench.bench.wild)."""
+    from .bench.wild import WILD_PREFIX, WildConfig, evaluate_wild, format_wild_summary, is_wild
+    from .methods.predictors import parse_method_args
 
-    if not reference:
-        raise UserError("--data wild:... needs --reference DIR (real unmasked faces to compare with)")
-    cfg = WildConfig(method=method, data=data, reference=reference, mask_from=mask_from,
-                     mask_from_args=tuple(sorted(mask_margs.items())), method_args=tuple(sorted(margs.items())),
-                     limit=limit, device=device, batch_size=batch_size, out=out, seed=seed, fid_weights=fid_weights)
-    res = evaluate_wild(cfg, progress=_progress_printer(), log=lambda s: click.echo(s, err=True))
+    cfg = WildConfig(method=method, data=data if is_wild(data) else WILD_PREFIX + data, reference=reference,
+                     mask_from=mask_from, mask_from_args=tuple(sorted(parse_method_args(mask_from_args).items())),
+                     method_args=_method_args(method_args, weights), limit=limit, device=device,
+                     batch_size=batch_size, out=out, seed=seed, fid_weights=fid_weights)
+    res = evaluate_wild(cfg, progress=progress, log=lambda s: click.echo(s, err=True))
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
     for line in format_wild_summary(res.summary):
         click.echo("  " + line)
@@ -338,18 +347,14 @@ def _evaluate_wild(method, data, reference, mask_from, mask_margs, margs, limit,
                    f"{res.failures[0]['id']}: {res.failures[0]['error']} (see per_image.parquet)", err=True)
 
 
-def _progress_printer():
-    state = {"last": 0.0}
+def _method_args(method_args: tuple[str, ...], weights: str | None) -> tuple[tuple[str, object], ...]:
+    """``--method-arg`` pairs and ``--weights`` (an absolute path) as the configs' sorted pairs."""
+    from .methods.predictors import parse_method_args
 
-    def progress(done: int, total: int) -> None:
-        import time
-
-        now = time.monotonic()
-        if done == total or now - state["last"] > 2:
-            state["last"] = now
-            click.echo(f"  {done}/{total} images", err=True)
-
-    return progress
+    margs = parse_method_args(method_args)
+    if weights is not None:
+        margs["weights"] = str(Path(weights).resolve())
+    return tuple(sorted(margs.items()))
 
 
 #: Where ``maskbench leaderboard`` reads runs by default: your results, then the runs behind the committed

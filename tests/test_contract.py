@@ -128,7 +128,7 @@ def test_evaluate_without_data_scores_the_default_folder_or_the_demo_set(tmp_pat
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["evaluate", "--method", "masked-input", "--no-fid", "--no-identity"])
     assert r.exit_code == 0, r.output
-    assert "scoring the built-in demo set" in r.output and "5/5 images" in r.output
+    assert "scoring the built-in demo set" in r.output and "5/5 [" in r.output and "image/s]" in r.output  # tqdm
     import shutil
 
     shutil.copytree(synthetic_faces, tmp_path / "masked-faces")  # maskbench synth's default --out

@@ -130,7 +130,8 @@ def test_interrupted_run_resumes_per_batch(synthetic_faces, tmp_path, isolated_c
         with pytest.raises(_Interrupt):
             evaluate(cfg, progress=None)
         run = next((tmp_path / "test-counting").iterdir())
-        assert sorted(p.name for p in (run / "partial").glob("*.parquet")) == ["batch-00000.parquet", "batch-00001.parquet"]
+        assert sorted(p.name for p in (run / "partial").glob("*.parquet")) == ["batch-000000-000002.parquet",
+                                                                             "batch-000002-000004.parquet"]
         assert not (run / "summary.json").exists()
         _Counting.calls, _Counting.stop_on = [], None
         res = evaluate(cfg)
@@ -138,6 +139,57 @@ def test_interrupted_run_resumes_per_batch(synthetic_faces, tmp_path, isolated_c
         assert not res.reused and res.summary["n"] == 6
     finally:
         P.unregister("test-counting")
+
+
+@pytest.fixture(scope="module")
+def faces_13(tmp_path_factory) -> Path:
+    """13 synthetic 64 px faces (a prime: no batch size divides it)."""
+    from maskbench.data.testing import write_fake_dataset
+
+    return write_fake_dataset(tmp_path_factory.mktemp("syn13"), 13, size=64, seed=3)
+
+
+@pytest.mark.parametrize("identity", [False, True])
+@pytest.mark.parametrize("second", [3, 5])
+def test_a_run_resumed_with_another_batch_size_scores_each_image_once(faces_13, tmp_path, isolated_cache, second,
+                                                                      identity):
+    """Killed at batch size 4 after two batches, resumed at 3 or 5: the finished batches are kept (not
+    predicted again), every other image is scored once, and the results equal an uninterrupted run's."""
+    P.register("test-counting", _Counting)
+    try:
+        kw = dict(method="test-counting", data=str(faces_13), fid=False, identity=identity, workers=1)
+        _Counting.calls, _Counting.stop_on = [], MaskedFaces(faces_13)[8].masked  # the third batch of 4
+        with pytest.raises(_Interrupt):
+            evaluate(EvalConfig(out=str(tmp_path / "resumed"), batch_size=4, **kw))
+        _Counting.calls, _Counting.stop_on = [], None
+        res = evaluate(EvalConfig(out=str(tmp_path / "resumed"), batch_size=second, **kw))
+        predicted = len(_Counting.calls)
+        whole = evaluate(EvalConfig(out=str(tmp_path / "whole"), batch_size=second, **kw))
+        table = pd.read_parquet(res.run_dir / "per_image.parquet")
+        assert len(table) == 13 and table["id"].is_unique and res.summary["n"] == 13
+        assert predicted == 13 - 8
+        assert table["id"].tolist() == [r["id"] for r in MaskedFaces(faces_13).records]
+        pd.testing.assert_frame_equal(table, pd.read_parquet(whole.run_dir / "per_image.parquet"))
+        assert res.summary["metrics"] == whole.summary["metrics"]
+        assert not (res.run_dir / "partial").exists()
+    finally:
+        P.unregister("test-counting")
+
+
+def test_plan_keeps_finished_batches_and_drops_stale_ones(tmp_path):
+    from maskbench.bench.runs import Batches, Scored, Span
+
+    ids = [f"i{k}" for k in range(10)]
+    b = Batches(tmp_path / "partial", ids, 4)
+    assert b.spans == [Span(0, 4), Span(4, 8), Span(8, 10)]
+    b.write(Span(4, 8), Scored([{"id": i} for i in ids[4:8]], {"x": np.arange(4)}))
+    (tmp_path / "partial" / "batch-000000-000004.npz").write_bytes(b"killed before its rows")
+    b = Batches(tmp_path / "partial", ids, 3)
+    assert b.spans == [Span(0, 3), Span(3, 4), Span(4, 8), Span(8, 10)]
+    assert b.pending() == [Span(0, 3), Span(3, 4), Span(8, 10)]
+    assert sorted(p.name for p in (tmp_path / "partial").iterdir()) == [
+        "batch-000004-000008.npz", "batch-000004-000008.parquet", "plan.json"]
+    assert Batches(tmp_path / "partial", ids[::-1], 3).pending() == Batches(tmp_path / "p2", ids, 3).spans  # other ids
 
 
 class _FailsOnOne(P.Predictor):

@@ -4,10 +4,12 @@ listed and never fatal, --mask-from, mask left behind, the leaderboard's wild ta
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -199,6 +201,34 @@ def test_mask_left_behind_and_mask_from_with_cached_detections_and_masks(face_fo
     assert again.reused and again.run_dir == telea.run_dir
 
 
+class _Interrupt(BaseException):
+    pass
+
+
+def test_a_run_resumed_with_another_batch_size_scores_each_face_once(face_folders, cache, tmp_path, magenta_method):
+    """Killed at batch size 4 after two batches, resumed at 5: the finished faces are not restored again,
+    every other face is scored once, and the results equal an uninterrupted run's."""
+    data, ref = face_folders / "magenta", face_folders / "originals"
+
+    def stop_after_two(done, total):
+        if done == 8:
+            raise _Interrupt()
+
+    with pytest.raises(_Interrupt):
+        evaluate_wild(replace(_config(data, ref, tmp_path / "resumed", magenta_method, limit=13), batch_size=4),
+                      net=Thumbnails(), on_progress=stop_after_two)
+    MagentaRemover.calls = 0
+    cfg = replace(_config(data, ref, tmp_path / "resumed", magenta_method, limit=13), batch_size=5)
+    res = evaluate_wild(cfg, net=Thumbnails())
+    assert MagentaRemover.calls == 2 * (13 - 8)  # restore and segment the five faces left
+    whole = evaluate_wild(replace(cfg, out=str(tmp_path / "whole")), net=Thumbnails())
+    table = pd.read_parquet(res.run_dir / "per_image.parquet")
+    assert len(table) == 13 and table["id"].is_unique
+    pd.testing.assert_frame_equal(table, pd.read_parquet(whole.run_dir / "per_image.parquet"))
+    assert res.summary == whole.summary
+    assert (res.run_dir / "contact_sheet.jpg").read_bytes() == (whole.run_dir / "contact_sheet.jpg").read_bytes()
+
+
 def test_track_errors(tmp_path, magenta_method):
     with pytest.raises(WildError, match="--mask-from"):
         evaluate_wild(_config(tmp_path, tmp_path, tmp_path, "telea"))
@@ -215,18 +245,20 @@ def test_track_errors(tmp_path, magenta_method):
     (["--mask-from", "navier-stokes"], "not a blind method"),
 ])
 def test_cli_given_mask_method_without_a_mask_source_exits_with_one_line(tmp_path, extra, message):
-    r = CliRunner().invoke(main, ["evaluate", "--method", "telea", "--data", f"wild:{tmp_path}", "--reference",
+    r = CliRunner().invoke(main, ["wild", "--method", "telea", "--data", str(tmp_path), "--reference",
                                   str(tmp_path), *extra])
-    assert r.exit_code != 0 and message in r.output
+    assert r.exit_code == 2 and message in r.output
     assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
 
 
-def test_cli_wild_options_need_wild_data_and_a_reference(tmp_path):
-    r = CliRunner().invoke(main, ["evaluate", "--method", "telea", "--data", f"wild:{tmp_path}",
-                                  "--mask-from", "3dprior"])
-    assert r.exit_code != 0 and "--reference" in r.output and len(r.output.strip().splitlines()) == 1
+def test_cli_wild_has_its_own_command_and_evaluate_points_to_it(tmp_path):
+    r = CliRunner().invoke(main, ["wild", "--method", "telea", "--data", str(tmp_path), "--mask-from", "3dprior"])
+    assert r.exit_code == 2 and "--reference" in r.output
+    r = CliRunner().invoke(main, ["evaluate", "--method", "telea", "--data", f"wild:{tmp_path}"])
+    assert r.exit_code == 2 and f"maskbench wild --data {tmp_path} --reference" in r.output
+    assert len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(main, ["evaluate", "--method", "telea", "--data", str(tmp_path), "--mask-from", "3dprior"])
-    assert r.exit_code != 0 and "wild" in r.output
+    assert r.exit_code == 2 and "--mask-from" in r.output  # no such option: it belongs to maskbench wild
 
 
 # ------------------------------------------------------------------------------------ real features

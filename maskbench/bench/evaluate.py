@@ -23,7 +23,8 @@ Pipeline: worker threads decode a batch, run the method, composite, compute pixe
 identity chips, a batch or two ahead; the calling thread runs the networks (the Inception forward and
 the identity embedder, both torch) on the batch in the meantime (OpenCV and torch release the GIL), so
 torch never competes with itself for cores. Each finished batch is written to ``partial/`` atomically,
-so an interrupted run resumes where it stopped and a complete run is reused as is. A method that raises on a batch is
+so an interrupted run resumes where it stopped, with any batch size (:mod:`maskbench.bench.runs`), and a
+complete run is reused as is. A method that raises on a batch is
 retried image by image; an image that still fails is recorded (``error``), **scored as the masked
 input** (the floor: an unrestored face), and the run goes on; so is an image whose output gets a score
 that is not a finite number (NaN, or infinite other than PSNR's exact match; hole scores of an image
@@ -41,35 +42,35 @@ split (needs ``identity`` in the records). The same rank-1 of the originals them
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
-import json
-import shutil
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from .. import __version__
 from ..core.errors import MaskbenchError
-from ..core.io import atomic_write_bytes, atomic_write_json, write_png
-from ..core.resources import cache_dir, git_commit, hardware_info, iso_utc, library_versions
+from ..core.io import atomic_write_bytes, write_png
+from ..core.resources import cache_dir
 from ..data.dataset import DatasetFormatError, MaskedFaces, SampleError, check_name
 from ..measures.metrics import image_scores, landmark_nme, mask_f1, mask_iou, metric_names
 from ..measures.stats import HOLE_BUCKET_LABELS, PSNR_CAP_DB, describe, hole_buckets, hole_face_fraction, summarize
-from ..methods.predictors import (
-    Predictor,
-    batch_generator,
-    check_options,
-    get_predictor_class,
-    resolve_device,
-    run_predictor,
+from ..methods.predictors import Predictor, check_options, get_predictor_class, resolve_device
+from .runs import (
+    RunFolder,
+    RunResult,
+    Scored,
+    Span,
+    args_digest,
+    failure_list,
+    method_card,
+    predict_each,
+    run_batches,
+    run_manifest,
+    run_path,
 )
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKET_LABELS", "PSNR_CAP_DB",
@@ -79,7 +80,6 @@ __all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "
 DEFAULT_SYNTH_OUT = "masked-faces"
 
 _PIXEL_METRICS = metric_names("pixel")
-_PREDICT_LOCK = threading.Lock()  # serialises predict() of methods not marked thread_safe
 #: What a failed image is scored as (recorded in summary.json).
 FAILURE_FLOOR = "masked-input"
 
@@ -150,24 +150,11 @@ class EvalConfig:
             key["method_args"] = {k: v for k, v in self.method_args}
         if weights:
             key["weights"] = weights
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+        return args_digest(key)
 
 
-@dataclass
-class EvalResult:
-    """What :func:`evaluate` returns.
-
-    Attributes:
-        run_dir: the results folder.
-        summary: the content of ``summary.json``.
-        failures: ``[{"id", "error"}]`` for images the method failed on.
-        reused: True when a complete earlier run was found and nothing was recomputed.
-    """
-
-    run_dir: Path
-    summary: dict[str, Any]
-    failures: list[dict[str, str]] = field(default_factory=list)
-    reused: bool = False
+class EvalResult(RunResult):
+    """What :func:`evaluate` returns (:class:`maskbench.bench.runs.RunResult`)."""
 
 
 def default_data(split: str = "test") -> tuple[str, str]:
@@ -206,16 +193,15 @@ def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:
     Raises:
         maskbench.data.dataset.UnsafePathError: the method name is not safe as a folder name.
     """
-    name = check_name(config.method, "method name")
+    check_name(config.method, "method name")
     cls = get_predictor_class(config.method)
     check_options(cls, dict(config.method_args), config.method)
     weights = cls.weights_fingerprint(**dict(config.method_args))
-    return Path(config.out) / name / f"{dataset.fingerprint()}-{config.args_hash(weights)}"
+    return run_path(config.out, config.method, f"{dataset.fingerprint()}-{config.args_hash(weights)}")
 
 
 @dataclass
 class _Batch:
-    index: int
     ids: list[str]
     rows: list[dict[str, Any]]
     composites: np.ndarray  # (K, H, W, 3) uint8 of the images that did not fail
@@ -227,12 +213,15 @@ class _Batch:
     loaded: list[int] = field(default_factory=list)  # positions of the L samples that could be read
 
 
-def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = None) -> EvalResult:
+def evaluate(config: EvalConfig, progress: bool = False, *,
+             on_progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Evaluate ``config.method`` on ``config.data`` and write the results folder (module docstring).
 
     Args:
         config: the run's options.
-        progress: called as ``progress(done_images, total_images)`` after each batch.
+        progress: show a progress bar (rate and ETA) on stderr.
+        on_progress: called as ``on_progress(done_images, total_images)`` when the batch loop starts and after
+            each batch is written.
 
     Returns:
         :class:`EvalResult`.
@@ -253,12 +242,10 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
     cls = get_predictor_class(config.method)
     device = resolve_device(config.device)
     run_dir = run_dir_for(config, dataset)
-    summary_path, manifest_path = run_dir / "summary.json", run_dir / "manifest.json"
-    if summary_path.is_file() and manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("complete"):
-            summary = json.loads(summary_path.read_text())
-            return EvalResult(run_dir, summary, summary.get("failures", []), reused=True)
+    folder = RunFolder(run_dir)
+    summary = folder.completed()
+    if summary is not None:
+        return EvalResult(run_dir, summary, summary.get("failures", []), reused=True)
 
     started = time.time()
     predictor = cls(device=device, **dict(config.method_args))
@@ -279,13 +266,19 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
         if ident_path.is_file():
             orig_embed_cache = np.load(ident_path)
 
+    batches = folder.batches([_sample_id(r, i) for i, r in enumerate(dataset.records)], config.batch_size)
     try:
-        batches = _run_batches(config, dataset, predictor, run_dir, feats, ref_stats is None, ident, orig_embed_cache,
-                               progress)
-        table, comp_feats, orig_feats, orig_embeds, comp_embeds = _load_partial(run_dir / "partial", batches)
+        run_batches(batches, partial(_prepare_batch, dataset=dataset, predictor=predictor, config=config,
+                                     run_dir=run_dir, ident=ident, orig_embed_cache=orig_embed_cache,
+                                     need_orig=ref_stats is None),
+                    partial(_finish_batch, feats=feats, ident=ident), workers=max(1, config.workers),
+                    progress=progress, desc=config.method, on_progress=on_progress)
+        table, arrays = batches.load()
     finally:
         if ident is not None:
             ident.close()
+    comp_feats, orig_feats = arrays.get("features", []), arrays.get("orig_features", [])
+    orig_embeds, comp_embeds = arrays.get("orig_embed", []), arrays.get("comp_embed", [])
 
     n = len(dataset)
     fid_value = None
@@ -293,7 +286,7 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
     if config.fid:
         from ..measures.fid import FeatureStats, fid_from_stats
 
-        if ref_stats is None and len(orig_feats) == len(batches):
+        if ref_stats is None and len(orig_feats) == len(batches.spans):
             ref_stats = FeatureStats()
             for f in orig_feats:
                 ref_stats.update(f)
@@ -316,8 +309,7 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
         table, ceiling = _add_rank1(table, orig_embed_cache, np.concatenate(comp_embeds), ident, config.seed)
     table["hole_bucket"] = hole_buckets(table["hole_face_fraction"]).astype(str)
 
-    atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
-    failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
+    failures = failure_list(table)
     identity_model = ident.name if ident is not None else None
     summary = summarize(table, seed=config.seed)
     summary.update(
@@ -336,133 +328,57 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
             "ceiling": ceiling,
         }
     )
-    manifest = _manifest(config, cls, dataset, device, identity_model, feats, started, len(failures))
-    atomic_write_json(summary_path, summary)
-    atomic_write_json(manifest_path, manifest)  # written last: its "complete" marks the run as done
-    shutil.rmtree(run_dir / "partial", ignore_errors=True)
+    folder.finish(table, summary, _manifest(config, cls, dataset, device, identity_model, feats, started, len(failures)))
     return EvalResult(run_dir, summary, failures)
 
 
-def _run_batches(config, dataset, predictor, run_dir, feats, need_orig, ident, orig_embed_cache, progress):
-    """Score every batch not yet in ``run_dir/partial``; returns the list of batches (index lists).
+def _finish_batch(span: Span, batch: _Batch, *, feats, ident) -> Scored:
+    """The network part of a batch, in the calling thread (module docstring): Inception features of the
+    composites (and of the originals, for the reference), identity embeddings and scores."""
+    arrays: dict[str, np.ndarray] = {}
+    if feats is not None:
+        arrays["features"] = feats(batch.composites).astype(np.float32)
+        if batch.originals is not None:
+            arrays["orig_features"] = feats(batch.originals).astype(np.float32)
+    if batch.identity is not None:
+        from ..faces.identity import cosine_similarity
 
-    Worker threads prepare batches (decode, predict, composite, pixel metrics) up to ``workers + 1``
-    ahead (and cut the identity chips); this thread runs the networks (Inception, identity), so torch
-    work never competes with itself for cores, and writes each batch.
-    """
-    partial = run_dir / "partial"
-    n = len(dataset)
-    bs = config.batch_size
-    batches = [list(range(s, min(s + bs, n))) for s in range(0, n, bs)]
-    pending = [k for k in range(len(batches)) if not _batch_done(partial, k)]
-    done_images = n - sum(len(batches[k]) for k in pending)
-    if progress:
-        progress(done_images, n)
-    pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="maskbench-eval")
-    window = max(1, config.workers) + 1
-    futures: dict[int, Future] = {}
-    try:
-        queue = list(pending)
-        while queue or futures:
-            while queue and len(futures) < window:
-                k = queue.pop(0)
-                futures[k] = pool.submit(
-                    _prepare_batch, k, batches[k], dataset, predictor, config, run_dir, ident, orig_embed_cache,
-                    need_orig,
-                )
-            k = min(futures)
-            batch = futures.pop(k).result()
-            arrays: dict[str, np.ndarray] = {}
-            if feats is not None:
-                arrays["features"] = feats(batch.composites).astype(np.float32)
-                if batch.originals is not None:
-                    arrays["orig_features"] = feats(batch.originals).astype(np.float32)
-            if batch.identity is not None:
-                from ..faces.identity import cosine_similarity
-
-                orig_chips, comp_chips, e_cached = batch.identity
-                e_org = e_cached
-                if e_cached is None:  # rows of unreadable samples stay NaN
-                    e_org = _scatter_rows(ident.embed_chips(orig_chips), batch.loaded, len(batch.ids))
-                e_comp = ident.embed_chips(comp_chips)
-                cos = cosine_similarity(e_org[batch.ok], e_comp) if batch.ok else []
-                same = ident.same_person(e_org[batch.ok], e_comp) if batch.ok else None
-                for i, j in enumerate(batch.ok):
-                    batch.rows[j]["identity_cosine"] = float(cos[i])
-                    if same is not None:
-                        batch.rows[j]["identity_match"] = float(same[i])
-                arrays["comp_embed"] = _scatter_rows(e_comp, batch.ok, len(batch.ids))  # unreadable rows: NaN
-                if e_cached is None:
-                    arrays["orig_embed"] = e_org
-            _write_batch(partial, k, batch, arrays)
-            done_images += len(batch.ids)
-            if progress:
-                progress(done_images, n)
-    finally:
-        # on an error or Ctrl-C, drop queued batches instead of finishing them
-        pool.shutdown(wait=True, cancel_futures=True)
-    return batches
-
-
-def _load_partial(partial: Path, batches: list[list[int]]):
-    """Concatenate the per-batch tables and arrays in batch order."""
-    frames, comp_feats, orig_feats, orig_embeds, comp_embeds = [], [], [], [], []
-    for k in range(len(batches)):
-        frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
-        npz = partial / f"batch-{k:05d}.npz"
-        if npz.is_file():
-            with np.load(npz) as z:
-                if "features" in z:
-                    comp_feats.append(z["features"])
-                if "orig_features" in z:
-                    orig_feats.append(z["orig_features"])
-                if "orig_embed" in z:
-                    orig_embeds.append(z["orig_embed"])
-                if "comp_embed" in z:
-                    comp_embeds.append(z["comp_embed"])
-    return pd.concat(frames, ignore_index=True), comp_feats, orig_feats, orig_embeds, comp_embeds
+        orig_chips, comp_chips, e_cached = batch.identity
+        e_org = e_cached
+        if e_cached is None:  # rows of unreadable samples stay NaN
+            e_org = _scatter_rows(ident.embed_chips(orig_chips), batch.loaded, len(batch.ids))
+        e_comp = ident.embed_chips(comp_chips)
+        cos = cosine_similarity(e_org[batch.ok], e_comp) if batch.ok else []
+        same = ident.same_person(e_org[batch.ok], e_comp) if batch.ok else None
+        for i, j in enumerate(batch.ok):
+            batch.rows[j]["identity_cosine"] = float(cos[i])
+            if same is not None:
+                batch.rows[j]["identity_match"] = float(same[i])
+        arrays["comp_embed"] = _scatter_rows(e_comp, batch.ok, len(batch.ids))  # unreadable rows: NaN
+        if e_cached is None:
+            arrays["orig_embed"] = e_org
+    return Scored(batch.rows, arrays)
 
 
 def _manifest(config, cls, dataset, device, identity_model, feats, started, n_failed) -> dict[str, Any]:
-    finished = time.time()
-    return {
-        "complete": True,
-        "maskbench_version": __version__,
-        "config": asdict(config),
-        "args_hash": config.args_hash(cls.weights_fingerprint(**dict(config.method_args))),
-        "method": {
-            "name": config.method,
-            "class": f"{cls.__module__}:{cls.__qualname__}",
-            "track": cls.track,
-            "input_size": cls.input_size,
-            "needs_gpu": cls.needs_gpu,
-            "weights": cls.weights_status(),
-            "options": {k: v for k, v in config.method_args},
-            "weights_card": cls.weights_card(**dict(config.method_args)),
-        },
-        "dataset": {
+    options = dict(config.method_args)
+    return run_manifest(
+        config, device=device, started=started, n_failed=n_failed,
+        args_hash=config.args_hash(cls.weights_fingerprint(**options)),
+        method=method_card(config.method, cls, options),
+        dataset={
             "path": str(Path(config.data).resolve()),
             "split": config.split,
             "fingerprint": dataset.fingerprint(),
             "n": len(dataset),
         },
-        "seed": config.seed,
-        "device": device,
-        "hardware": hardware_info(device),
-        "versions": library_versions(),
-        "git_commit": git_commit(),
-        "identity_model": identity_model,
-        "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
-        "started": iso_utc(started),
-        "finished": iso_utc(finished),
-        "elapsed_s": round(finished - started, 3),
-        "n_failed": n_failed,
-    }
+        identity_model=identity_model,
+        fid_weights={"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
+    )
 
 
 def _prepare_batch(
-    k: int,
-    idx: list[int],
+    span: Span,
     dataset: MaskedFaces,
     predictor: Predictor,
     config: EvalConfig,
@@ -471,6 +387,7 @@ def _prepare_batch(
     orig_embed_cache: np.ndarray | None,
     need_orig: bool,
 ) -> _Batch:
+    idx = list(span.positions)
     samples, errors, lms = _load_samples(dataset, idx, need_landmarks=ident is not None)
     live = [j for j, smp in enumerate(samples) if smp is not None]
     ids = [_sample_id(dataset.records[i], i) for i in idx]
@@ -483,36 +400,15 @@ def _prepare_batch(
     outputs: list[np.ndarray | None] = [None] * len(idx)
     pmasks: list[np.ndarray | None] = [None] * len(idx)
     plms: list[np.ndarray | None] = [None] * len(idx)  # landmarks the method predicted, if any
-    lock = contextlib.nullcontext() if predictor.thread_safe else _PREDICT_LOCK
     live_ids = [ids[j] for j in live]
     extras = {f: np.array([samples[j].record[f] for j in live], np.float32) for f in predictor.extra_inputs
               if all(f in samples[j].record for j in live)}
-    try:
-        if live:
-            with lock:
-                res = run_predictor(predictor, masked, None if blind else masks,
-                                    generator=batch_generator(config.seed, live_ids), extras=extras)
-            for i, j in enumerate(live):
-                outputs[j] = res.images[i]
-                if blind:
-                    pmasks[j] = res.masks[i]
-                if res.landmarks is not None:
-                    plms[j] = res.landmarks[i]
-    except Exception:  # noqa: BLE001 - a method's failure is data here: retry per image, record the rest
+    if live:  # a failed image's output is its masked input (and its predicted mask empty): the floor
+        res = predict_each(predictor, masked, masks, seed=config.seed, ids=live_ids, extras=extras)
         for i, j in enumerate(live):
-            try:
-                with lock:
-                    r = run_predictor(predictor, masked[i : i + 1], None if blind else masks[i : i + 1],
-                                      generator=batch_generator(config.seed, live_ids[i : i + 1]),
-                                      extras={f: v[i : i + 1] for f, v in extras.items()})
-                outputs[j] = r.images[0]
-                if blind:
-                    pmasks[j] = r.masks[0]
-                if r.landmarks is not None:
-                    plms[j] = r.landmarks[0]
-            except Exception as e:  # noqa: BLE001
-                errors[j] = f"{type(e).__name__}: {e}".splitlines()[0]
-    _score_failures_as_floor(errors, outputs, pmasks, masked, blind, pos)
+            outputs[j], plms[j], errors[j] = res.images[i], res.landmarks[i], res.errors[i]
+            if blind:
+                pmasks[j] = res.masks[i]
     ok = list(live)  # every readable image is scored: failures as the masked input
     rows: list[dict[str, Any]] = []
     for j, i in enumerate(idx):
@@ -583,7 +479,7 @@ def _prepare_batch(
                 write_png(run_dir / "outputs" / f"{check_name(ids[j], 'id')}.png", outputs[j])
     elif ident is not None:
         identity = (orig_chips, ident.chips(composites, lm_live[:0]), e_cached)
-    return _Batch(k, ids, rows, composites, original if need_orig else None, ok, identity, live)
+    return _Batch(ids, rows, composites, original if need_orig else None, ok, identity, live)
 
 
 def _load_samples(dataset: MaskedFaces, idx: list[int], need_landmarks: bool):
@@ -642,27 +538,6 @@ def _scatter_rows(values: np.ndarray, rows: list[int], n: int) -> np.ndarray:
     return out
 
 
-def _batch_done(partial: Path, k: int) -> bool:
-    return (partial / f"batch-{k:05d}.parquet").is_file()
-
-
-def _write_batch(partial: Path, k: int, batch: _Batch, arrays: dict[str, np.ndarray]) -> None:
-    if arrays:
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(partial / f"batch-{k:05d}.npz", buf.getvalue())
-    # the parquet is written last: its presence marks the batch as done
-    atomic_write_bytes(partial / f"batch-{k:05d}.parquet", _parquet_bytes(pd.DataFrame(batch.rows)))
-
-
-def _parquet_bytes(df: pd.DataFrame) -> bytes:
-    if "error" in df.columns:
-        df = df.astype({"error": "object"})
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 def _nonfinite_scores(scores: dict[str, np.ndarray], masks: np.ndarray, landmarks: list) -> dict[int, str]:
     """``{position: reason}`` of the images whose scores are not numbers where they must be: NaN or
     infinite (PSNR's +inf, an exact match, is a score), hole scores only where the image has a hole (they
@@ -677,17 +552,6 @@ def _nonfinite_scores(scores: dict[str, np.ndarray], masks: np.ndarray, landmark
         if names:
             bad[i] = f"ScoreError: not a finite number: {', '.join(names)}"
     return bad
-
-
-def _score_failures_as_floor(errors, outputs, pmasks, masked, blind, pos: dict[int, int]) -> None:
-    """In place: a failed (but readable) image's output becomes its masked input (and an empty predicted
-    mask on the blind track), so it is scored as the floor instead of being dropped. ``pos`` maps batch
-    positions to rows of ``masked`` (unreadable samples have none and stay unscored)."""
-    for j, e in enumerate(errors):
-        if e is not None and j in pos:
-            outputs[j] = masked[pos[j]]
-            if blind:
-                pmasks[j] = np.zeros(masked.shape[1:3], bool)
 
 
 def _threshold_info(ident) -> dict[str, Any] | None:

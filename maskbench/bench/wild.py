@@ -1,5 +1,5 @@
 """The in-the-wild track: how a method does on real photos of people wearing masks, where there is no
-ground truth (``maskbench evaluate --data wild:DIR --reference DIR``).
+ground truth (``maskbench wild --data DIR --reference DIR``).
 
 Pipeline:
 
@@ -46,7 +46,8 @@ Pipeline:
    with the mask found outlined, output, output with what the segmenter still finds shaded) and
    ``manifest.json`` (options, weights cards of method and mask source, fingerprints, detector,
    versions, timings; written last, ``complete: true``). Each finished batch is written to ``partial/``
-   atomically, so an interrupted run resumes and a complete one is reused.
+   atomically, so an interrupted run resumes, with any batch size, and a complete one is reused (the run
+   engine, :mod:`maskbench.bench.runs`, which the synthetic track shares).
 """
 
 from __future__ import annotations
@@ -54,20 +55,33 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from .. import __version__
 from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_bytes, atomic_write_json, decode_image, stable_message
-from ..core.resources import cache_dir, git_commit, hardware_info, iso_utc, library_versions
+from ..core.resources import cache_dir
 from ..data.sources import SourceError, SourceItem, resolve_source
+from .runs import (
+    RunFolder,
+    RunResult,
+    Scored,
+    Span,
+    args_digest,
+    failure_list,
+    method_card,
+    predict_each,
+    progress_bar,
+    run_batches,
+    run_manifest,
+    run_path,
+)
 
 __all__ = [
     "WILD_PREFIX",
@@ -93,6 +107,7 @@ LEFT_THRESHOLD = 0.05
 SHEET_FACES = 8
 _SHEET_TILE = 128
 _CACHE_VERSION = 2  # 2: photos over DETECT_MAX_SIDE px are detected on a shrunk copy
+_OBJECT_COLUMNS = ("error", "segmenter_error", "left_behind")  # None stays None in the tables
 
 
 class WildError(MaskbenchError, ValueError):
@@ -107,7 +122,7 @@ def is_wild(data: str | None) -> bool:
 
 @dataclass(frozen=True)
 class WildConfig:
-    """What to evaluate on real photos and how (the wild options of ``maskbench evaluate``).
+    """What to evaluate on real photos and how (the options of ``maskbench wild``).
 
     Attributes:
         method: registered method name.
@@ -150,24 +165,11 @@ class WildConfig:
         """10 hex digits over the options that change results (not device, batch size or out)."""
         key = {k: v for k, v in asdict(self).items() if k not in ("device", "batch_size", "out", "data", "reference")}
         key.update({"weights": weights, "mask_weights": mask_weights, "detector": detector})
-        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return args_digest(key)
 
 
-@dataclass
-class WildResult:
-    """What :func:`evaluate_wild` returns.
-
-    Attributes:
-        run_dir: the results folder.
-        summary: the content of ``summary.json``.
-        failures: ``[{"id", "error"}]``: photos without a usable face and images a method failed on.
-        reused: a complete earlier run was found and nothing was recomputed.
-    """
-
-    run_dir: Path
-    summary: dict[str, Any]
-    failures: list[dict[str, str]] = field(default_factory=list)
-    reused: bool = False
+class WildResult(RunResult):
+    """What :func:`evaluate_wild` returns (:class:`maskbench.bench.runs.RunResult`)."""
 
 
 # ------------------------------------------------------------------------------------------- photos
@@ -236,8 +238,13 @@ def _source(spec: str, hub_split: str):
         raise WildError(str(e).splitlines()[0]) from None
 
 
+def _label(spec: str) -> str:
+    """A short name of a photo source for progress bars: its last path component."""
+    return Path(spec.removeprefix(WILD_PREFIX).rstrip("/")).name or spec
+
+
 def prepare_faces(spec: str, *, limit: int | None = None, detector=None, hub_split: str = "train",
-                  cache: bool = True, log: Callable[[str], None] | None = None) -> FaceSet:
+                  cache: bool = True, log: Callable[[str], None] | None = None, progress: bool = False) -> FaceSet:
     """Read, fingerprint and detect every photo of a source (module docstring, step 1).
 
     Args:
@@ -247,6 +254,7 @@ def prepare_faces(spec: str, *, limit: int | None = None, detector=None, hub_spl
         hub_split: the split of a hub source.
         cache: read and write the detections in ``cache_dir()/wild``.
         log: receives a line per stage, or ``None``.
+        progress: a progress bar over the detections on stderr.
 
     Returns:
         :class:`FaceSet` (photos without a face carry their reason in ``errors``).
@@ -287,7 +295,8 @@ def prepare_faces(spec: str, *, limit: int | None = None, detector=None, hub_spl
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file is recomputed
     t0 = time.perf_counter()
-    for i, (it, data) in enumerate(zip(items, contents)):
+    for i, (it, data) in enumerate(progress_bar(len(items), f"faces {_label(spec)}", enabled=progress, unit="photo",
+                                                iterable=zip(items, contents))):
         if data is None:
             continue
         try:
@@ -314,7 +323,8 @@ def prepare_faces(spec: str, *, limit: int | None = None, detector=None, hub_spl
     return faces
 
 
-def face_features(faces: FaceSet, net, size: int, *, batch_size: int = 16, cache: bool = True) -> np.ndarray:
+def face_features(faces: FaceSet, net, size: int, *, batch_size: int = 16, cache: bool = True,
+                  progress: bool = False) -> np.ndarray:
     """FID-network features of the aligned crops of every photo with a face, in photo order.
 
     Args:
@@ -324,6 +334,7 @@ def face_features(faces: FaceSet, net, size: int, *, batch_size: int = 16, cache
         size: crop side.
         batch_size: crops per forward.
         cache: read and write ``cache_dir()/wild/features-*.npy``.
+        progress: a progress bar on stderr (when the features are computed).
 
     Returns:
         ``(len(faces.found), D) float64``.
@@ -338,8 +349,11 @@ def face_features(faces: FaceSet, net, size: int, *, batch_size: int = 16, cache
                 return feats.astype(np.float64)
         except (OSError, ValueError):
             pass
-    parts = [np.asarray(net(faces.crops(found[s:s + batch_size], size)), np.float64)
-             for s in range(0, len(found), batch_size)]
+    parts = []
+    with progress_bar(len(found), f"features {_label(faces.spec)}", enabled=progress, unit="face") as bar:
+        for s in range(0, len(found), batch_size):
+            parts.append(np.asarray(net(faces.crops(found[s:s + batch_size], size)), np.float64))
+            bar.update(len(parts[-1]))
     feats = np.concatenate(parts) if parts else np.zeros((0, 2048))
     if cache:
         buf = io.BytesIO()
@@ -352,37 +366,19 @@ def face_features(faces: FaceSet, net, size: int, *, batch_size: int = 16, cache
 
 
 def _predict(predictor, images: np.ndarray, masks: np.ndarray | None, seed: int, ids: list[str]):
-    """Run ``predictor`` on a batch; a batch that raises is retried image by image.
+    """Run ``predictor`` on a batch, retrying image by image (:func:`maskbench.bench.runs.predict_each`).
 
     Returns:
         ``(outputs, masks, errors)``: ``(K, S, S, 3) uint8`` (a failed image's output is its input),
         ``(K, S, S) bool`` (the given masks, or the blind method's; empty for a failure), and per image
         ``None`` or the error message.
     """
-    from ..methods.predictors import batch_generator, run_predictor
-
-    blind = predictor.track == "blind"
-    try:
-        res = run_predictor(predictor, images, None if blind else masks, generator=batch_generator(seed, ids))
-        return res.images, (res.masks if blind else masks), [None] * len(images)
-    except Exception:  # noqa: BLE001 - a method's failure is data here: retry per image, record the rest
-        pass
-    outs, ms, errors = images.copy(), np.zeros(images.shape[:3], bool) if blind else masks.copy(), []
-    for j in range(len(images)):
-        try:
-            r = run_predictor(predictor, images[j:j + 1], None if blind else masks[j:j + 1],
-                              generator=batch_generator(seed, ids[j:j + 1]))
-            outs[j] = r.images[0]
-            if blind:
-                ms[j] = r.masks[0]
-            errors.append(None)
-        except Exception as e:  # noqa: BLE001
-            errors.append(stable_message(e))
-    return outs, ms, errors
+    res = predict_each(predictor, images, masks, seed=seed, ids=ids)
+    return res.images, (masks if res.masks is None else res.masks), res.errors
 
 
 def _source_masks(faces: FaceSet, segmenter, config: WildConfig, seg_key: str,
-                  log: Callable[[str], None] | None) -> tuple[np.ndarray, list[str | None]]:
+                  log: Callable[[str], None] | None, progress: bool = False) -> tuple[np.ndarray, list[str | None]]:
     """The segmenter's masks of every found face of ``faces``, ``(K, S, S) bool``, cached (module docstring,
     step 2), and per face ``None`` or why the segmenter failed (its mask is then empty)."""
     path = cache_dir() / "wild" / f"masks-{faces.key}-{config.size}-{seg_key}.npz"
@@ -399,12 +395,14 @@ def _source_masks(faces: FaceSet, segmenter, config: WildConfig, seg_key: str,
     t0 = time.perf_counter()
     masks = np.zeros(shape, bool)
     errors: list[str | None] = []
-    for s in range(0, len(found), config.batch_size):
-        pos = found[s:s + config.batch_size]
-        ids = [faces.items[i].source_id for i in pos]
-        _, m, err = _predict(segmenter, faces.crops(pos, config.size), None, config.seed, ids)
-        masks[s:s + len(pos)] = m
-        errors += err
+    with progress_bar(len(found), f"{segmenter.name} masks {_label(faces.spec)}", enabled=progress, unit="face") as bar:
+        for s in range(0, len(found), config.batch_size):
+            pos = found[s:s + config.batch_size]
+            ids = [faces.items[i].source_id for i in pos]
+            _, m, err = _predict(segmenter, faces.crops(pos, config.size), None, config.seed, ids)
+            masks[s:s + len(pos)] = m
+            errors += err
+            bar.update(len(pos))
     if log:
         log(f"segmenter {segmenter.name} on {faces.spec}: {len(found)} faces ({time.perf_counter() - t0:.0f} s)")
     buf = io.BytesIO()
@@ -436,16 +434,20 @@ def _check_tracks(config: WildConfig):
 # ------------------------------------------------------------------------------------------- run
 
 
-def evaluate_wild(config: WildConfig, progress: Callable[[int, int], None] | None = None, *, net=None,
-                  detector=None, log: Callable[[str], None] | None = None) -> WildResult:
+def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detector=None,
+                  log: Callable[[str], None] | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> WildResult:
     """Evaluate ``config.method`` on real masked photos and write the results folder (module docstring).
 
     Args:
         config: the run's options.
-        progress: called as ``progress(done_faces, total_faces)`` after each batch.
+        progress: progress bars (rate and ETA) on stderr for every pass: detections, features, mask source,
+            restoration.
         net: feature network (default :class:`maskbench.measures.fid.InceptionFeatures`; tests pass a small one).
         detector: face detector (default :class:`maskbench.faces.yunet.YuNet`).
         log: receives one line per stage (detections, features, mask source), or ``None``.
+        on_progress: called as ``on_progress(done_faces, total_faces)`` when the restoration starts and after
+            each batch is written.
 
     Returns:
         :class:`WildResult`.
@@ -467,22 +469,22 @@ def evaluate_wild(config: WildConfig, progress: Callable[[int, int], None] | Non
     from ..faces.yunet import YuNet
 
     detector = detector or YuNet()
-    faces = prepare_faces(config.data, limit=config.limit, detector=detector, hub_split=config.hub_split, log=log)
+    faces = prepare_faces(config.data, limit=config.limit, detector=detector, hub_split=config.hub_split, log=log,
+                          progress=progress)
     if len(faces.found) == 0:
         raise WildError(f"{config.data}: no face found in any of {len(faces.items)} photos "
                         f"(e.g. {faces.items[0].source_id if faces.items else '-'}: {faces.errors[0] if faces.errors else ''})")
-    ref = prepare_faces(config.reference, detector=detector, hub_split=config.hub_split, log=log)
+    ref = prepare_faces(config.reference, detector=detector, hub_split=config.hub_split, log=log, progress=progress)
     if len(ref.found) < 2:
         raise WildError(f"--reference {config.reference}: faces found in {len(ref.found)} photos, need at least 2")
     method_opts, seg_opts = dict(config.method_args), dict(config.mask_from_args if config.mask_from else config.method_args)
     weights = cls.weights_fingerprint(**method_opts)
     seg_weights = seg_cls.weights_fingerprint(**seg_opts)
-    name = _safe_name(config.method)
-    run_dir = Path(config.out) / name / (f"wild-{faces.fingerprint[:8]}-{ref.fingerprint[:8]}-"
-                                         f"{config.args_hash(weights, seg_weights, faces.detector)}")
-    summary_path, manifest_path = run_dir / "summary.json", run_dir / "manifest.json"
-    if summary_path.is_file() and manifest_path.is_file() and json.loads(manifest_path.read_text()).get("complete"):
-        summary = json.loads(summary_path.read_text())
+    run_dir = run_path(config.out, config.method, f"wild-{faces.fingerprint[:8]}-{ref.fingerprint[:8]}-"
+                                                  f"{config.args_hash(weights, seg_weights, faces.detector)}")
+    folder = RunFolder(run_dir, object_columns=_OBJECT_COLUMNS)
+    summary = folder.completed()
+    if summary is not None:
         return WildResult(run_dir, summary, summary.get("failures", []), reused=True)
 
     started = time.time()
@@ -492,8 +494,8 @@ def evaluate_wild(config: WildConfig, progress: Callable[[int, int], None] | Non
         net = InceptionFeatures(config.fid_weights, device)
     say = log or (lambda s: None)
     t0 = time.perf_counter()
-    ref_feats = face_features(ref, net, config.size, batch_size=config.batch_size)
-    in_feats = face_features(faces, net, config.size, batch_size=config.batch_size)
+    ref_feats = face_features(ref, net, config.size, batch_size=config.batch_size, progress=progress)
+    in_feats = face_features(faces, net, config.size, batch_size=config.batch_size, progress=progress)
     say(f"features of {len(ref_feats)} reference and {len(in_feats)} input faces ({time.perf_counter() - t0:.0f} s)")
     predictor = cls(device=device, **method_opts)
     segmenter = predictor if not config.mask_from else seg_cls(device=device, **seg_opts)
@@ -501,85 +503,53 @@ def evaluate_wild(config: WildConfig, progress: Callable[[int, int], None] | Non
                                          config.seed], default=str).encode()).hexdigest()[:16]
     given, given_errors = None, None
     if config.mask_from:
-        given, given_errors = _source_masks(faces, segmenter, config, seg_key, log)
-    ref_masks, ref_errors = _source_masks(ref, segmenter, config, seg_key, log)
+        given, given_errors = _source_masks(faces, segmenter, config, seg_key, log, progress)
+    ref_masks, ref_errors = _source_masks(ref, segmenter, config, seg_key, log, progress)
     ref_flags = np.array([m.mean() > config.left_threshold for m, e in zip(ref_masks, ref_errors) if e is None], bool)
 
-    _run_batches(config, faces, predictor, segmenter, given, given_errors, net, run_dir, progress)
-    table, out_feats, sheet = _load_partial(run_dir / "partial", faces, config)
+    batches = folder.batches([faces.items[i].source_id for i in faces.found], config.batch_size)
+    run_batches(batches, partial(_score_batch, config=config, faces=faces, predictor=predictor, segmenter=segmenter,
+                                 given=given, given_errors=given_errors, net=net),
+                progress=progress, desc=config.method, unit="face", on_progress=on_progress)
+    table, arrays = batches.load()
+    out_feats = np.concatenate([f.astype(np.float64) for f in arrays["features"]])
+    sheet = {k: np.concatenate(arrays[k]) for k in ("sheet_input", "sheet_output", "sheet_mask", "sheet_left")
+             if k in arrays}
     table = _add_failed_photos(table, faces)
     summary = _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, faces, ref)
     summary["reference_mask_rate"] = _left_behind(ref_flags)
-    atomic_write_bytes(run_dir / "per_image.parquet", _parquet_bytes(table))
     _write_contact_sheet(run_dir / "contact_sheet.jpg", sheet, config)
-    atomic_write_json(summary_path, summary)
-    atomic_write_json(manifest_path, _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary))
-    shutil.rmtree(run_dir / "partial", ignore_errors=True)
+    folder.finish(table, summary, _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary))
     return WildResult(run_dir, summary, summary["failures"])
 
 
-def _safe_name(name: str) -> str:
-    from ..data.dataset import check_name
-
-    return check_name(name, "method name")
-
-
-def _run_batches(config, faces, predictor, segmenter, given, given_errors, net, run_dir: Path, progress) -> None:
-    """Restore, re-segment and featurize every batch not yet in ``run_dir/partial``."""
-    partial = run_dir / "partial"
-    found = faces.found
-    plan = {"batch_size": config.batch_size, "n": int(len(found))}
-    plan_path = partial / "plan.json"
-    if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
-        shutil.rmtree(partial)  # another batch size: the finished batches do not line up
-    atomic_write_json(plan_path, plan)
-    starts = list(range(0, len(found), config.batch_size))
-    for k, s in enumerate(starts):
-        if (partial / f"batch-{k:05d}.parquet").is_file():
-            continue
-        pos = found[s:s + config.batch_size]
-        ids = [faces.items[i].source_id for i in pos]
-        crops = faces.crops(pos, config.size)
-        if given is None:
-            outputs, masks, errors = _predict(predictor, crops, None, config.seed, ids)
-        else:
-            outputs, masks, errors = _predict(predictor, crops, given[s:s + len(pos)], config.seed, ids)
-            errors = [e or (f"mask source: {g}" if g else None) for e, g in zip(errors, given_errors[s:s + len(pos)])]
-        _, left, seg_errors = _predict(segmenter, outputs, None, config.seed + 1, ids)
-        rows = []
-        for j, i in enumerate(pos):
-            seg_ok = seg_errors[j] is None
-            left_frac = float(left[j].mean()) if seg_ok else float("nan")
-            rows.append({"id": ids[j], "error": errors[j], "detection_score": float(faces.scores[i]),
-                         "hole_fraction": float(masks[j].mean()), "left_fraction": left_frac,
-                         "left_behind": bool(left_frac > config.left_threshold) if seg_ok else None,
-                         "segmenter_error": seg_errors[j]})
-        arrays = {"features": np.asarray(net(outputs), np.float32)}
-        sheet = [j for j in range(len(pos)) if s + j < SHEET_FACES]
-        if sheet:
-            arrays.update({"sheet_input": crops[sheet], "sheet_output": outputs[sheet], "sheet_mask": masks[sheet],
-                           "sheet_left": left[sheet]})
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(partial / f"batch-{k:05d}.npz", buf.getvalue())
-        atomic_write_bytes(partial / f"batch-{k:05d}.parquet", _parquet_bytes(pd.DataFrame(rows)))  # marks it done
-        if progress:
-            progress(min(s + config.batch_size, len(found)), len(found))
-
-
-def _load_partial(partial: Path, faces: FaceSet, config: WildConfig):
-    """The per-face table, ``(K, D)`` output features and the contact-sheet arrays, in batch order."""
-    frames, feats, sheet = [], [], {}
-    n_batches = (len(faces.found) + config.batch_size - 1) // config.batch_size
-    for k in range(n_batches):
-        frames.append(pd.read_parquet(partial / f"batch-{k:05d}.parquet"))
-        with np.load(partial / f"batch-{k:05d}.npz") as z:
-            feats.append(z["features"].astype(np.float64))
-            for key in ("sheet_input", "sheet_output", "sheet_mask", "sheet_left"):
-                if key in z:
-                    sheet.setdefault(key, []).append(z[key])
-    sheet = {k: np.concatenate(v) for k, v in sheet.items()}
-    return pd.concat(frames, ignore_index=True), np.concatenate(feats), sheet
+def _score_batch(span: Span, *, config: WildConfig, faces: FaceSet, predictor, segmenter, given, given_errors,
+                 net) -> Scored:
+    """Restore, re-segment and featurize the found faces ``span`` covers."""
+    s = span.start
+    pos = faces.found[s:span.stop]
+    ids = [faces.items[i].source_id for i in pos]
+    crops = faces.crops(pos, config.size)
+    if given is None:
+        outputs, masks, errors = _predict(predictor, crops, None, config.seed, ids)
+    else:
+        outputs, masks, errors = _predict(predictor, crops, given[s:s + len(pos)], config.seed, ids)
+        errors = [e or (f"mask source: {g}" if g else None) for e, g in zip(errors, given_errors[s:s + len(pos)])]
+    _, left, seg_errors = _predict(segmenter, outputs, None, config.seed + 1, ids)
+    rows = []
+    for j, i in enumerate(pos):
+        seg_ok = seg_errors[j] is None
+        left_frac = float(left[j].mean()) if seg_ok else float("nan")
+        rows.append({"id": ids[j], "error": errors[j], "detection_score": float(faces.scores[i]),
+                     "hole_fraction": float(masks[j].mean()), "left_fraction": left_frac,
+                     "left_behind": bool(left_frac > config.left_threshold) if seg_ok else None,
+                     "segmenter_error": seg_errors[j]})
+    arrays = {"features": np.asarray(net(outputs), np.float32)}
+    sheet = [j for j in range(len(pos)) if s + j < SHEET_FACES]
+    if sheet:
+        arrays.update({"sheet_input": crops[sheet], "sheet_output": outputs[sheet], "sheet_mask": masks[sheet],
+                       "sheet_left": left[sheet]})
+    return Scored(rows, arrays)
 
 
 def _add_failed_photos(table: pd.DataFrame, faces: FaceSet) -> pd.DataFrame:
@@ -612,7 +582,7 @@ def _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, face
     floor_left = (scored["hole_fraction"].to_numpy(np.float64) > config.left_threshold)
     if config.mask_from is None:  # a blind method's own masks on its inputs: those of failed images are empty
         floor_left = floor_left[scored["error"].isna().to_numpy()]
-    failures = [{"id": str(r.id), "error": str(r.error)} for r in table.itertuples() if isinstance(r.error, str)]
+    failures = failure_list(table)
     segmenter = config.mask_from or config.method
     return {
         "kind": "wild",
@@ -699,52 +669,20 @@ def _write_contact_sheet(path: Path, sheet: dict[str, np.ndarray], config: WildC
         atomic_write_bytes(path, buf.tobytes())
 
 
-def _parquet_bytes(df: pd.DataFrame) -> bytes:
-    df = df.astype({c: "object" for c in ("error", "segmenter_error", "left_behind") if c in df.columns})
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 def _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary) -> dict[str, Any]:
-
-    finished = time.time()
     seg_opts = dict(config.mask_from_args if config.mask_from else config.method_args)
-    return {
-        "complete": True,
-        "kind": "wild",
-        "maskbench_version": __version__,
-        "config": asdict(config),
-        "method": {
-            "name": config.method,
-            "class": f"{cls.__module__}:{cls.__qualname__}",
-            "track": cls.track,
-            "options": dict(config.method_args),
-            "weights": cls.weights_status(),
-            "weights_card": cls.weights_card(**dict(config.method_args)),
-        },
-        "mask_source": {
-            "name": config.mask_from or config.method,
-            "class": f"{seg_cls.__module__}:{seg_cls.__qualname__}",
-            "options": seg_opts,
-            "weights_card": seg_cls.weights_card(**seg_opts),
-        },
-        "dataset": {"spec": config.data, "fingerprint": faces.fingerprint, "n": len(faces.items),
-                    "faces": int(len(faces.found))},
-        "reference": {"spec": config.reference, "fingerprint": ref.fingerprint, "n": len(ref.items),
-                      "faces": int(len(ref.found))},
-        "detector": faces.detector,
-        "fid_weights": {"path": str(getattr(net, "weights_path", "")), "sha256": getattr(net, "weights_sha256", None)},
-        "seed": config.seed,
-        "device": device,
-        "hardware": hardware_info(device),
-        "versions": library_versions(),
-        "git_commit": git_commit(),
-        "started": iso_utc(started),
-        "finished": iso_utc(finished),
-        "elapsed_s": round(finished - started, 3),
-        "n_failed": summary["n_failed"],
-    }
+    return run_manifest(
+        config, device=device, started=started, n_failed=summary["n_failed"],
+        kind="wild",
+        method=method_card(config.method, cls, dict(config.method_args)),
+        mask_source=method_card(config.mask_from or config.method, seg_cls, seg_opts),
+        dataset={"spec": config.data, "fingerprint": faces.fingerprint, "n": len(faces.items),
+                 "faces": int(len(faces.found))},
+        reference={"spec": config.reference, "fingerprint": ref.fingerprint, "n": len(ref.items),
+                   "faces": int(len(ref.found))},
+        detector=faces.detector,
+        fid_weights={"path": str(getattr(net, "weights_path", "")), "sha256": getattr(net, "weights_sha256", None)},
+    )
 
 
 def format_wild_summary(summary: dict[str, Any]) -> list[str]:
