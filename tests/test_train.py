@@ -272,7 +272,11 @@ def test_reconstruction_warmup_switches_the_adversarial_terms_on(train_data, tmp
 
 
 def test_resume_accepts_a_key_added_to_the_defaults_later_only_at_its_default():
-    from maskbench.train.loop import _with_new_defaults, _without_steps
+    from maskbench.train.config import merge
+    from maskbench.train.loop import _without_steps
+
+    def _with_new_defaults(stored, defaults):  # what a resume compares (train.loop.train)
+        return merge(defaults, stored, strict=False)
 
     defaults = {"steps": 10, "seed": 0, "new_option": 0.0, "loss": {"l1": 1.0, "new_term": 0.0}}
     stored = {"steps": 10, "seed": 0, "loss": {"l1": 1.0}}  # written before the two keys existed
@@ -280,6 +284,11 @@ def test_resume_accepts_a_key_added_to_the_defaults_later_only_at_its_default():
     changed = {**defaults, "loss": {"l1": 1.0, "new_term": 0.5}}
     assert _without_steps(_with_new_defaults(stored, defaults)) != _without_steps(changed)
     assert _with_new_defaults({**stored, "new_option": 0.3}, defaults)["new_option"] == 0.3
+    assert _with_new_defaults({**stored, "gone": 1}, defaults)["gone"] == 1  # a stored key today's defaults lack
+    with pytest.raises(ConfigError, match="unknown config key 'gone'"):
+        merge(defaults, {"gone": 1})
+    with pytest.raises(ConfigError, match="'loss' must be a mapping"):
+        merge(defaults, {"loss": 3})
 
 
 #: the committed weights of the given-mask methods (their cards name their method)

@@ -98,23 +98,32 @@ COMMON_CHECKS: dict[str, Check] = {
 }
 
 
-def merge(base: dict[str, Any], override: dict[str, Any], path: str = "") -> dict[str, Any]:
-    """``base`` updated by ``override``, recursively; every key of ``override`` must exist in ``base``.
+def merge(base: dict[str, Any], override: dict[str, Any] | None, path: str = "", *, strict: bool = True) -> dict[str, Any]:
+    """A deep copy of ``base`` updated by ``override``, recursively (the one config-merge helper).
+
+    Args:
+        base, override: nested mappings; ``override`` wins where both set a key.
+        path: the dotted prefix of ``base`` (for messages).
+        strict: every key of ``override`` must exist in ``base`` and a mapping may not be replaced by a
+            scalar (a config against its method's defaults); ``False``: ``override`` may add keys and replace
+            anything (a config file over the one it ``inherit``\ s, or a stored config over today's defaults).
 
     Raises:
-        ConfigError: an unknown key (named by its dotted path), or a mapping replaced by a scalar.
+        ConfigError: with ``strict``, an unknown key (named by its dotted path), or a mapping replaced by a
+            scalar.
     """
     out = copy.deepcopy(base)
     for k, v in (override or {}).items():
         where = f"{path}{k}"
-        if k not in base:
+        if strict and k not in base:
             raise ConfigError(f"unknown config key {where!r} (known here: {', '.join(sorted(base))})")
-        if isinstance(base[k], dict):
-            if not isinstance(v, dict):
+        if isinstance(base.get(k), dict):
+            if isinstance(v, dict):
+                out[k] = merge(base[k], v, where + ".", strict=strict)
+                continue
+            if strict:
                 raise ConfigError(f"config key {where!r} must be a mapping, got {v!r}")
-            out[k] = merge(base[k], v, where + ".")
-        else:
-            out[k] = copy.deepcopy(v)
+        out[k] = copy.deepcopy(v)
     return out
 
 
@@ -160,14 +169,7 @@ def _read(path: Path, config_dir: Path, seen: tuple[Path, ...]) -> dict[str, Any
         return data
     ppath = _locate(str(parent), config_dir, relative_to=path.parent)
     base = _read(ppath, config_dir, seen + (path,))
-    return _deep_update(base, data)
-
-
-def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return merge(base, data, strict=False)
 
 
 def _locate(name: str, config_dir: Path, relative_to: Path | None = None) -> Path:

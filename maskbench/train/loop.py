@@ -38,7 +38,7 @@ import yaml
 from ..core.io import atomic_write_text, write_png
 from ..core.resources import git_commit
 from .checkpoint import export_weights, load_training_state, save_training_state
-from .config import Check, ConfigError, check_config, load_config, load_defaults
+from .config import Check, ConfigError, check_config, load_config, load_defaults, merge
 from .data import Batch, batch_indices, to_batch
 from .tensors import tensor_to_images
 
@@ -268,7 +268,9 @@ def train(
     step, elapsed, images_seen = 0, 0.0, 0
     if resume:
         header = load_training_state(ckpt, method, run.nets, opt.opts)
-        stored = _with_new_defaults(header.get("config"), trainable.default_config())
+        # keys the method's defaults gained since the run started count at their default values: a key added
+        # later with the behaviour the run already had does not block its resume; one set otherwise still does
+        stored = merge(trainable.default_config(), header.get("config"), strict=False)
         if _without_steps(stored) != _without_steps(config):
             raise ConfigError(f"{out} was started with another config; resume with the same options "
                               "(only --steps may change)")
@@ -361,19 +363,6 @@ def train(
 
         dist.barrier()
     return TrainResult(out, step, weights, losses)
-
-
-def _with_new_defaults(stored: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
-    """A run's stored config with the keys the method's defaults gained since it started, at their default
-    values: a key added later with the behaviour the run already had (e.g. a new option, off by default)
-    does not block its resume; a key set to anything else still does."""
-    out = dict(stored or {})
-    for k, v in defaults.items():
-        if k not in out:
-            out[k] = v
-        elif isinstance(v, dict) and isinstance(out[k], dict):
-            out[k] = _with_new_defaults(out[k], v)
-    return out
 
 
 def _without_steps(config: dict[str, Any] | None) -> dict[str, Any]:
