@@ -170,7 +170,13 @@ def test_a_run_resumed_with_another_batch_size_scores_each_image_once(faces_13, 
         assert predicted == 13 - 8
         assert table["id"].tolist() == [r["id"] for r in MaskedFaces(faces_13).records]
         pd.testing.assert_frame_equal(table, pd.read_parquet(whole.run_dir / "per_image.parquet"))
-        assert res.summary["metrics"] == whole.summary["metrics"]
+        # identity embeddings are batched: another batch split moves them by float rounding (~1e-9) only
+        assert res.summary["metrics"].keys() == whole.summary["metrics"].keys()
+        for name, m in res.summary["metrics"].items():
+            w = whole.summary["metrics"][name]
+            assert m.keys() == w.keys(), name
+            for k, v in m.items():
+                assert v == (pytest.approx(w[k], rel=1e-6, nan_ok=True) if v is not None else None), (name, k)
         assert not (res.run_dir / "partial").exists()
     finally:
         P.unregister("test-counting")

@@ -106,7 +106,7 @@ def merge(base: dict[str, Any], override: dict[str, Any] | None, path: str = "",
         path: the dotted prefix of ``base`` (for messages).
         strict: every key of ``override`` must exist in ``base`` and a mapping may not be replaced by a
             scalar (a config against its method's defaults); ``False``: ``override`` may add keys and replace
-            anything (a config file over the one it ``inherit``\ s, or a stored config over today's defaults).
+            anything (a config file over the one it ``inherit``s, or a stored config over today's defaults).
 
     Raises:
         ConfigError: with ``strict``, an unknown key (named by its dotted path), or a mapping replaced by a
