@@ -396,17 +396,21 @@ def leaderboard_cmd(results, out, reported, primary) -> None:
 @click.argument("b")
 @click.option("--results", multiple=True, type=click.Path(file_okay=False),
               help="Results root; repeat to merge [default: results/ and leaderboard/runs/ where present].")
-@click.option("--dataset", default=None, help="Dataset label or fingerprint prefix, when A and B share several.")
+@click.option("--dataset", default=None, help="Dataset label or fingerprint prefix [default: the only dataset A and B "
+              "share, else the latest both were scored on, runs under the first results root first].")
 @click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable).")
 def compare_cmd(a, b, results, dataset, metrics) -> None:
     """Paired comparison of methods (or run folders) A and B on the images both scored: per metric the mean
-    difference A - B, its 95% bootstrap interval and a Wilcoxon signed-rank p-value."""
+    difference A - B, its 95% bootstrap interval (which gives the verdict) and a Wilcoxon signed-rank p-value."""
     from .bench.leaderboard import compare_methods, format_comparison
     from .measures.metrics import get_metric
 
     for m in metrics:
         get_metric(m)
     table, info = compare_methods(a, b, _results_roots(results), dataset=dataset, metrics=list(metrics) or None)
+    if info["others"]:
+        click.echo(f"comparing on {info['dataset']}, the latest dataset both were scored on; "
+                   f"also shared: {', '.join(info['others'])} (choose with --dataset)", err=True)
     click.echo(format_comparison(table, info))
 
 

@@ -57,6 +57,7 @@ import pandas as pd
 from .. import __version__
 from ..core.errors import MaskbenchError
 from ..core.io import atomic_write_bytes, atomic_write_json, write_png
+from ..core.paths import recorded_path
 from ..core.resources import cache_dir, git_commit, hardware_info, iso_utc, library_versions
 from ..data.dataset import DatasetFormatError, MaskedFaces, SampleError, check_name
 from ..measures.metrics import image_scores, landmark_nme, mask_f1, mask_iou, metric_names
@@ -312,7 +313,7 @@ def evaluate(config: EvalConfig, progress: Callable[[int, int], None] | None = N
             "method": config.method,
             "track": cls.track,
             "dataset_fingerprint": fingerprint,
-            "data": str(Path(config.data).resolve()),
+            "data": recorded_path(config.data),
             "split": config.split,
             "fid": fid_value,
             "fid_n": fid_n,
@@ -428,7 +429,7 @@ def _manifest(config, cls, dataset, device, identity_model, feats, started, n_fa
             "weights_card": cls.weights_card(**dict(config.method_args)),
         },
         "dataset": {
-            "path": str(Path(config.data).resolve()),
+            "path": recorded_path(config.data),
             "split": config.split,
             "fingerprint": dataset.fingerprint(),
             "n": len(dataset),
@@ -439,7 +440,7 @@ def _manifest(config, cls, dataset, device, identity_model, feats, started, n_fa
         "versions": library_versions(),
         "git_commit": git_commit(),
         "identity_model": identity_model,
-        "fid_weights": {"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
+        "fid_weights": {"path": recorded_path(feats.weights_path), "sha256": feats.weights_sha256} if feats is not None else None,
         "started": iso_utc(started),
         "finished": iso_utc(finished),
         "elapsed_s": round(finished - started, 3),
