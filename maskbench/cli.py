@@ -62,7 +62,9 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--mask-types", default=",".join(MASK_TYPES), show_default=True, help="Comma-separated subset.")
 @click.option("--variants", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per face.")
-@click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True)
+@click.option("--test-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Share of identities (or images) in the test split [default: 0.1; 1 for the built-in demo, so "
+                   "that `maskbench evaluate` finds it].")
 @click.option("--textures", type=click.Path(), default=None, help="Folder of texture photos to draw from.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True)
@@ -74,6 +76,8 @@ def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, varia
     """Build a Masked-Faces dataset: masked / original / mask PNG triples plus metadata."""
     if textures is not None and not Path(textures).is_dir():
         raise UserError(f"--textures {textures}: no such folder")
+    if test_fraction is None:  # the demo photo is one person: all of it in the test split, which evaluate reads
+        test_fraction = 1.0 if src in (None, "demo") else 0.1
     config = SynthConfig(size=size, align=align, seed=seed, variants=variants, test_fraction=test_fraction,
                          mask_types=tuple(t.strip() for t in mask_types.split(",") if t.strip()),
                          textures=str(Path(textures).resolve()) if textures else None)

@@ -16,6 +16,7 @@ from maskbench.bench.leaderboard import build_leaderboard, compare_methods, form
 from maskbench.cli import main
 from maskbench.core.paths import CACHE_MARK, expand_recorded, recorded_path
 from maskbench.data.testing import write_fake_dataset
+from maskbench.measures.stats import FID_MIN_N, summary_lines
 
 
 def _eval(data: Path, out: Path, method: str):
@@ -132,3 +133,28 @@ def test_an_evaluation_records_the_data_path_as_given(tmp_path, monkeypatch, iso
     manifest = json.loads((tmp_path / res.run_dir / "manifest.json").read_text())
     assert summary["data"] == "data/faces" and manifest["dataset"]["path"] == "data/faces"
     assert str(tmp_path) not in json.dumps(manifest)
+
+
+def test_fid_is_flagged_below_its_stated_n():
+    small = "\n".join(summary_lines({"fid": 250.0, "fid_n": 5, "metrics": {}}))
+    assert "n=5" in small and f"n < {FID_MIN_N}" in small and "biased" in small and "KID" in small
+    big = "\n".join(summary_lines({"fid": 12.0, "fid_n": FID_MIN_N, "metrics": {}}))
+    assert "biased" not in big
+
+
+def test_the_demo_synth_fills_the_test_split_that_evaluate_reads(tmp_path, monkeypatch, isolated_cache):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["synth", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "train 0, test 5" in r.output
+    r = CliRunner().invoke(main, ["evaluate", "--method", "masked-input", "--no-fid", "--no-identity"])
+    assert r.exit_code == 0, r.output
+    assert "scoring masked-faces/ (test split" in r.stderr
+
+
+def test_evaluate_says_when_the_default_folder_has_no_test_split(tmp_path, monkeypatch, isolated_cache):
+    monkeypatch.chdir(tmp_path)
+    write_fake_dataset(tmp_path / "masked-faces", 3, size=64, split="train", seed=5)
+    r = CliRunner().invoke(main, ["evaluate", "--method", "masked-input", "--no-fid", "--no-identity"])
+    assert r.exit_code == 0, r.output
+    assert "./masked-faces has no test split" in r.stderr and "not found" not in r.stderr

@@ -185,7 +185,7 @@ def default_data(split: str = "test") -> tuple[str, str]:
     demo = cache_dir() / "demo-masked-faces"
     if not (demo / "test" / "metadata.jsonl").is_file():
         synthesize(resolve_source(None), demo, SynthConfig(test_fraction=1.0), progress=False)
-    return str(demo), f"the built-in demo set in {demo} (one public-domain photo, five masks; no ./{DEFAULT_SYNTH_OUT} found)"
+    return str(demo), f"the built-in demo set in {demo} (one public-domain photo, five masks; ./{DEFAULT_SYNTH_OUT} " + (f"has no {split} split)" if local.is_dir() else "not found)")
 
 
 def run_dir_for(config: EvalConfig, dataset: MaskedFaces) -> Path:
