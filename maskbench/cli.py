@@ -129,27 +129,40 @@ def publish(folder, repo_id, private, to_disk):
 @main.command("templates")
 @click.option("--type", "mask_type", type=click.Choice(MASK_TYPES),
               help="Only templates of this mask type.")
+@click.option("--list", "list_all", is_flag=True, help="List the templates, one line each (after the summary).")
 @click.option("--sheet", type=click.Path(dir_okay=False), help="Also write a contact sheet PNG here.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many templates (listing and sheet).")
 @click.option("--size", type=click.IntRange(min=32, max=512), default=128, show_default=True,
               help="Tile size of the contact sheet.")
-def templates_cmd(mask_type: str | None, sheet: str | None, limit: int | None, size: int) -> None:
-    """List the mask templates (counts per type, then one line each); optionally draw a contact sheet."""
+def templates_cmd(mask_type: str | None, list_all: bool, sheet: str | None, limit: int | None, size: int) -> None:
+    """Summarise the mask template library (per type: templates, styles, straps, valves); --list for one line
+    per template; optionally draw a contact sheet."""
     from collections import Counter
 
     from .data.masks import load_templates, write_contact_sheet
 
     specs = load_templates()
-    counts = Counter(t.mask_type for t in specs)
-    click.echo(f"{'type':<10}{'templates':>10}")
+    chosen = [t for t in specs if mask_type is None or t.mask_type == mask_type]
+
+    def tally(items, field: str) -> str:
+        counts = sorted(Counter(getattr(t, field) for t in items).items())
+        return ", ".join(f"{k if k != 'none' else 'no ' + field} {n}" for k, n in counts)
+
+    click.echo(f"{'type':<10}{'templates':>10}  styles | straps | valves")
     for t in MASK_TYPES:
-        click.echo(f"{t:<10}{counts.get(t, 0):>10}")
-    click.echo(f"{'total':<10}{len(specs):>10}")
-    chosen = [t for t in specs if mask_type is None or t.mask_type == mask_type][:limit]
-    click.echo("")
-    for t in chosen:
-        extra = f" valve={t.valve}" if t.valve != "none" else ""
-        click.echo(f"{t.template_id:<16}{t.mask_type:<10}{t.style:<10}{t.anchors:<10}{t.straps:<12}{t.color}{extra}")
+        of_type = [x for x in chosen if x.mask_type == t]
+        if of_type:
+            click.echo(f"{t:<10}{len(of_type):>10}  {tally(of_type, 'style')} | {tally(of_type, 'straps')} | "
+                       f"{tally(of_type, 'valve')}")
+    click.echo(f"{'total':<10}{len(chosen):>10}" + ("" if mask_type is None else f"  (of {len(specs)})"))
+    chosen = chosen[:limit]
+    if list_all:
+        click.echo("")
+        for t in chosen:
+            extra = f" valve={t.valve}" if t.valve != "none" else ""
+            click.echo(f"{t.template_id:<16}{t.mask_type:<10}{t.style:<10}{t.anchors:<10}{t.straps:<12}{t.color}{extra}")
+    else:
+        click.echo("(--list: one line per template; --sheet FILE: draw them)")
     if sheet:
         write_contact_sheet(sheet, chosen, size=size)
         click.echo(f"wrote {sheet} ({len(chosen)} templates)")

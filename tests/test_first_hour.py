@@ -113,6 +113,13 @@ def test_the_verdict_follows_the_interval_and_a_disagreeing_test_is_explained():
     assert "verdict follows the interval" in text and "95% bootstrap interval" in text.splitlines()[1]
 
 
+def test_fid_is_flagged_below_its_stated_n():
+    small = "\n".join(summary_lines({"fid": 250.0, "fid_n": 5, "metrics": {}}))
+    assert "n=5" in small and f"n < {FID_MIN_N}" in small and "biased" in small and "KID" in small
+    big = "\n".join(summary_lines({"fid": 12.0, "fid_n": FID_MIN_N, "metrics": {}}))
+    assert "biased" not in big
+
+
 def test_recorded_paths_hold_no_machine_layout(isolated_cache):
     assert recorded_path("data/celeba-masked") == "data/celeba-masked"
     assert recorded_path("wild:../shared/photos") == "wild:../shared/photos"
@@ -135,13 +142,6 @@ def test_an_evaluation_records_the_data_path_as_given(tmp_path, monkeypatch, iso
     assert str(tmp_path) not in json.dumps(manifest)
 
 
-def test_fid_is_flagged_below_its_stated_n():
-    small = "\n".join(summary_lines({"fid": 250.0, "fid_n": 5, "metrics": {}}))
-    assert "n=5" in small and f"n < {FID_MIN_N}" in small and "biased" in small and "KID" in small
-    big = "\n".join(summary_lines({"fid": 12.0, "fid_n": FID_MIN_N, "metrics": {}}))
-    assert "biased" not in big
-
-
 def test_the_demo_synth_fills_the_test_split_that_evaluate_reads(tmp_path, monkeypatch, isolated_cache):
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["synth", "--no-progress"])
@@ -158,3 +158,30 @@ def test_evaluate_says_when_the_default_folder_has_no_test_split(tmp_path, monke
     r = CliRunner().invoke(main, ["evaluate", "--method", "masked-input", "--no-fid", "--no-identity"])
     assert r.exit_code == 0, r.output
     assert "./masked-faces has no test split" in r.stderr and "not found" not in r.stderr
+
+
+def test_yunet_creation_prints_no_opencv_warning(capfd):
+    import cv2
+
+    from maskbench.faces.yunet import YuNet
+
+    before = cv2.utils.logging.getLogLevel()
+    try:
+        YuNet()
+    except Exception as e:  # no model file on this machine
+        pytest.skip(f"YuNet unavailable: {e}")
+    assert "WARN" not in capfd.readouterr().err
+    assert cv2.utils.logging.getLogLevel() == before
+
+
+def test_publishing_a_test_only_dataset_prints_no_datasets_chatter(tmp_path, capfd):
+    root = write_fake_dataset(tmp_path / "ds", 3, size=64, seed=6)
+    (root / "manifest.json").write_text(json.dumps({
+        "config": {"size": 64, "align": True, "seed": 0, "mask_types": ["surgical"], "variants": 1,
+                   "test_fraction": 1.0, "textures": None},
+        "source": {"name": "folder", "description": "synthetic faces"},
+        "counts": {"test": 3, "train": 0, "skipped": 0}}))
+    r = CliRunner().invoke(main, ["publish", str(root), "--to-disk", str(tmp_path / "hub")])
+    assert r.exit_code == 0, r.output
+    err = capfd.readouterr().err + r.stderr
+    assert "Generating" not in err and "Downloading" not in err and "Map" not in err, err

@@ -265,11 +265,26 @@ def test_cli_lists_templates_and_writes_a_sheet(tmp_path):
     from maskbench.cli import main
 
     sheet = tmp_path / "sheet.png"
-    res = CliRunner().invoke(main, ["templates", "--type", "kn95", "--limit", "3", "--sheet", str(sheet), "--size", "64"])
+    res = CliRunner().invoke(main, ["templates", "--type", "kn95", "--limit", "3", "--list", "--sheet", str(sheet),
+                                    "--size", "64"])
     assert res.exit_code == 0, res.output
-    assert "total" in res.output and "900" in res.output
+    assert "total" in res.output and "(of 900)" in res.output
     assert "kn95-0003" in res.output and "kn95-0004" not in res.output
     assert read_png(sheet).shape == (64 + 14, 3 * 64, 3)
+
+
+def test_cli_summarises_the_library_by_default():
+    from click.testing import CliRunner
+
+    from maskbench.cli import main
+
+    res = CliRunner().invoke(main, ["templates"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert len(lines) < 12 and any(l.startswith("total") and l.split()[1] == "900" for l in lines)
+    assert "surgical" in res.output and "--list" in res.output and "surgical-0001" not in res.output
+    listed = CliRunner().invoke(main, ["templates", "--list"]).output.splitlines()
+    assert len(listed) > 900
 
 
 def test_data_dir_and_library_hash():
