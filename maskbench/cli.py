@@ -62,7 +62,9 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--mask-types", default=",".join(MASK_TYPES), show_default=True, help="Comma-separated subset.")
 @click.option("--variants", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per face.")
-@click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True)
+@click.option("--test-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Share of identities (or images) in the test split [default: 0.1; 1 for the built-in demo, so "
+                   "that `maskbench evaluate` finds it].")
 @click.option("--textures", type=click.Path(), default=None, help="Folder of texture photos to draw from.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True)
@@ -74,6 +76,8 @@ def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, varia
     """Build a Masked-Faces dataset: masked / original / mask PNG triples plus metadata."""
     if textures is not None and not Path(textures).is_dir():
         raise UserError(f"--textures {textures}: no such folder")
+    if test_fraction is None:  # the demo photo is one person: all of it in the test split, which evaluate reads
+        test_fraction = 1.0 if src in (None, "demo") else 0.1
     config = SynthConfig(size=size, align=align, seed=seed, variants=variants, test_fraction=test_fraction,
                          mask_types=tuple(t.strip() for t in mask_types.split(",") if t.strip()),
                          textures=str(Path(textures).resolve()) if textures else None)
@@ -125,27 +129,40 @@ def publish(folder, repo_id, private, to_disk):
 @main.command("templates")
 @click.option("--type", "mask_type", type=click.Choice(MASK_TYPES),
               help="Only templates of this mask type.")
+@click.option("--list", "list_all", is_flag=True, help="List the templates, one line each (after the summary).")
 @click.option("--sheet", type=click.Path(dir_okay=False), help="Also write a contact sheet PNG here.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many templates (listing and sheet).")
 @click.option("--size", type=click.IntRange(min=32, max=512), default=128, show_default=True,
               help="Tile size of the contact sheet.")
-def templates_cmd(mask_type: str | None, sheet: str | None, limit: int | None, size: int) -> None:
-    """List the mask templates (counts per type, then one line each); optionally draw a contact sheet."""
+def templates_cmd(mask_type: str | None, list_all: bool, sheet: str | None, limit: int | None, size: int) -> None:
+    """Summarise the mask template library (per type: templates, styles, straps, valves); --list for one line
+    per template; optionally draw a contact sheet."""
     from collections import Counter
 
     from .data.masks import load_templates, write_contact_sheet
 
     specs = load_templates()
-    counts = Counter(t.mask_type for t in specs)
-    click.echo(f"{'type':<10}{'templates':>10}")
+    chosen = [t for t in specs if mask_type is None or t.mask_type == mask_type]
+
+    def tally(items, field: str) -> str:
+        counts = sorted(Counter(getattr(t, field) for t in items).items())
+        return ", ".join(f"{k if k != 'none' else 'no ' + field} {n}" for k, n in counts)
+
+    click.echo(f"{'type':<10}{'templates':>10}  styles | straps | valves")
     for t in MASK_TYPES:
-        click.echo(f"{t:<10}{counts.get(t, 0):>10}")
-    click.echo(f"{'total':<10}{len(specs):>10}")
-    chosen = [t for t in specs if mask_type is None or t.mask_type == mask_type][:limit]
-    click.echo("")
-    for t in chosen:
-        extra = f" valve={t.valve}" if t.valve != "none" else ""
-        click.echo(f"{t.template_id:<16}{t.mask_type:<10}{t.style:<10}{t.anchors:<10}{t.straps:<12}{t.color}{extra}")
+        of_type = [x for x in chosen if x.mask_type == t]
+        if of_type:
+            click.echo(f"{t:<10}{len(of_type):>10}  {tally(of_type, 'style')} | {tally(of_type, 'straps')} | "
+                       f"{tally(of_type, 'valve')}")
+    click.echo(f"{'total':<10}{len(chosen):>10}" + ("" if mask_type is None else f"  (of {len(specs)})"))
+    chosen = chosen[:limit]
+    if list_all:
+        click.echo("")
+        for t in chosen:
+            extra = f" valve={t.valve}" if t.valve != "none" else ""
+            click.echo(f"{t.template_id:<16}{t.mask_type:<10}{t.style:<10}{t.anchors:<10}{t.straps:<12}{t.color}{extra}")
+    else:
+        click.echo("(--list: one line per template; --sheet FILE: draw them)")
     if sheet:
         write_contact_sheet(sheet, chosen, size=size)
         click.echo(f"wrote {sheet} ({len(chosen)} templates)")
@@ -403,17 +420,21 @@ def leaderboard_cmd(results, out, reported, primary) -> None:
 @click.argument("b")
 @click.option("--results", multiple=True, type=click.Path(file_okay=False),
               help="Results root; repeat to merge [default: results/ and leaderboard/runs/ where present].")
-@click.option("--dataset", default=None, help="Dataset label or fingerprint prefix, when A and B share several.")
+@click.option("--dataset", default=None, help="Dataset label or fingerprint prefix [default: the only dataset A and B "
+              "share, else the latest both were scored on, runs under the first results root first].")
 @click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable).")
 def compare_cmd(a, b, results, dataset, metrics) -> None:
     """Paired comparison of methods (or run folders) A and B on the images both scored: per metric the mean
-    difference A - B, its 95% bootstrap interval and a Wilcoxon signed-rank p-value."""
+    difference A - B, its 95% bootstrap interval (which gives the verdict) and a Wilcoxon signed-rank p-value."""
     from .bench.leaderboard import compare_methods, format_comparison
     from .measures.metrics import get_metric
 
     for m in metrics:
         get_metric(m)
     table, info = compare_methods(a, b, _results_roots(results), dataset=dataset, metrics=list(metrics) or None)
+    if info["others"]:
+        click.echo(f"comparing on {info['dataset']}, the latest dataset both were scored on; "
+                   f"also shared: {', '.join(info['others'])} (choose with --dataset)", err=True)
     click.echo(format_comparison(table, info))
 
 

@@ -112,6 +112,7 @@ def test_extra_inputs_arrive_scaled_with_the_image(synthetic_faces, tmp_path, is
         P.run_predictor(_WantsLandmarks(), images, np.zeros((1, 64, 64), bool))
 
 
+@pytest.mark.slow
 def test_builtins_come_from_maskbench_entry_points():
     import importlib.metadata as md
 

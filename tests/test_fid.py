@@ -17,6 +17,7 @@ def weights():
         pytest.skip(f"no FID weights here: {e}")
 
 
+@pytest.mark.slow
 def test_features_match_pytorch_fid(weights, tmp_path, monkeypatch):
     pfi = pytest.importorskip("pytorch_fid.inception")
     # pytorch-fid reads its weights from the torch-hub cache when the file is there (no download)
@@ -36,6 +37,7 @@ def test_features_match_pytorch_fid(weights, tmp_path, monkeypatch):
     assert not torch.allclose(a[0], a[1])  # the features depend on the image
 
 
+@pytest.mark.slow
 def test_load_inception_does_not_touch_pytorch_fid_download(weights, monkeypatch):
     pfi = pytest.importorskip("pytorch_fid.inception")
 

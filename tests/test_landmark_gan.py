@@ -39,6 +39,7 @@ def test_landmark_map_has_one_pixel_per_point_clamped_to_the_image():
     assert m[0, 0, 0, 0] == 1 and m[0, 0, 7, 6] == 1 and m[0, 0, 0, 15] == 1 and m.sum() == 3
 
 
+@pytest.mark.slow
 def test_network_shapes_and_gradients():
     from maskbench.baselines.landmark_gan.model import (
         Discriminator,
@@ -106,6 +107,7 @@ def _method(stage, data, **over):
 
 @pytest.mark.parametrize("stage,key", [("segmenter", "total"), ("landmarks", "landmark_l2"),
                                        ("generator", "l1_over_hole")])
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(env, stage, key):
     from maskbench.train.data import PairedFaces, to_batch
     from maskbench.train.loop import Optimizers
@@ -133,6 +135,7 @@ def test_the_discriminator_learns_at_a_tenth_of_the_generators_rate(env):
     assert opt.opts["disc"].param_groups[0]["lr"] == pytest.approx(1e-5)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_loss_curve(env, tmp_path):
     from maskbench.train.data import PairedFaces
     from maskbench.train.loop import train
@@ -174,6 +177,7 @@ def _faces(env, n=3):
     return np.stack([s.masked for s in MaskedFaces(env, "test")][:n])
 
 
+@pytest.mark.slow
 def test_predictor_contract_and_the_dlib_landmark_swap(tiny_weights, env):
     ims = _faces(env)
     # a 4-step Mask R-CNN is not confident: score threshold 0 keeps its best instance
@@ -199,6 +203,7 @@ def test_predictor_contract_and_the_dlib_landmark_swap(tiny_weights, env):
         P.create_predictor("landmark-gan", weights=str(tiny_weights), landmarks="oracle")
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_predicted_landmarks(tiny_weights, env, tmp_path):
     import pandas as pd
 
@@ -212,6 +217,7 @@ def test_evaluate_scores_the_predicted_landmarks(tiny_weights, env, tmp_path):
     assert df["landmark_nme"].notna().all() and (df["landmark_nme"] >= 0).all()
 
 
+@pytest.mark.slow
 def test_gender_routing_with_a_celeba_attribute_file(env, tmp_path):
     from maskbench.baselines.landmark_gan.predictor import LandmarkGan
     from maskbench.baselines.landmark_gan.training import read_gender
@@ -260,6 +266,7 @@ def test_missing_weights_say_how_to_train(tmp_path):
         P.create_predictor("landmark-gan", weights=str(tmp_path / "none.safetensors"))
 
 
+@pytest.mark.slow
 def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
     from maskbench.baselines.landmark_gan.predictor import LandmarkGan
 
@@ -288,6 +295,7 @@ def test_landmark_targets_are_the_same_from_stored_pairs_and_on_the_fly_masks(en
         record_landmarks(NoLandmarks(), 32)
 
 
+@pytest.mark.slow
 def test_the_exported_segmenter_has_its_batch_norm_statistics_recomputed(tiny_weights):
     from safetensors.torch import load_file
 
@@ -303,6 +311,7 @@ def test_the_exported_segmenter_has_its_batch_norm_statistics_recomputed(tiny_we
     assert all(final[k.replace("running_mean", "num_batches_tracked")].item() > 0 for k in stats)
 
 
+@pytest.mark.slow
 def test_stage_files_load_separately_and_a_file_in_the_wrong_place_is_refused(tiny_weights):
     from maskbench.train.checkpoint import CheckpointError
 

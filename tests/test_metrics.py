@@ -199,6 +199,7 @@ def inception(isolated_cache):
     return InceptionFeatures()
 
 
+@pytest.mark.slow
 def test_converted_weights_match_torchscript(inception, real_faces):
     """pytorch-fid's InceptionV3 with weights converted from fid-helper's TorchScript gives the
     TorchScript's features (same TF graph) on real faces."""
@@ -218,6 +219,7 @@ def test_converted_weights_match_torchscript(inception, real_faces):
     assert len(inception.weights_sha256) == 64
 
 
+@pytest.mark.slow
 def test_fid_of_a_set_with_itself_is_zero(inception, real_faces):
     from maskbench.data.dataset import MaskedFaces
     from maskbench.measures.fid import FeatureStats, fid_from_stats
@@ -233,6 +235,7 @@ def test_fid_of_a_set_with_itself_is_zero(inception, real_faces):
     assert fid_from_stats(a, c) > 10.0
 
 
+@pytest.mark.slow
 def test_fid_of_synthetic_set_with_itself_is_zero(inception, synthetic_faces):
     from maskbench.data.dataset import MaskedFaces
     from maskbench.measures.fid import FeatureStats, fid_from_stats
@@ -256,6 +259,7 @@ def test_explicit_missing_fid_weights_raise():
 # --- identity ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_identity_cosine_of_image_with_itself_is_one(real_faces):
     from maskbench.data.dataset import MaskedFaces
     from maskbench.faces.identity import DlibIdentity
@@ -270,6 +274,7 @@ def test_identity_cosine_of_image_with_itself_is_one(real_faces):
     assert model.chips(ims[:1], lms[:1])[0].shape == (150, 150, 3)
 
 
+@pytest.mark.slow
 def test_torch_port_of_dlib_resnet_matches_dlib(real_faces):
     """The identity network runs in torch; its descriptors must be dlib's own, on real and masked chips."""
     import dlib

@@ -191,6 +191,7 @@ def real_face(celeba_dir):
     return im, FaceDetector()(im).landmarks.astype(np.float32)
 
 
+@pytest.mark.slow
 def test_eos_fit_of_a_real_face_is_finite_and_its_render_covers_the_face(sfm_model, real_face):
     import cv2
     from maskbench.baselines.prior3d.prior import render_prior
@@ -270,6 +271,7 @@ def _trainer(stage, **over):
     return T, T.load_config(f"tiny-{stage}", over)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,key", [("n3d", "total"), ("generator", "l1")])
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(env, stage, key):
     from maskbench.train.data import PairedFaces, to_batch
@@ -342,6 +344,7 @@ def _faces(env, n=3):
     return np.stack([s.masked for s in MaskedFaces(env, "test")][:n])
 
 
+@pytest.mark.slow
 def test_predictor_contract_seeds_and_compositing(predictor, env):
     from maskbench.methods import predictors as P
 
@@ -367,6 +370,7 @@ def test_predictor_contract_seeds_and_compositing(predictor, env):
     assert y.shape == x.shape and y.abs().max() <= 1
 
 
+@pytest.mark.slow
 def test_expression_edit_changes_the_prior_and_the_output_in_the_hole(predictor, env):
     ims = _faces(env, 2)
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
@@ -383,6 +387,7 @@ def test_expression_edit_changes_the_prior_and_the_output_in_the_hole(predictor,
         predictor.predict(ims, None, edit={"frown": 1})
 
 
+@pytest.mark.slow
 def test_demo_figure(predictor, tiny_weights, env, tmp_path):
     from click.testing import CliRunner
 
@@ -440,6 +445,7 @@ def test_missing_weights_say_how_to_train(tmp_path, env):
         P.create_predictor("3dprior", weights=str(tmp_path / "none.safetensors"))
 
 
+@pytest.mark.slow
 def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
     from maskbench.baselines.prior3d.predictor import Prior3D
 

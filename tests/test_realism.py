@@ -175,6 +175,7 @@ def test_draws_are_seeded_sorted_subsets(tmp_path):
 # ------------------------------------------------------------------------------------ on images
 
 
+@pytest.mark.slow
 def test_two_draws_of_one_photo_collection_are_indistinguishable(tmp_path, cache, cropper, celeba_dir):
     a = set_features(folder_set(_celeba_folder(celeba_dir, tmp_path / "a", 0, 50), limit=None), cropper, Thumbnails())
     b = set_features(folder_set(_celeba_folder(celeba_dir, tmp_path / "b", 50, 50), limit=None), cropper, Thumbnails())
@@ -182,6 +183,7 @@ def test_two_draws_of_one_photo_collection_are_indistinguishable(tmp_path, cache
     assert abs(r.accuracy - 0.5) < 0.15 and r.p_value > 0.05
 
 
+@pytest.mark.slow
 def test_originals_and_blurred_tinted_photos_are_told_apart(tmp_path, cache, cropper, celeba_dir):
     a = set_features(folder_set(_celeba_folder(celeba_dir, tmp_path / "a", 0, 40), limit=None), cropper, Thumbnails())
     b = set_features(folder_set(_celeba_folder(celeba_dir, tmp_path / "b", 40, 40, _blur_and_tint), limit=None),
@@ -190,6 +192,7 @@ def test_originals_and_blurred_tinted_photos_are_told_apart(tmp_path, cache, cro
     assert r.accuracy > 0.95 and r.p_value < 1e-15
 
 
+@pytest.mark.slow
 def test_report_on_a_fake_dataset(tmp_path, cache, cropper, celeba_dir):
     ds = write_fake_dataset(tmp_path / "syn", 50, size=64, seed=3)
     synth = synth_set(ds, limit=None)

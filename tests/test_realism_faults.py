@@ -66,12 +66,14 @@ def _log_ratios(faces, monkeypatch, match_face: bool) -> np.ndarray:
     return np.array(out)
 
 
+@pytest.mark.slow
 def test_mask_is_as_sharp_as_the_face_around_it(faces, monkeypatch):
     r = _log_ratios(faces, monkeypatch, match_face=True)
     assert abs(r.mean()) <= MEAN_LOG_RATIO_TOL, r.round(2)
     assert np.median(np.abs(r)) <= MEDIAN_ABS_LOG_RATIO_TOL, r.round(2)
 
 
+@pytest.mark.slow
 def test_sharpness_check_catches_a_crisp_mask(faces, monkeypatch):
     """The check has teeth: the unmatched mask (renderer version 1) fails it."""
     r = _log_ratios(faces, monkeypatch, match_face=False)
@@ -91,6 +93,7 @@ def _layers(faces, match_face: bool):
             yield face, a, masked, hole
 
 
+@pytest.mark.slow
 def test_outline_alpha_is_fractional_and_zero_outside_the_hole(faces):
     shares = []
     for face, a, masked, hole in _layers(faces, match_face=True):
@@ -117,6 +120,7 @@ def test_soften_alpha_never_grows_the_mask():
     assert np.all(s[15:26, 15:26] == 1.0)  # the inside stays opaque
 
 
+@pytest.mark.slow
 def test_matched_mask_is_deterministic_per_sample(faces):
     first = [m for _, _, m, _ in _layers(faces, match_face=True)][:5]
     again = [m for _, _, m, _ in _layers(faces, match_face=True)][:5]
@@ -144,6 +148,7 @@ def _scarves(faces, per_face: int = 4):
             yield lm, res["hole"]
 
 
+@pytest.mark.slow
 def test_scarves_drape_below_the_chin(faces):
     for lm, hole in _scarves(faces):
         chin = lm[8]
@@ -171,6 +176,7 @@ def _jaw_offsets(lm: np.ndarray, hole: np.ndarray) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 def test_scarves_wrap_back_along_the_jaw(faces):
     from maskbench.faces.landmarks import estimate_yaw
 
@@ -201,11 +207,13 @@ def _mouth_ghost(face: np.ndarray, lm: np.ndarray, landmarks) -> float:
     return float(np.log(shading[mouth.astype(bool)].mean() / shading[ring].mean()))
 
 
+@pytest.mark.slow
 def test_mask_light_has_no_ghost_of_the_mouth(faces):
     ghosts = [_mouth_ghost(face, lm, lm) for _, face, lm in faces[1]]
     assert np.max(np.abs(ghosts)) <= MOUTH_GHOST_TOL, np.round(ghosts, 3)
 
 
+@pytest.mark.slow
 def test_ghost_check_catches_a_plain_blur(faces):
     ghosts = [_mouth_ghost(face, lm, None) for _, face, lm in faces[1]]
     assert np.max(np.abs(ghosts)) > MOUTH_GHOST_TOL, np.round(ghosts, 3)
@@ -232,6 +240,7 @@ def _edge_contrast(faces, with_landmarks: bool) -> np.ndarray:
     return np.array(out)
 
 
+@pytest.mark.slow
 def test_mask_top_edge_has_a_contact_shade(faces):
     with_shade = _edge_contrast(faces, True)
     without = _edge_contrast(faces, False)
@@ -314,6 +323,7 @@ def photos(celeba_dir):
     return syn, out
 
 
+@pytest.mark.slow
 def test_mask_carries_the_photos_jpeg_artefacts(photos):
     """A JPEG-compressed image changes little when compressed again at its quality: the matched mask changes
     under recompression (at the photo's own resolution and quality) less than half as much as the plain one

@@ -34,6 +34,7 @@ def _damaged_copy(six_faces: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_truncated_png_fails_one_image_and_the_rest_are_scored(six_faces, tmp_path, isolated_cache):
     root = _damaged_copy(six_faces, tmp_path)
     res = evaluate(EvalConfig(method="telea", data=str(root), out=str(tmp_path / "r"), batch_size=4, device="cpu"))

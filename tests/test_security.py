@@ -209,6 +209,7 @@ def test_sheet_leaves_refused_samples_off(clean_faces, tmp_path):
     assert os.path.getsize(tmp_path / "sheet.png") > 0
 
 
+@pytest.mark.slow
 def test_the_dataset_card_names_the_source_never_a_local_path(tmp_path):
     src = tmp_path / "private" / "alice-photos"
     src.mkdir(parents=True)

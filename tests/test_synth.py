@@ -94,6 +94,7 @@ def run200(celeba_dir, tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_run_has_all_types_and_exact_binary_masks(run200):
     out, report = run200
     assert report.written >= 190  # celeba crops: a handful of faces are missed by the HOG detector
@@ -118,6 +119,7 @@ def _all_samples(out: Path):
             yield from MaskedFaces(out, split)
 
 
+@pytest.mark.slow
 def test_masks_cover_nose_mouth_and_scarves_cover_chin(run200):
     out, _ = run200
     for s in _all_samples(out):
@@ -129,6 +131,7 @@ def test_masks_cover_nose_mouth_and_scarves_cover_chin(run200):
             assert s.mask[y, x], f"{s.record['id']} ({s.record['mask_type']}): landmark {i} not covered"
 
 
+@pytest.mark.slow
 def test_non_scarf_masks_stay_on_the_face_frontal_and_turned(run200):
     out, _ = run200
     outside = {"frontal": [], "turned": []}
@@ -145,6 +148,7 @@ def test_non_scarf_masks_stay_on_the_face_frontal_and_turned(run200):
         assert max(fracs) <= 0.03, f"{pose}: {max(fracs):.3f} of a mask lies outside the face outline"
 
 
+@pytest.mark.slow
 def test_mask_edges_have_no_bright_fringe(run200):
     out, _ = run200
     diffs = []
@@ -159,6 +163,7 @@ def test_mask_edges_have_no_bright_fringe(run200):
     assert np.median(diffs) < 2.0 and max(diffs) < 12.0
 
 
+@pytest.mark.slow
 def test_output_loads_with_datasets(run200, tmp_path):
     datasets = pytest.importorskip("datasets")
     out, report = run200
@@ -171,6 +176,7 @@ def test_output_loads_with_datasets(run200, tmp_path):
     assert meta["config"]["seed"] == 3 and meta["counts"]["skipped"] == sum(report.skipped.values())
 
 
+@pytest.mark.slow
 def test_publish_to_disk_writes_loadable_parquet_and_card(run200, tmp_path):
     datasets = pytest.importorskip("datasets")
     out, report = run200
@@ -188,6 +194,7 @@ def test_publish_to_disk_writes_loadable_parquet_and_card(run200, tmp_path):
 # --------------------------------------------------------------------------- determinism and resume
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_bytes_with_any_worker_count(celeba_dir, tmp_path):
     src = resolve_source("celeba", celeba_dir)
     synthesize(src, tmp_path / "a", SynthConfig(seed=7), limit=24, workers=1, progress=False)
@@ -198,6 +205,7 @@ def test_same_seed_gives_identical_bytes_with_any_worker_count(celeba_dir, tmp_p
     assert _files(tmp_path / "c") != a
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_dataset(celeba_dir, tmp_path):
     args = ["synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--limit", "120", "--no-progress"]
     ref = _run_cli(*args, "--out", str(tmp_path / "ref"))
@@ -218,6 +226,7 @@ def test_interrupted_run_resumes_to_the_same_dataset(celeba_dir, tmp_path):
     assert _files(tmp_path / "cut") == _files(tmp_path / "ref")
 
 
+@pytest.mark.slow
 def test_shards_of_a_job_array_add_up_to_one_run(celeba_dir, tmp_path):
     src = resolve_source("celeba", celeba_dir)
     synthesize(src, tmp_path / "one", SynthConfig(), limit=20, progress=False)
@@ -226,6 +235,7 @@ def test_shards_of_a_job_array_add_up_to_one_run(celeba_dir, tmp_path):
     assert _files(tmp_path / "sharded") == _files(tmp_path / "one")
 
 
+@pytest.mark.slow
 def test_user_texture_photos_are_drawn_on_masks(celeba_dir, textures_dir, tmp_path):
     r = _run_cli("synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--limit", "12", "--textures",
                  str(textures_dir), "--out", str(tmp_path / "o"), "--no-progress")
@@ -238,6 +248,7 @@ def test_user_texture_photos_are_drawn_on_masks(celeba_dir, textures_dir, tmp_pa
     assert all(t.split(":", 1)[1] in names for t in photo)
 
 
+@pytest.mark.slow
 def test_lfw_and_folder_layouts(celeba_dir, tmp_path):
     files = sorted((celeba_dir / "img_align_celeba").glob("*.jpg"))[:4]
     for k, f in enumerate(files):
@@ -257,6 +268,7 @@ def test_lfw_and_folder_layouts(celeba_dir, tmp_path):
     assert all(len({r["split"] for r in recs if r["identity"] == p}) == 1 for p in ("Person_0", "Person_1"))
 
 
+@pytest.mark.slow
 def test_other_settings_into_the_same_folder_are_refused(celeba_dir, tmp_path):
     args = ["synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--limit", "3", "--no-progress",
             "--out", str(tmp_path / "o")]
@@ -274,6 +286,7 @@ def _jpeg(arr: np.ndarray, **kw) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_bad_files_are_skipped_with_reasons_and_odd_formats_are_converted(celeba_dir, tmp_path):
     src_dir = tmp_path / "in"
     src_dir.mkdir()
@@ -332,6 +345,7 @@ def test_bad_arguments_exit_nonzero_with_one_line(args, message, tmp_path):
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_demo_source_shows_every_mask_type(tmp_path):
     r = _run_cli("synth", "--out", str(tmp_path / "demo"), "--no-progress")
     assert r.returncode == 0, r.stderr
@@ -366,6 +380,7 @@ def test_readme_main_job_end_to_end(celeba_dir, tmp_path):
     assert r.returncode == 0 and "no significant difference" in r.stdout
 
 
+@pytest.mark.slow
 def test_landmark_yaw_agrees_with_a_3dmm_pose_fit(run200, shared_data):
     """estimate_yaw's depth ratio was fitted to eos (Surrey Face Model) pose fits; re-check it on real faces."""
     eos = pytest.importorskip("eos")
@@ -422,6 +437,7 @@ def test_a_log_line_cut_by_a_kill_is_dropped_before_appending(tmp_path):
     assert [e["source_id"] for e in read_log(log)] == ["a", "c"]
 
 
+@pytest.mark.slow
 def test_a_failing_write_is_a_skip_and_every_logged_sample_has_its_files(celeba_dir, tmp_path, monkeypatch):
     # the PNGs are written on the worker's writer thread; a face is reported done only once they exist
     import maskbench.data.format as fmt

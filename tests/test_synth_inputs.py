@@ -32,6 +32,7 @@ def _one_line(r: subprocess.CompletedProcess) -> str:
 # --------------------------------------------------------------------------- synth: failed runs, --out
 
 
+@pytest.mark.slow
 def test_a_failed_first_run_does_not_lock_the_folder(tmp_path):
     (tmp_path / "no-textures").mkdir()
     out = tmp_path / "o"
@@ -71,6 +72,7 @@ def test_out_below_a_file_gives_one_line(tmp_path):
 # --------------------------------------------------------------------------- synth: every input accounted for
 
 
+@pytest.mark.slow
 def test_hidden_files_odd_folders_and_links_are_each_accounted_for(celeba_dir, tmp_path):
     faces = sorted((celeba_dir / "img_align_celeba").glob("*.jpg"))[:4]
     src, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
@@ -107,6 +109,7 @@ def test_hidden_files_odd_folders_and_links_are_each_accounted_for(celeba_dir, t
     assert not any(i.startswith(".") for i in ids)
 
 
+@pytest.mark.slow
 def test_skipped_csv_is_byte_identical_across_runs(tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -94,6 +94,7 @@ def test_render_output_contract(templates):
         assert np.all(rgb[alpha == 0] == 0)
 
 
+@pytest.mark.slow
 def test_every_template_covers_nose_tip_and_mouth(templates, renders, lm):
     points = [30, *range(48, 68)]
     for t in templates:
@@ -103,6 +104,7 @@ def test_every_template_covers_nose_tip_and_mouth(templates, renders, lm):
             assert alpha[rows, cols].min() >= 0.5, f"{t.template_id} leaves landmark {i} uncovered"
 
 
+@pytest.mark.slow
 def test_every_template_top_edge_lies_between_bridge_and_nose_tip(templates, renders, lm):
     for t in templates:
         _, alpha = renders[t.template_id]
@@ -112,6 +114,7 @@ def test_every_template_top_edge_lies_between_bridge_and_nose_tip(templates, ren
         assert lm[28, 1] - 1 <= top <= lm[30, 1] - MARGIN, f"{t.template_id} top edge at y={top}"
 
 
+@pytest.mark.slow
 def test_face_masks_stay_inside_the_face_outline(templates, renders, inside_hull, lm):
     for t in templates:
         if t.mask_type == "scarf":
@@ -125,6 +128,7 @@ def test_face_masks_stay_inside_the_face_outline(templates, renders, inside_hull
         assert alpha[int(chin[1] - 16), int(chin[0])] >= 0.5, f"{t.template_id} does not reach the chin"
 
 
+@pytest.mark.slow
 def test_face_masks_have_loops_or_straps_ending_at_the_outline(templates, renders, inside_hull, lm):
     for t in templates:
         if t.mask_type == "scarf":
@@ -137,6 +141,7 @@ def test_face_masks_have_loops_or_straps_ending_at_the_outline(templates, render
             assert reach >= min(t.half_width + 2, edge - HULL_SHRINK - 2), f"{t.template_id}: no loop/strap"
 
 
+@pytest.mark.slow
 def test_scarves_cover_chin_and_reach_the_neck(templates, renders, lm):
     for t in templates:
         if t.mask_type != "scarf":
@@ -265,11 +270,26 @@ def test_cli_lists_templates_and_writes_a_sheet(tmp_path):
     from maskbench.cli import main
 
     sheet = tmp_path / "sheet.png"
-    res = CliRunner().invoke(main, ["templates", "--type", "kn95", "--limit", "3", "--sheet", str(sheet), "--size", "64"])
+    res = CliRunner().invoke(main, ["templates", "--type", "kn95", "--limit", "3", "--list", "--sheet", str(sheet),
+                                    "--size", "64"])
     assert res.exit_code == 0, res.output
-    assert "total" in res.output and "900" in res.output
+    assert "total" in res.output and "(of 900)" in res.output
     assert "kn95-0003" in res.output and "kn95-0004" not in res.output
     assert read_png(sheet).shape == (64 + 14, 3 * 64, 3)
+
+
+def test_cli_summarises_the_library_by_default():
+    from click.testing import CliRunner
+
+    from maskbench.cli import main
+
+    res = CliRunner().invoke(main, ["templates"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert len(lines) < 12 and any(l.startswith("total") and l.split()[1] == "900" for l in lines)
+    assert "surgical" in res.output and "--list" in res.output and "surgical-0001" not in res.output
+    listed = CliRunner().invoke(main, ["templates", "--list"]).output.splitlines()
+    assert len(listed) > 900
 
 
 def test_data_dir_and_library_hash():
@@ -310,6 +330,7 @@ def _anchor_hull_mask(name: str, lm: np.ndarray) -> np.ndarray:
     return m.astype(bool)
 
 
+@pytest.mark.slow
 def test_templates_stay_inside_their_anchor_hull(templates, renders, lm):
     hulls = {name: _anchor_hull_mask(name, lm) for name in ("face", "face_neck")}
     for t in templates:

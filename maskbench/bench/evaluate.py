@@ -54,6 +54,7 @@ import pandas as pd
 
 from ..core.errors import MaskbenchError
 from ..core.io import atomic_write_bytes, write_png
+from ..core.paths import recorded_path
 from ..core.resources import cache_dir
 from ..data.dataset import DatasetFormatError, MaskedFaces, SampleError, check_name
 from ..measures.metrics import image_scores, landmark_nme, mask_f1, mask_iou, metric_names
@@ -167,7 +168,8 @@ def default_data(split: str = "test") -> tuple[str, str]:
     if (local / split / "metadata.jsonl").is_file():
         return str(local), f"{local}/ ({split} split; maskbench synth's default output folder)"
     demo = demo_data()
-    return str(demo), f"the built-in demo set in {demo} (one public-domain photo, five masks; no ./{DEFAULT_SYNTH_OUT} found)"
+    said = f"has no {split} split" if local.is_dir() else "not found"
+    return str(demo), f"the built-in demo set in {demo} (one public-domain photo, five masks; ./{DEFAULT_SYNTH_OUT} {said})"
 
 
 def demo_data() -> Path:
@@ -317,7 +319,7 @@ def evaluate(config: EvalConfig, progress: bool = False, *,
             "method": config.method,
             "track": cls.track,
             "dataset_fingerprint": fingerprint,
-            "data": str(Path(config.data).resolve()),
+            "data": recorded_path(config.data),
             "split": config.split,
             "fid": fid_value,
             "fid_n": fid_n,
@@ -367,13 +369,13 @@ def _manifest(config, cls, dataset, device, identity_model, feats, started, n_fa
         args_hash=config.args_hash(cls.weights_fingerprint(**options)),
         method=method_card(config.method, cls, options),
         dataset={
-            "path": str(Path(config.data).resolve()),
+            "path": recorded_path(config.data),
             "split": config.split,
             "fingerprint": dataset.fingerprint(),
             "n": len(dataset),
         },
         identity_model=identity_model,
-        fid_weights={"path": feats.weights_path, "sha256": feats.weights_sha256} if feats is not None else None,
+        fid_weights={"path": recorded_path(feats.weights_path), "sha256": feats.weights_sha256} if feats is not None else None,
     )
 
 

@@ -19,6 +19,12 @@ scored, p >= 0.05, no multiplicity correction) are marked (**bold** in Markdown,
 Each dataset also gets a **ceiling** row: the original photos scored the same way (identity rank-1 of
 the originals against the other photos; perfect pixel scores by definition).
 
+A dataset **rebuilt** (the same split's faces synthesized again, e.g. by a newer renderer: same folder
+name, split and sample ids, another fingerprint) supersedes the older build
+(:func:`superseded_builds`): the main tables, breakdowns and charts show the current build; the older
+builds' tables follow under "Superseded builds", each ranked within itself, never against another build
+(``superseded_by`` in the CSV).
+
 Numbers reported in papers come from a CSV (default ``{out}/reported.csv``) with columns ``method``,
 ``paper``, ``protocol`` and metric columns, shown as separate rows marked "reported in paper, other
 protocol" and never ranked with measured rows.
@@ -56,6 +62,7 @@ __all__ = [
     "load_reported",
     "build_leaderboard",
     "compare_methods",
+    "superseded_builds",
     "collect_wild_results",
     "wild_rows",
     "WILD_FLOOR_NAME",
@@ -505,6 +512,46 @@ def load_reported(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def superseded_builds(runs: pd.DataFrame) -> dict[str, str]:
+    """Which dataset builds a newer build of the same split replaces: ``{old label: new label}``.
+
+    Two builds are of the same split when their labels share folder name and split
+    (``celeba-masked/test@...``) and their runs scored the same sample ids (the same source faces,
+    re-synthesized: another renderer, say); a build made with ``--limit`` or from other faces is another
+    dataset, not a rebuild. Of such builds the one first scored most recently is current; each older one
+    is superseded by it.
+
+    Args:
+        runs: :func:`collect_results` rows (``dataset``, ``finished``, ``run_dir``, ``n``).
+
+    Returns:
+        The superseded labels, each mapped to the label of the current build; ``{}`` when there are none.
+    """
+    if runs.empty:
+        return {}
+    builds = []
+    for label, g in runs.groupby("dataset", sort=True):
+        builds.append((label.rsplit("@", 1)[0], _sample_ids(g), str(g["finished"].min()), label))
+    out: dict[str, str] = {}
+    for name, ids, _, label in builds:
+        same = [b for b in builds if b[0] == name and b[1] == ids]
+        current = max(same, key=lambda b: (b[2], b[3]))[3]
+        if current != label:
+            out[label] = current
+    return out
+
+
+def _sample_ids(g: pd.DataFrame) -> frozenset[str] | int:
+    """The sample ids one of the runs ``g`` (of one dataset) scored, or their count where no run has a
+    readable ``per_image.parquet``."""
+    for d in g["run_dir"]:
+        try:
+            return frozenset(pd.read_parquet(Path(d) / "per_image.parquet", columns=["id"])["id"].astype(str))
+        except (OSError, ValueError, KeyError):
+            continue
+    return int(pd.to_numeric(g["n"], errors="coerce").max())
+
+
 def build_leaderboard(
     results,
     out: str | os.PathLike,
@@ -536,9 +583,14 @@ def build_leaderboard(
         runs = runs.drop_duplicates("_real").drop(columns="_real")
     rows, tables = merge_runs(runs)
     measured = _rank_and_mark(rows, tables, primary)
+    superseded = superseded_builds(runs)
     if not measured.empty:
         measured["source"] = "measured"
+        measured["superseded_by"] = measured["dataset"].map(lambda d: superseded.get(d, ""))
     ceilings = _ceiling_rows(measured) if not measured.empty else pd.DataFrame()
+    if not ceilings.empty:
+        ceilings["superseded_by"] = ceilings["dataset"].map(lambda d: superseded.get(d, ""))
+    current = measured[measured["superseded_by"] == ""] if not measured.empty else measured
     rep_path = Path(reported) if reported is not None else out / "reported.csv"
     rep = load_reported(rep_path) if (reported is not None or rep_path.is_file()) else pd.DataFrame()
     table = pd.concat([t for t in (measured, ceilings, rep) if not t.empty], ignore_index=True) \
@@ -550,9 +602,9 @@ def build_leaderboard(
     written.append(out / "leaderboard.csv")
     from .report import breakdown_tables, mask_type_chart, render_html, render_markdown, sample_grid
 
-    breakdowns = breakdown_tables(measured, primary)
-    chart = mask_type_chart(measured, primary, out / "by_mask_type.png")
-    grid = sample_grid(measured, out / "samples.png")
+    breakdowns = breakdown_tables(current, primary)
+    chart = mask_type_chart(current, primary, out / "by_mask_type.png")
+    grid = sample_grid(current, out / "samples.png")
     meta = _provenance()
     wild = wild_rows(results)
     if not wild.empty:
@@ -579,41 +631,63 @@ def compare_methods(a: str, b: str, results, *, dataset: str | None = None, metr
 
     Args:
         a, b: method names (looked up under ``results``, seeds merged as in the leaderboard) or run folders.
-        results: results root(s).
-        dataset: a dataset label or fingerprint prefix, needed when the two share several datasets.
+        results: results root(s); the first is taken as the user's own (``maskbench compare``: ``results/``).
+        dataset: a dataset label or fingerprint prefix. ``None``: the one dataset both were scored on, or,
+            where they share several, the latest: datasets on which both have runs under the first root come
+            first, then the one on which both were last scored most recently.
         metrics: metric names (default: every per-image metric both hold).
 
     Returns:
-        ``(table, info)``: :func:`maskbench.measures.stats.paired_comparison`'s table and ``{"a", "b", "dataset"}``.
+        ``(table, info)``: :func:`maskbench.measures.stats.paired_comparison`'s table and ``{"a", "b",
+        "dataset", "others"}``; ``others`` lists the other shared datasets when one was chosen by that rule.
 
     Raises:
-        ValueError: a method has no run, the two share no dataset, or the choice is ambiguous.
+        ResultsError: (a ``ValueError``) a method has no run, the two share no dataset (matching ``dataset``),
+            or ``dataset`` matches several.
         FileNotFoundError: a results root does not exist.
     """
+    roots = _roots(results)
+
     def resolve(x: str) -> pd.DataFrame:
         if Path(x).is_dir() and (Path(x) / "per_image.parquet").is_file():
             return collect_results([x])
         r = runs[runs["method"] == x]
         if r.empty:
             known = ", ".join(sorted(set(runs["method"]))) or "none"
-            raise ResultsError(f"no complete run of {x!r} under {', '.join(map(str, _roots(results)))} (found: {known})")
+            raise ResultsError(f"no complete run of {x!r} under {', '.join(map(str, roots))} (found: {known})")
         return r
 
-    runs = collect_results(results)
+    runs = collect_results(roots)
     if runs.empty:
-        runs = pd.DataFrame(columns=["method", "dataset", "dataset_fp"])
+        runs = pd.DataFrame(columns=["method", "dataset", "dataset_fp", "finished", "run_dir"])
     ra, rb = resolve(a), resolve(b)
     common = sorted(set(ra["dataset"]) & set(rb["dataset"]))
     if dataset is not None:
         common = [d for d in common if d == dataset or d.split("@")[-1].startswith(dataset) or dataset in d]
     if not common:
         raise ResultsError(f"{a} and {b} were not evaluated on a common dataset"
-                         + (f" matching {dataset!r}" if dataset else ""))
-    if len(common) > 1:
-        raise ResultsError(f"{a} and {b} share several datasets ({', '.join(common)}): choose one with --dataset")
-    ta = _merged_table(ra[ra["dataset"] == common[0]])
-    tb = _merged_table(rb[rb["dataset"] == common[0]])
-    return paired_comparison(ta, tb, metrics), {"a": a, "b": b, "dataset": common[0]}
+                           + (f" matching {dataset!r}" if dataset else ""))
+    if len(common) > 1 and dataset is not None:
+        raise ResultsError(f"--dataset {dataset} matches several datasets both were scored on "
+                           f"({', '.join(common)}): give the full label or a longer fingerprint prefix")
+    chosen = _latest_common(ra, rb, common, roots[0])
+    others = [d for d in common if d != chosen]
+    ta = _merged_table(ra[ra["dataset"] == chosen])
+    tb = _merged_table(rb[rb["dataset"] == chosen])
+    return paired_comparison(ta, tb, metrics), {"a": a, "b": b, "dataset": chosen, "others": others}
+
+
+def _latest_common(ra: pd.DataFrame, rb: pd.DataFrame, common: list[str], own_root: Path) -> str:
+    """The dataset of ``common`` to compare on: both methods' runs under ``own_root`` first, then the one
+    on which the later of the two methods' latest runs is the most recent (ISO ``finished`` times)."""
+    own = own_root.resolve()
+
+    def key(d: str) -> tuple[bool, str]:
+        ga, gb = ra[ra["dataset"] == d], rb[rb["dataset"] == d]
+        mine = all(any(Path(x).resolve().is_relative_to(own) for x in g["run_dir"]) for g in (ga, gb))
+        return mine, min(str(ga["finished"].max()), str(gb["finished"].max()))
+
+    return max(common, key=key)
 
 
 def _merged_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -628,13 +702,59 @@ def _merged_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_comparison(table: pd.DataFrame, info: dict) -> str:
-    """The ``maskbench compare`` report: one line per metric, ``a - b`` with its interval and p-value."""
-    lines = [f"{info['a']} - {info['b']} on {info['dataset']} (paired over the images both scored; "
-             "95% bootstrap interval of the mean difference; Wilcoxon signed-rank p)"]
-    lines.append(f"{'metric':16s} {'n':>5s} {'a':>9s} {'b':>9s} {'a - b':>9s} {'95% interval':>21s} {'p':>8s}  better")
+    """The ``maskbench compare`` report: the rule, then one line per metric (means, ``a - b``, its 95 %
+    interval, the Wilcoxon p and the verdict), then a note for each way the test disagreed with the interval.
+
+    The verdict follows one rule, the interval (:func:`maskbench.measures.stats.paired_comparison`'s
+    ``better``): the method it favours, or "no significant difference" when it contains 0. The Wilcoxon
+    signed-rank p (the leaderboard's test) is shown beside it; a row where ``p < 0.05`` says otherwise is
+    marked ``*`` and explained below the table. An interval bound that would round to zero gets the digits it
+    needs (no ``-0.0000``)."""
+    n = int(table["n"].max()) if len(table) else 0
+    lines = [f"{info['a']} - {info['b']} on {info['dataset']}, paired over the {n} images both scored",
+             f"better: the method the 95% bootstrap interval of the mean difference favours; 'no significant "
+             f"difference' where it contains 0. p: two-sided Wilcoxon signed-rank, beside it (* where p < {ALPHA} "
+             "disagrees)"]
+    lines.append(f"{'metric':16s} {'n':>5s} {'a':>9s} {'b':>9s} {'a - b':>11s} {'95% interval':>25s} {'p':>8s}  better")
+    notes = set()
     for r in table.itertuples():
         f = lambda v: format_value(r.metric, v)  # noqa: E731
+        g = _difference_format(r.metric, (r.ci_low, r.ci_high))
         better = {"a": info["a"], "b": info["b"]}.get(r.better, "no significant difference")
-        lines.append(f"{r.metric:16s} {r.n:5d} {f(r.mean_a):>9s} {f(r.mean_b):>9s} {f(r.diff):>9s} "
-                     f"{'[' + f(r.ci_low) + ', ' + f(r.ci_high) + ']':>21s} {r.p_wilcoxon:8.2g}  {better}")
+        test_says = r.p_wilcoxon < ALPHA
+        if test_says != bool(r.better):
+            better += " *"
+            notes.add("contains" if test_says else "excludes")
+        lines.append(f"{r.metric:16s} {r.n:5d} {f(r.mean_a):>9s} {f(r.mean_b):>9s} {g(r.diff):>11s} "
+                     f"{'[' + g(r.ci_low) + ', ' + g(r.ci_high) + ']':>25s} {r.p_wilcoxon:8.2g}  {better}")
+    if "contains" in notes:
+        lines.append(f"* the interval contains 0 but Wilcoxon p < {ALPHA}: most images differ one way, by too little "
+                     "to move the mean clear of 0; the verdict follows the interval")
+    if "excludes" in notes:
+        lines.append(f"* the interval excludes 0 but Wilcoxon p >= {ALPHA}: the mean moves with a few large "
+                     "differences, the typical image does not; the verdict follows the interval")
     return "\n".join(lines)
+
+
+def _difference_format(metric: str, bounds) -> Any:
+    """A formatter for one row's difference and interval: the metric's own decimals, or more where an
+    interval bound would round to zero at those (two significant figures for it, at most 8 decimals), so a
+    bound never shows as ``-0.0000``; a value that rounds to zero prints unsigned."""
+    import math
+    import re
+
+    spec = get_metric(metric).fmt
+    m = re.fullmatch(r"\.(\d+)f", spec)
+    if m is None:
+        return lambda v: format_value(metric, v)
+    decimals = int(m.group(1))
+    for v in bounds:
+        if v is not None and not math.isnan(v) and v != 0 and round(v, decimals) == 0:
+            decimals = max(decimals, min(8, 1 - math.floor(math.log10(abs(v)))))
+
+    def fmt(v):
+        if v is None or math.isnan(v):
+            return ""
+        return f"{0.0:.{decimals}f}" if round(v, decimals) == 0 else f"{v:+.{decimals}f}"
+
+    return fmt

@@ -3,7 +3,9 @@ per-mask-type chart and the sample grid. :mod:`maskbench.bench.leaderboard` comp
 
 Tables come one per (track, dataset) section: rank, method, failures, the metrics in registry order
 with their 95 % intervals, marks for the rows not significantly different from the best, and a link to
-each run's manifest (HTML). Below them, the primary metric by mask type and by hole-area bucket.
+each run's manifest (HTML). Below them, the primary metric by mask type and by hole-area bucket, then the
+in-the-wild tables; superseded builds of a dataset (see :func:`maskbench.bench.leaderboard.superseded_builds`)
+come last, under their own heading.
 """
 
 from __future__ import annotations
@@ -18,15 +20,20 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import atomic_write_bytes, read_png, write_png
+from ..core.paths import expand_recorded
 from ..measures.metrics import METRICS, format_value, higher_is_better
 from ..measures.stats import HOLE_BUCKET_LABELS
 
 __all__ = [
     "breakdown_frame", "breakdown_tables", "render_markdown", "render_html", "mask_type_chart", "sample_grid",
-    "wild_sections",
+    "wild_sections", "SUPERSEDED_NOTE",
 ]
 
 _REPORTED_NOTE = "reported in paper, other protocol"
+#: Above the superseded builds' tables (:func:`maskbench.bench.leaderboard.superseded_builds`).
+SUPERSEDED_NOTE = ("Older builds of a split shown above: the same faces, synthesized again (same folder name, "
+                   "split and sample ids, another fingerprint), so their rows are not ranked against the current "
+                   "build's. Kept for the runs made only on them; each table is ranked within itself.")
 
 
 def row_label(r: pd.Series) -> str:
@@ -56,15 +63,26 @@ def _header(m: str) -> str:
     return m + (f" ({unit})" if unit else "") + _arrow(m)
 
 
-def _sections(table: pd.DataFrame):
-    """``(title, rows)`` per (track, dataset) of measured + ceiling rows, then the reported rows."""
+def _sections(table: pd.DataFrame, superseded: bool = False):
+    """``(title, rows)`` per (track, dataset) of measured + ceiling rows, then the reported rows; with
+    ``superseded``, only the sections of superseded builds (``superseded_by`` set), titled with their
+    successor, and no reported rows."""
     src = table["source"] if "source" in table.columns else pd.Series("measured", index=table.index)
-    ours = table[src != _REPORTED_NOTE]
-    for (track, dataset), g in ours.groupby(["track", "dataset"], sort=True):
+    newer = table["superseded_by"].fillna("").astype(str) if "superseded_by" in table.columns \
+        else pd.Series("", index=table.index)
+    ours = table[(src != _REPORTED_NOTE) & ((newer != "") == superseded)]
+    keys = ["dataset", "track"] if superseded else ["track", "dataset"]  # superseded: one build's tables together
+    for key, g in ours.groupby(keys, sort=True):
+        dataset, track = key if superseded else key[::-1]
         measured = g[g["source"] == "measured"]
         rec = ", ".join(sorted({str(x) for x in measured.get("identity_model", pd.Series()).dropna()})) or "none"
         n = int(measured["n"].max()) if len(measured) else int(g["n"].max())
-        yield f"{dataset} — {track} track — {n} faces — identity recognizer: {rec}", g
+        title = f"{dataset} — {track} track — {n} faces — identity recognizer: {rec}"
+        if superseded:
+            title += f" — superseded by {newer[g.index[0]]}"
+        yield title, g
+    if superseded:
+        return
     rep = table[src == _REPORTED_NOTE]
     if len(rep):
         yield f"Reported in papers ({_REPORTED_NOTE}; not comparable, not ranked)", rep
@@ -242,6 +260,11 @@ def render_markdown(table: pd.DataFrame, breakdowns, primary: str, meta: dict[st
                 lines += [f"### {title}: `{primary}` by {what} (n)", "", f.to_markdown(), ""]
     for title, g in wild_sections(wild):
         lines += [f"## {title}", "", _wild_note(g), "", _wild_frame(g, markdown=True).to_markdown(index=False), ""]
+    old = list(_sections(table, superseded=True))
+    if old:
+        lines += ["## Superseded builds", "", SUPERSEDED_NOTE, ""]
+        for title, g in old:
+            lines += [f"### {title}", "", _section_frame(g, markdown=True).to_markdown(index=False), ""]
     return "\n".join(lines)
 
 
@@ -301,6 +324,12 @@ def render_html(table, breakdowns, primary: str, meta: dict[str, str], out: Path
                 label = html.escape(_wild_label(r))
                 parts.append(f"<h3>Contact sheet: {label}</h3><a href='{rel}'><img src='{rel}' "
                              f"alt='contact sheet of {label}'></a>")
+    old = list(_sections(table, superseded=True))
+    if old:
+        parts.append(f"<h2>Superseded builds</h2><p>{html.escape(SUPERSEDED_NOTE)}</p>")
+        for title, g in old:
+            frame = _section_frame(g, markdown=False, link=link)
+            parts.append(f"<h3>{html.escape(title)}</h3>" + frame.to_html(index=False, escape=False, border=0))
     body = "\n".join(parts)
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>maskbench leaderboard</title>"
             f"<style>{_CSS}</style></head>\n<body>\n{body}\n<script>{_SORT_JS}</script>\n</body></html>\n")
@@ -357,7 +386,7 @@ def sample_grid(measured: pd.DataFrame, path: Path, k: int = 4, cell: int = 128)
     if measured.empty:
         return None
     for _, g in measured.groupby(["track", "dataset"], sort=True):
-        runs = [(row_label(r), Path(r.get("outputs_dir") or ""), r.get("dataset_path"), r.get("split"))
+        runs = [(row_label(r), Path(r.get("outputs_dir") or ""), expand_recorded(r.get("dataset_path")), r.get("split"))
                 for _, r in g.iterrows() if r.get("outputs_dir")]
         runs = [x for x in runs if x[1].is_dir() and any(x[1].glob("*.png"))]
         if not runs or not runs[0][2] or not Path(runs[0][2]).is_dir():

