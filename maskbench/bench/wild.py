@@ -69,6 +69,7 @@ from ..core.io import ImageDecodeError, atomic_write_bytes, atomic_write_json, d
 from ..core.paths import recorded_path
 from ..core.resources import cache_dir
 from ..data.sources import SourceError, SourceItem, resolve_source
+from ..measures.stats import fid_caveat
 from .runs import (
     RunFolder,
     RunResult,
@@ -706,4 +707,7 @@ def format_wild_summary(summary: dict[str, Any]) -> list[str]:
         lines.append(f"{'reference (unmasked)':22s} {'':>22s} {'':>22s} {cell(ref_rate, 1, '{:.3f}'):>22s}")
     lines.append(f"{summary['n_faces']} of {summary['n_photos']} photos with a face; reference {summary['n_reference']} "
                  f"faces; segmenter {s['segmenter']}, left behind = marks > {s['left_threshold']:.0%} of the crop")
+    caveat = fid_caveat(summary["n_faces"])
+    if caveat:
+        lines.append("FID" + caveat)
     return lines
