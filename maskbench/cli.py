@@ -461,7 +461,7 @@ def realism_cmd(synth_dir, real, control_a, control_b, shared_data, limit, seed,
     sets = resolve_sets(synth_dir, real=real, control_a=control_a, control_b=control_b, shared_data=shared_data,
                         limit=limit, seed=seed)
     rep = realism_report(*sets, seed=seed, device=device, cache=not no_cache,
-                         log=lambda s: click.echo(s, err=True))
+                         log=lambda s: click.echo(s, err=True), progress=True)
     click.echo(format_report(rep))
     if json_out:
         write_report_json(rep, json_out)

@@ -45,12 +45,13 @@ import pandas as pd
 from .. import __version__
 from ..core.errors import stable_message
 from ..core.io import atomic_write_bytes, atomic_write_json
+from ..core.progress import progress_bar
 from ..core.resources import git_commit, hardware_info, iso_utc, library_versions
 from ..data.dataset import check_name
 from ..methods.predictors import Predictor, batch_generator, run_predictor
 
 __all__ = ["Span", "Scored", "Prediction", "Batches", "RunFolder", "RunResult", "run_path", "args_digest", "run_batches",
-           "predict_each", "failure_list", "method_card", "run_manifest", "parquet_bytes", "progress_bar"]
+           "predict_each", "failure_list", "method_card", "run_manifest", "parquet_bytes"]
 
 T = TypeVar("T")
 _PREDICT_LOCK = threading.Lock()  # serialises predict() of methods not marked thread_safe
@@ -246,15 +247,6 @@ def run_batches(batches: Batches, prepare: Callable[[Span], T], finish: Callable
         bar.close()
         if pool is not None:  # on an error or Ctrl-C, drop queued batches instead of finishing them
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-def progress_bar(total: int, desc: str | None = None, *, enabled: bool = True, unit: str = "image",
-                 initial: int = 0, iterable=None):
-    """A tqdm bar on stderr (count, rate, ETA), over ``iterable`` if given; a silent one when not ``enabled``."""
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
-                dynamic_ncols=True, smoothing=0.1)
 
 
 # ------------------------------------------------------------------------------------------- methods

@@ -67,6 +67,7 @@ import pandas as pd
 from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_bytes, atomic_write_json, decode_image, stable_message
 from ..core.paths import recorded_path
+from ..core.progress import progress_bar
 from ..core.resources import cache_dir
 from ..data.sources import SourceError, SourceItem, resolve_source
 from ..measures.stats import fid_caveat
@@ -79,7 +80,6 @@ from .runs import (
     failure_list,
     method_card,
     predict_each,
-    progress_bar,
     run_batches,
     run_manifest,
     run_path,

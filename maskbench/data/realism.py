@@ -52,6 +52,7 @@ from scipy.stats import binomtest
 
 from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_bytes, read_image
+from ..core.progress import progress_bar
 from ..core.resources import cache_dir
 from ..faces.yunet import DETECT_MAX_SIDE, SCORE_THRESHOLD, YUNET_FILE, YuNet, resolve_yunet_model
 from .dataset import MASK_TYPES, SPLITS, DatasetFormatError, MaskedFaces, safe_join
@@ -492,6 +493,7 @@ def realism_report(
     device: str = "cpu",
     cache: bool = True,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> RealismReport:
     """Run the whole measure (module docstring, step 5) on four drawn sets.
 
@@ -503,7 +505,8 @@ def realism_report(
         cropper, net: detector/crop rule and feature network (default: :class:`FaceCropper`,
             :class:`maskbench.measures.fid.InceptionFeatures`).
         cache: use the feature cache.
-        log: receives one line per step (progress), or ``None``.
+        log: receives one line per step, or ``None``.
+        progress: a progress bar per set's feature pass (on stderr; nothing when the set is cached).
 
     Returns:
         :class:`RealismReport`.
@@ -521,7 +524,8 @@ def realism_report(
     feats: dict[str, SetFeatures] = {}
     for role, s in (("synthetic", synth), ("real", real), ("control_a", control_a), ("control_b", control_b)):
         t = time.perf_counter()
-        f = set_features(s, cropper, net, cache=cache)
+        with progress_bar(len(s), f"features {s.name}", enabled=progress) as bar:
+            f = set_features(s, cropper, net, cache=cache, progress=lambda done, total: bar.update(done - bar.n))
         say(f"{s.name}: {len(f.features)} crops, {'cached' if f.cached else f'{time.perf_counter() - t:.0f} s'}, "
             f"face found in {f.found.sum()}")
         if len(f.features) < FOLDS:

@@ -29,6 +29,7 @@ import numpy as np
 from .. import __version__
 from ..core.errors import MaskbenchError
 from ..core.io import ImageDecodeError, atomic_write_json, decode_image, jpeg_quality, stable_message
+from ..core.progress import progress_bar
 from ..core.resources import resolve_dlib_model
 from ..faces.landmarks import (
     FaceDetector,
@@ -585,9 +586,8 @@ _BATCH = 8  # source items per worker call: their writes overlap the next item's
 
 
 def _run_jobs(todo, config, assets, out, source_name, workers, log_path, report, progress) -> None:
-    from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), unit="face", disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    bar = progress_bar(len(todo), unit="face", enabled=progress, smoothing=0.05)
     drop_partial_line(log_path)
     with open(log_path, "a", encoding="utf-8") as log:
 

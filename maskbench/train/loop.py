@@ -36,6 +36,7 @@ import torch.nn as nn
 import yaml
 
 from ..core.io import atomic_write_text, write_png
+from ..core.progress import progress_bar
 from ..core.resources import git_commit
 from .checkpoint import export_weights, load_training_state, save_training_state
 from .config import Check, ConfigError, check_config, load_config, load_defaults, merge
@@ -299,9 +300,7 @@ def train(
     amp = config.get("amp", True) and device.startswith("cuda")
     bar = None
     if progress and main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=step, desc=method, unit="step", dynamic_ncols=True)
+        bar = progress_bar(total, method, unit="step", initial=step)
     losses: dict[str, float] = {}
     t_last, n_last = time.perf_counter(), 0
     while step < stop:
