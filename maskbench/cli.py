@@ -319,7 +319,7 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
         identity_model=identity_model, fid_weights=fid_weights, workers=workers,
         method_args=_method_args(method_args, weights),
     )
-    res = evaluate(cfg, progress=progress)
+    res = evaluate(cfg, progress=progress, log=lambda line: click.echo(line, err=True))
     s = res.summary
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
     for line in summary_lines(s):

@@ -182,6 +182,19 @@ def test_a_run_resumed_with_another_batch_size_scores_each_image_once(faces_13, 
         P.unregister("test-counting")
 
 
+def test_a_datasets_first_run_says_what_it_caches(synthetic_faces, tmp_path, monkeypatch):
+    """The first run on a dataset says, in one line, that it also embeds the originals (the rank-1 gallery)
+    and caches them; a second method's run reuses the cache and says nothing."""
+    monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
+    lines: list[str] = []
+    kw = dict(data=str(synthetic_faces), out=str(tmp_path / "res"), fid=False, identity=True, workers=1)
+    evaluate(EvalConfig(method="telea", **kw), log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("first run on ") and "embeddings (the rank-1 gallery)" in lines[0]
+    assert list((tmp_path / "cache" / "identity").glob("*.npy"))
+    evaluate(EvalConfig(method="navier-stokes", **kw), log=lines.append)
+    assert len(lines) == 1
+
+
 def test_plan_keeps_finished_batches_and_drops_stale_ones(tmp_path):
     from maskbench.bench.runs import Batches, Scored, Span
 

@@ -216,7 +216,8 @@ class _Batch:
 
 
 def evaluate(config: EvalConfig, progress: bool = False, *,
-             on_progress: Callable[[int, int], None] | None = None) -> EvalResult:
+             on_progress: Callable[[int, int], None] | None = None,
+             log: Callable[[str], None] | None = None) -> EvalResult:
     """Evaluate ``config.method`` on ``config.data`` and write the results folder (module docstring).
 
     Args:
@@ -224,6 +225,8 @@ def evaluate(config: EvalConfig, progress: bool = False, *,
         progress: show a progress bar (rate and ETA) on stderr.
         on_progress: called as ``on_progress(done_images, total_images)`` when the batch loop starts and after
             each batch is written.
+        log: receives one line when this run also computes what a dataset's first run caches (the originals'
+            FID statistics, their identity embeddings: the rank-1 gallery), or ``None``.
 
     Returns:
         :class:`EvalResult`.
@@ -268,6 +271,14 @@ def evaluate(config: EvalConfig, progress: bool = False, *,
         if ident_path.is_file():
             orig_embed_cache = np.load(ident_path)
 
+    first = []
+    if feats is not None and ref_stats is None:
+        first.append("Inception statistics")
+    if ident is not None and orig_embed_cache is None:
+        first.append(f"{ident.name} embeddings (the rank-1 gallery)")
+    if first and log is not None:
+        log(f"first run on {config.data} ({fingerprint}): also computing the originals' {' and '.join(first)}, "
+            f"cached in {cache_dir()} for every later run on it")
     batches = folder.batches([_sample_id(r, i) for i, r in enumerate(dataset.records)], config.batch_size)
     try:
         run_batches(batches, partial(_prepare_batch, dataset=dataset, predictor=predictor, config=config,
