@@ -240,6 +240,36 @@ def test_track_errors(tmp_path, magenta_method):
         prepare_faces(f"wild:{tmp_path / 'nope'}")
 
 
+def test_a_method_that_cannot_load_fails_before_any_photo_is_read(tmp_path):
+    """The methods load before detection and features (minutes on a real folder): a missing model fails first."""
+    from maskbench.core.resources import ModelNotFoundError
+
+    class Unloadable(P.Predictor):
+        name = "test-unloadable"
+        track = "blind"
+
+        def __init__(self, device="cpu"):
+            raise ModelNotFoundError("test-unloadable: weights not found")
+
+        def predict(self, images, masks, **kwargs):
+            raise AssertionError("never called")
+
+    class Detector:
+        calls = 0
+
+        def __call__(self, image):
+            Detector.calls += 1
+            raise AssertionError("no photo should be read")
+
+    P.register("test-unloadable", Unloadable)
+    try:
+        with pytest.raises(ModelNotFoundError):
+            evaluate_wild(_config(tmp_path, tmp_path, tmp_path / "out", "test-unloadable"), detector=Detector())
+        assert Detector.calls == 0 and not (tmp_path / "out").exists()
+    finally:
+        P.unregister("test-unloadable")
+
+
 @pytest.mark.parametrize("extra, message", [
     ([], "--mask-from"),
     (["--mask-from", "navier-stokes"], "not a blind method"),

@@ -468,6 +468,10 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
                          f"{config.size}")
     cls, seg_cls = _check_tracks(config)
     device = resolve_device(config.device)
+    method_opts, seg_opts = dict(config.method_args), dict(config.mask_from_args if config.mask_from else config.method_args)
+    # the methods load first: a missing model fails in one line before minutes of detection and features
+    predictor = cls(device=device, **method_opts)
+    segmenter = predictor if not config.mask_from else seg_cls(device=device, **seg_opts)
     from ..faces.yunet import YuNet
 
     detector = detector or YuNet()
@@ -479,7 +483,6 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
     ref = prepare_faces(config.reference, detector=detector, hub_split=config.hub_split, log=log, progress=progress)
     if len(ref.found) < 2:
         raise WildError(f"--reference {config.reference}: faces found in {len(ref.found)} photos, need at least 2")
-    method_opts, seg_opts = dict(config.method_args), dict(config.mask_from_args if config.mask_from else config.method_args)
     weights = cls.weights_fingerprint(**method_opts)
     seg_weights = seg_cls.weights_fingerprint(**seg_opts)
     run_dir = run_path(config.out, config.method, f"wild-{faces.fingerprint[:8]}-{ref.fingerprint[:8]}-"
@@ -499,8 +502,6 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
     ref_feats = face_features(ref, net, config.size, batch_size=config.batch_size, progress=progress)
     in_feats = face_features(faces, net, config.size, batch_size=config.batch_size, progress=progress)
     say(f"features of {len(ref_feats)} reference and {len(in_feats)} input faces ({time.perf_counter() - t0:.0f} s)")
-    predictor = cls(device=device, **method_opts)
-    segmenter = predictor if not config.mask_from else seg_cls(device=device, **seg_opts)
     seg_key = hashlib.sha256(json.dumps([config.mask_from or config.method, sorted(seg_opts.items()), seg_weights,
                                          config.seed], default=str).encode()).hexdigest()[:16]
     given, given_errors = None, None
