@@ -1,11 +1,12 @@
 """Synthesis throughput on real faces: faces per second, detection and landmarks included.
 
     python benchmarks/bench_synth.py --data-dir ../shared/data/celeba-id200 [--limit 600] [--workers 1 2]
+        [--templates procedural photo mix]
 
 Each row is one fresh ``synthesize`` run (new output folder) over the same CelebA images at --size,
 timed from the first image to the finished tables (worker start-up included). A per-stage profile of
 one process follows, so a slow stage is easy to spot. Target (issue 2): >= 60 faces/s with 2 workers
-on a 2-core machine at 256 px.
+on a 2-core machine at 256 px; photo templates (issue 24) no slower than procedural ones, in one run.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--cold", action="store_true", help="do not fill the texture disk cache first")
+    ap.add_argument("--templates", nargs="+", default=["procedural"],
+                    help="template kinds to time in turn (procedural, photo, mix; see SynthConfig.templates)")
     args = ap.parse_args()
 
     source = resolve_source("celeba", args.data_dir)
@@ -77,14 +80,16 @@ def main() -> None:
         for tid in bank.ids:
             bank.image(tid, args.size)
         print(f"texture cache warm ({len(bank.ids)} textures, {time.perf_counter() - t0:.1f} s; --cold skips this)")
-    print(f"{'workers':>8} {'faces':>7} {'skipped':>8} {'seconds':>8} {'faces/s':>8}")
-    for w in args.workers:
-        with tempfile.TemporaryDirectory() as out:
-            t0 = time.perf_counter()
-            r = synthesize(source, out, config, limit=args.limit, workers=w, progress=False)
-            dt = time.perf_counter() - t0
-        n = r.written + sum(r.skipped.values())
-        print(f"{w:>8} {r.written:>7} {sum(r.skipped.values()):>8} {dt:>8.2f} {n / dt:>8.1f}")
+    print(f"{'templates':>10} {'workers':>8} {'faces':>7} {'skipped':>8} {'seconds':>8} {'faces/s':>8}")
+    for kind in args.templates:
+        for w in args.workers:
+            with tempfile.TemporaryDirectory() as out:
+                t0 = time.perf_counter()
+                r = synthesize(source, out, SynthConfig(size=args.size, templates=kind), limit=args.limit, workers=w,
+                               progress=False)
+                dt = time.perf_counter() - t0
+            n = r.written + sum(r.skipped.values())
+            print(f"{kind:>10} {w:>8} {r.written:>7} {sum(r.skipped.values()):>8} {dt:>8.2f} {n / dt:>8.1f}")
     print("\nper-stage time, one process (ms per face):")
     for k, v in stage_profile(source, config, min(args.limit, 200)).items():
         print(f"  {k:<32} {v:6.2f}")
