@@ -66,9 +66,10 @@ def main() -> None:
               help="Share of identities (or images) in the test split [default: 0.1; 1 for the built-in demo, so "
                    "that `maskbench evaluate` finds it].")
 @click.option("--textures", type=click.Path(), default=None, help="Folder of texture photos to draw from.")
-@click.option("--templates", "templates", default="procedural", show_default=True,
-              help="procedural (drawn), photo[:DIR] (keyed out of real photos; DIR: a library from `maskbench "
-                   "templates harvest`, default the shipped one) or mix[:DIR] (both, --photo-share photo).")
+@click.option("--templates", "templates", default="mix", show_default=True,
+              help="mix[:DIR] (photo and drawn templates, --photo-share photo), photo[:DIR] (masks keyed out of real "
+                   "photos; DIR: a library from `maskbench templates harvest`, default the shipped one, research-only "
+                   "licence) or procedural (drawn only: licence-clean, the committed leaderboard's build).")
 @click.option("--photo-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="mix: share of photo templates per mask type.")
 @click.option("--photo-texture-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
