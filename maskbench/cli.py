@@ -305,6 +305,8 @@ def methods_cmd() -> None:
               help="Draw a fresh mask on every face at every epoch (faces from --data, or from --src).")
 @click.option("--src", default=None, help="With --synth-on-the-fly: a synthesis source (celeba, ffhq, a folder).")
 @click.option("--data-dir", type=click.Path(), default=None, help="With --src: where the source lives.")
+@click.option("--synth-templates", default="procedural", show_default=True,
+              help="With --synth-on-the-fly: the masks' templates, as synth --templates (procedural, photo, mix).")
 @click.option("--config", "config", default="small", show_default=True,
               help="A config name of the method (small, paper, ...) or a YAML file.")
 @click.option("--size", type=click.IntRange(16, 1024), default=None, help="Training side in pixels.")
@@ -321,7 +323,7 @@ def methods_cmd() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many training faces.")
 @click.option("--progress/--no-progress", default=True)
-def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batch_size, lr, seed, sets, attributes,
+def train_cmd(method, data, on_the_fly, src, data_dir, synth_templates, config, size, steps, batch_size, lr, seed, sets, attributes,
               device, out, resume, limit, progress) -> None:
     """Train METHOD on a Masked-Faces dataset; writes log, sample grids, checkpoints and weights."""
     from .methods.launch import launch
@@ -332,7 +334,8 @@ def train_cmd(method, data, on_the_fly, src, data_dir, config, size, steps, batc
                  if v is not None}
     overrides.update(dict(parse_override(t) for t in sets))
     res = launch(method, data=data, config=config, overrides=overrides, out=out, resume=resume, device=device,
-                 on_the_fly=on_the_fly, src=src, data_dir=data_dir, limit=limit, progress=progress)
+                 on_the_fly=on_the_fly, src=src, data_dir=data_dir, limit=limit, progress=progress,
+                 templates=_templates_option(synth_templates))
     click.echo(f"{res.run_dir}: {res.steps} steps" + (f", weights {res.weights}" if res.weights else ""))
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.dataset import DatasetFormatError
+from ..train.config import ConfigError
 from ..train.data import PairedFaces, open_training_data
 from ..train.loop import TrainResult, train
 
@@ -25,6 +26,7 @@ def launch(
     src: str | None = None,
     data_dir: str | None = None,
     limit: int | None = None,
+    templates: str = "procedural",
     progress: bool = True,
     max_steps: int | None = None,
 ) -> TrainResult:
@@ -42,7 +44,8 @@ def launch(
         out: the run folder (default ``runs/{method}-{config name}``).
         resume: continue the run in ``out``.
         device: ``auto``, ``cpu`` or ``cuda``.
-        on_the_fly, src, data_dir: fresh masks every epoch (see :func:`open_training_data`).
+        on_the_fly, src, data_dir, templates: fresh masks every epoch, drawn from ``templates`` (see
+            :func:`open_training_data`).
         limit: at most this many training faces.
         progress: show a progress bar.
         max_steps: stop after this many steps in this call.
@@ -62,8 +65,10 @@ def launch(
     trainable = trainer_class(cls)
     cfg = trainable.load_config(config, overrides)
     device = resolve_device(device)
+    if templates != "procedural" and not on_the_fly:
+        raise ConfigError("--synth-templates applies to --synth-on-the-fly training only (a dataset's masks are fixed)")
     dataset = open_training_data(data, cfg["size"], cfg["seed"], on_the_fly=on_the_fly, src=src, data_dir=data_dir,
-                                 limit=limit)
+                                 limit=limit, templates=templates)
     samples = None
     if data is not None and not str(data).startswith("hf:"):
         try:

@@ -164,31 +164,34 @@ class OnTheFlyFaces:
         seed: base seed; the mask of face ``i`` in epoch ``e`` depends only on ``(seed, i, e)``.
         mask_types: the types to draw from, uniformly.
         fingerprint: a hash naming the faces (recorded in checkpoints).
+        templates: where the masks come from (:attr:`maskbench.data.synth.SynthConfig.templates`:
+            ``procedural``, ``photo[:DIR]``, ``mix[:DIR]``); other than ``procedural`` it is part of the fingerprint.
     """
 
     def __init__(self, faces: np.ndarray, landmarks: np.ndarray, size: int, seed: int = 0,
-                 mask_types: tuple[str, ...] = MASK_TYPES, fingerprint: str = ""):
+                 mask_types: tuple[str, ...] = MASK_TYPES, fingerprint: str = "", templates: str = "procedural"):
         from ..data.synth import MaskSynthesizer, SynthConfig
 
         self.faces, self.landmarks, self.size, self.seed = faces, landmarks, size, seed
         self.mask_types = tuple(mask_types)
-        self.fingerprint = "otf-" + fingerprint
-        self._synth = MaskSynthesizer(SynthConfig(size=faces.shape[1], mask_types=self.mask_types), detector=_NoDetector())
+        self.fingerprint = "otf-" + fingerprint + ("" if templates == "procedural" else f"-{templates.split(':')[0]}")
+        self._synth = MaskSynthesizer(SynthConfig(size=faces.shape[1], mask_types=self.mask_types, templates=templates),
+                                      detector=_NoDetector())
 
     @classmethod
     def from_dataset(cls, root: str | os.PathLike, split: str, size: int, seed: int = 0,
-                     limit: int | None = None) -> "OnTheFlyFaces":
+                     limit: int | None = None, templates: str = "procedural") -> "OnTheFlyFaces":
         """Original faces and landmarks from a Masked-Faces split (its masks are not used)."""
         ds = MaskedFaces(root, split, limit)
         if len(ds) == 0:
             raise DatasetFormatError(f"{root}: split '{split}' has no samples")
         faces = np.stack([s.original for s in ds])
         lms = np.array([r["landmarks"] for r in ds.records], np.float32)
-        return cls(faces, lms, size, seed, fingerprint=ds.fingerprint())
+        return cls(faces, lms, size, seed, fingerprint=ds.fingerprint(), templates=templates)
 
     @classmethod
     def from_source(cls, src: str, data_dir: str | None, size: int, seed: int = 0, split: str = "train",
-                    limit: int | None = None, face_size: int = 256) -> "OnTheFlyFaces":
+                    limit: int | None = None, face_size: int = 256, templates: str = "procedural") -> "OnTheFlyFaces":
         """Detect and align the faces of a source once (cached under ``cache_dir()/train-faces``).
 
         Only the faces :func:`maskbench.data.sources.assign_split` puts in ``split`` are kept (test people
@@ -224,7 +227,7 @@ class OnTheFlyFaces:
             buf = io.BytesIO()
             np.savez(buf, faces=faces, landmarks=lms)
             atomic_write_bytes(path, buf.getvalue())
-        return cls(faces, lms, size, seed, fingerprint=key)
+        return cls(faces, lms, size, seed, fingerprint=key, templates=templates)
 
     def __len__(self) -> int:
         return len(self.faces)
@@ -271,7 +274,8 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0, 
 
 
 def open_training_data(data: str | None, size: int, seed: int, *, on_the_fly: bool = False, src: str | None = None,
-                       data_dir: str | None = None, split: str = "train", limit: int | None = None):
+                       data_dir: str | None = None, split: str = "train", limit: int | None = None,
+                       templates: str = "procedural"):
     """The training source the CLI options name.
 
     Args:
@@ -282,6 +286,7 @@ def open_training_data(data: str | None, size: int, seed: int, *, on_the_fly: bo
         src, data_dir: a synthesis source (``celeba`` with its folder), for on-the-fly training.
         split: which split to train on.
         limit: at most this many faces.
+        templates: on-the-fly masks' templates (:class:`OnTheFlyFaces`).
 
     Raises:
         DatasetFormatError, maskbench.data.sources.SourceError: unusable data.
@@ -289,10 +294,10 @@ def open_training_data(data: str | None, size: int, seed: int, *, on_the_fly: bo
     """
     if on_the_fly:
         if src is not None:
-            return OnTheFlyFaces.from_source(src, data_dir, size, seed, split, limit)
+            return OnTheFlyFaces.from_source(src, data_dir, size, seed, split, limit, templates=templates)
         if data is None:
             raise ConfigError("--synth-on-the-fly needs --data DIR or --src NAME")
-        return OnTheFlyFaces.from_dataset(data, split, size, seed, limit)
+        return OnTheFlyFaces.from_dataset(data, split, size, seed, limit, templates=templates)
     if data is None:
         raise ConfigError("give --data DIR (a maskbench synth folder or hf:<repo_id>), or --synth-on-the-fly --src")
     return PairedFaces(data, split, size, limit)
