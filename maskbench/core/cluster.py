@@ -55,9 +55,9 @@ class RayEngine:
         address: a running cluster (``"auto"``: the one this machine belongs to, started by ``ray start``;
             ``"ray://HOST:PORT"``: Ray Client), or None to start a local Ray on this machine (or to use the
             one this process already started).
-        num_cpus: CPUs of a local Ray started here (default: this machine's cores).
-        actors: how many actors to start (default: one per GPU of the cluster when the work uses GPUs, else one
-            per CPU).
+        num_cpus: CPUs of a local Ray started here (default: this machine's cores, or ``actors`` if more).
+        actors: how many actors to start (default, and at most: one per GPU of the cluster when the work uses
+            GPUs, else one per CPU).
         max_restarts: dead actors replaced in one :meth:`map` (their unfinished calls run again on the new one)
             before the run gives up.
 
@@ -92,7 +92,8 @@ class RayEngine:
             if self.address:
                 ray.init(address=self.address, **kwargs)
             else:
-                ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
+                cpus = self.num_cpus or max(os.cpu_count() or 1, self.actors or 0)
+                ray.init(num_cpus=cpus, include_dashboard=False, **kwargs)
                 self._started_here = True
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
@@ -135,7 +136,7 @@ class RayEngine:
             return
         res = ray.cluster_resources()
         slots = int(res.get("GPU", 0) // num_gpus) if num_gpus else int(res.get("CPU", 1) // max(num_cpus, 1e-9))
-        n = max(1, min(self.actors or slots or 1, len(items)))
+        n = max(1, min(self.actors or slots, slots or 1, len(items)))  # no more than can run at once
         remote = ray.remote(ActorHost).options(num_cpus=num_cpus, num_gpus=num_gpus)
         shared = [ray.put(tuple(init_args))]  # held here to the end: a replacement actor reads it again
         pool = [remote.remote(actor_class, shared) for _ in range(n)]
