@@ -341,6 +341,7 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
     from .bench.wild import WILD_PREFIX, is_wild
     from .measures.stats import summary_lines
 
+    ray = _ray_engine(engine, ray_address)  # without Ray: one line before anything is read
     if is_wild(data):
         raise UserError(f"--data {data}: the in-the-wild track has its own command: maskbench wild --data "
                         f"{data[len(WILD_PREFIX):]} --reference DIR (see maskbench wild --help)")
@@ -358,7 +359,6 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
         identity_model=identity_model, fid_weights=fid_weights, workers=workers,
         method_args=_method_args(method_args, weights),
     )
-    ray = _ray_engine(engine, ray_address)
     try:
         if ray is not None:
             from .bench.evaluate_ray import RayEvalEngine
