@@ -74,8 +74,8 @@ from .runs import (
     run_path,
 )
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate", "SpanScorer", "run_dir_for", "summarize", "HOLE_BUCKET_LABELS", "PSNR_CAP_DB",
-           "FAILURE_FLOOR", "default_data", "demo_data", "DEFAULT_SYNTH_OUT"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "SpanScorer", "run_dir_for", "summarize", "HOLE_BUCKET_LABELS",
+           "PSNR_CAP_DB", "FAILURE_FLOOR", "default_data", "demo_data", "DEFAULT_SYNTH_OUT"]
 
 #: Where ``maskbench synth`` writes when no ``--out`` is given (the first place ``evaluate`` looks).
 DEFAULT_SYNTH_OUT = "masked-faces"
