@@ -90,6 +90,16 @@ def _ray_engine(engine: str, address: str | None, actors: int | None = None):
               help="Share of identities (or images) in the test split [default: 0.1; 1 for the built-in demo, so "
                    "that `maskbench evaluate` finds it].")
 @click.option("--textures", type=click.Path(), default=None, help="Folder of texture photos to draw from.")
+@click.option("--templates", "templates", default="mix", show_default=True,
+              help="mix[:DIR] (photo and drawn templates, --photo-share photo), photo[:DIR] (masks keyed out of real "
+                   "photos; DIR: a library from `maskbench templates harvest`, default the shipped one, research-only "
+                   "licence) or procedural (drawn only: licence-clean, the committed leaderboard's build).")
+@click.option("--photo-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="mix: share of photo templates per mask type.")
+@click.option("--photo-texture-share", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Share of photo-template masks whose fabric is swapped for a texture (shading kept).")
+@click.option("--photo-relight/--no-photo-relight", default=True, show_default=True,
+              help="Divide out a photo template's own shading before the face's light is applied.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True)
@@ -97,7 +107,8 @@ def _ray_engine(engine: str, address: str | None, actors: int | None = None):
 @click.option("--progress/--no-progress", default=True)
 @_engine_options
 def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, variants, test_fraction, textures,
-          workers, num_shards, shard_index, hub_split, progress, engine, ray_address):
+          templates, photo_share, photo_texture_share, photo_relight, workers, num_shards, shard_index, hub_split,
+          progress, engine, ray_address):
     """Build a Masked-Faces dataset: masked / original / mask PNG triples plus metadata."""
     if textures is not None and not Path(textures).is_dir():
         raise UserError(f"--textures {textures}: no such folder")
@@ -105,7 +116,9 @@ def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, varia
         test_fraction = 1.0 if src in (None, "demo") else 0.1
     config = SynthConfig(size=size, align=align, seed=seed, variants=variants, test_fraction=test_fraction,
                          mask_types=tuple(t.strip() for t in mask_types.split(",") if t.strip()),
-                         textures=str(Path(textures).resolve()) if textures else None)
+                         textures=str(Path(textures).resolve()) if textures else None,
+                         templates=_templates_option(templates), photo_share=photo_share,
+                         photo_texture_share=photo_texture_share, photo_relight=photo_relight)
     explicit = click.get_current_context().get_parameter_source("workers") != click.core.ParameterSource.DEFAULT
     ray = _ray_engine(engine, ray_address, actors=workers if explicit else None)  # actors: --workers, or every CPU
     source = resolve_source(src, data_dir, hub_split=hub_split)
@@ -164,7 +177,15 @@ def publish(folder, repo_id, private, to_disk):
     click.echo(push(folder, repo_id, private=private))
 
 
-@main.command("templates")
+def _templates_option(value: str) -> str:
+    """``--templates`` with a library folder made absolute (the dataset's manifest records it)."""
+    kind, _, folder = value.partition(":")
+    return f"{kind}:{Path(folder).expanduser().resolve()}" if folder else kind
+
+
+@main.group("templates", invoke_without_command=True)
+@click.option("--library", default=None,
+              help="Summarise a photo-template library instead: photo (the shipped one) or photo:DIR.")
 @click.option("--type", "mask_type", type=click.Choice(MASK_TYPES),
               help="Only templates of this mask type.")
 @click.option("--list", "list_all", is_flag=True, help="List the templates, one line each (after the summary).")
@@ -172,11 +193,18 @@ def publish(folder, repo_id, private, to_disk):
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many templates (listing and sheet).")
 @click.option("--size", type=click.IntRange(min=32, max=512), default=128, show_default=True,
               help="Tile size of the contact sheet.")
-def templates_cmd(mask_type: str | None, list_all: bool, sheet: str | None, limit: int | None, size: int) -> None:
+@click.pass_context
+def templates_cmd(ctx, library: str | None, mask_type: str | None, list_all: bool, sheet: str | None,
+                  limit: int | None, size: int) -> None:
     """Summarise the mask template library (per type: templates, styles, straps, valves); --list for one line
-    per template; optionally draw a contact sheet."""
+    per template; optionally draw a contact sheet. `templates harvest` keys masks out of real photos."""
     from collections import Counter
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if library is not None:
+        _photo_library_summary(library, mask_type, list_all, sheet, limit, size)
+        return
     from .data.masks import load_templates, write_contact_sheet
 
     specs = load_templates()
@@ -204,6 +232,80 @@ def templates_cmd(mask_type: str | None, list_all: bool, sheet: str | None, limi
     if sheet:
         write_contact_sheet(sheet, chosen, size=size)
         click.echo(f"wrote {sheet} ({len(chosen)} templates)")
+
+
+def _photo_library_summary(spec: str, mask_type, list_all, sheet, limit, size) -> None:
+    from .data.masks.photo import PhotoLibrary, resolve_photo_library
+    from .harvest.library import write_library_sheet
+
+    kind, _, folder = spec.partition(":")
+    if kind != "photo":
+        raise UserError(f"--library {spec}: expected photo or photo:DIR")
+    lib = PhotoLibrary(resolve_photo_library(folder or None))
+    chosen = [t for t in lib.templates if mask_type is None or t.mask_type == mask_type][:limit]
+    click.echo(f"{lib.root}: {len(lib)} photo templates ({lib.card.get('licence')})")
+    for t in MASK_TYPES:
+        click.echo(f"{t:<10}{len(lib.by_type.get(t, [])):>10}")
+    if list_all:
+        for t in chosen:
+            click.echo(f"{t.template_id:<22}{t.mask_type:<10}{t.source_file}  yaw {t.yaw:+.0f}  face {t.face_px:.0f} px")
+    if sheet:
+        sub = lib if mask_type is None and limit is None else _Subset(lib, chosen)
+        write_library_sheet(sub, sheet, tile=size)
+        click.echo(f"wrote {sheet} ({len(chosen)} templates)")
+
+
+class _Subset:
+    """A few templates of a library, for its contact sheet."""
+
+    def __init__(self, lib, templates):
+        self.templates, self.layer = templates, lib.layer
+
+
+@templates_cmd.command("harvest")
+@click.argument("photos", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The library folder to write.")
+@click.option("--types", "types_file", type=click.Path(dir_okay=False), required=True,
+              help="CSV file,type[,usable]: each photo's mask type (none / unsure: rejected with that reason).")
+@click.option("--split", "split_file", type=click.Path(dir_okay=False), default=None,
+              help="Split file file,sha256,half: harvest only --half of it.")
+@click.option("--half", default="harvest", show_default=True)
+@click.option("--segmenter", type=click.Choice(["landmark-gan", "3dprior"]), default="landmark-gan", show_default=True)
+@click.option("--matting", type=click.Choice(["closed-form", "none"]), default="closed-form", show_default=True,
+              help="none: the segmentation itself as alpha (to measure what matting changes).")
+@click.option("--licence", default="research use only (inherits the source photos' licence)", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N photos.")
+@click.option("--force", is_flag=True, help="Replace an existing library at --out.")
+@click.option("--device", default="cpu", show_default=True)
+def harvest_cmd(photos, out, types_file, split_file, half, segmenter, matting, licence, limit, force, device) -> None:
+    """Key masks out of photos of masked people into a photo-template library (layers, card, rejected.csv,
+    sheet.jpg, rejected.jpg); see maskbench.harvest."""
+    from .harvest.library import harvest
+
+    report = harvest(photos, out, types=types_file, split=split_file, half=half, segmenter=segmenter, matting=matting,
+                     device=device,
+                     licence=licence, limit=limit, force=force, progress=True)
+    for line in report.lines():
+        click.echo(line)
+
+
+@templates_cmd.command("check-harvest")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="test", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--segmenter", type=click.Choice(["landmark-gan", "3dprior"]), default="landmark-gan", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+def check_harvest_cmd(dataset, split, limit, segmenter, json_out) -> None:
+    """Harvest a synthetic dataset's masked faces, where the hole is known: the matte's IoU with the true hole
+    and the landmark error."""
+    from .core.io import atomic_write_json
+    from .harvest.check import check_on_dataset
+
+    res = check_on_dataset(dataset, split=split, limit=limit, segmenter=segmenter, progress=True)
+    for line in res["lines"]:
+        click.echo(line)
+    if json_out:
+        atomic_write_json(json_out, {k: v for k, v in res.items() if k != "lines"})
 
 
 @main.command("methods")
@@ -490,7 +592,12 @@ def compare_cmd(a, b, results, dataset, metrics) -> None:
 
 @main.command("realism")
 @click.argument("synth_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--real", type=click.Path(), default=None, help="Real masked photos [default: SHARED/real-masked-dev].")
+@click.option("--real", type=click.Path(), default=None,
+              help="Real masked photos [default: SHARED/real-masked-dev, its --real-half].")
+@click.option("--real-half", default="measurement", show_default=True,
+              help="Half of the split file the real set keeps (harvest, measurement, or all).")
+@click.option("--real-split", type=click.Path(dir_okay=False), default=None,
+              help="Split file file,sha256,half [default: mask_templates/photo/real_masked_dev_split.csv].")
 @click.option("--control-a", type=click.Path(), default=None,
               help="Control: unmasked source photos [default: SHARED/celeba-id200/img_align_celeba].")
 @click.option("--control-b", type=click.Path(), default=None,
@@ -503,13 +610,14 @@ def compare_cmd(a, b, results, dataset, metrics) -> None:
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--no-cache", is_flag=True, help="Recompute the features (and do not store them).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the numbers here.")
-def realism_cmd(synth_dir, real, control_a, control_b, shared_data, limit, seed, device, no_cache, json_out) -> None:
+def realism_cmd(synth_dir, real, real_half, real_split, control_a, control_b, shared_data, limit, seed, device, no_cache,
+                json_out) -> None:
     """Classifier two-sample test of a Masked-Faces dataset's masked images against real masked photos,
     with a control pair through the same pipeline; prints the realism gap (see maskbench.data.realism)."""
     from .data.realism import format_report, realism_report, resolve_sets, write_report_json
 
     sets = resolve_sets(synth_dir, real=real, control_a=control_a, control_b=control_b, shared_data=shared_data,
-                        limit=limit, seed=seed)
+                        limit=limit, seed=seed, real_half=real_half, real_split=real_split)
     rep = realism_report(*sets, seed=seed, device=device, cache=not no_cache,
                          log=lambda s: click.echo(s, err=True), progress=True)
     click.echo(format_report(rep))

@@ -2,7 +2,8 @@
 
 Stages, in data-flow order: core -> faces -> measures (shared parts) -> data (the dataset half: format ->
 sources -> synthesis -> dataset, realism) -> train -> methods (the predictor contract, learned methods,
-``baselines/``) -> bench (the benchmark half: evaluate, wild, leaderboard) -> cli. A module may import
+``baselines/``) -> harvest (photo templates, keyed out with the blind methods' networks) -> bench (the benchmark
+half: evaluate, wild, leaderboard) -> cli. A module may import
 modules of its own stage or of earlier ones, never of a later one; no two modules import each other, directly
 or round a longer circle; no module imports another module's private (``_name``) names. Imports inside
 functions count too: a lazy import is still a dependency."""
@@ -31,6 +32,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
                        "maskbench.data.realism")),
     ("train", ("maskbench.train",)),
     ("methods", ("maskbench.methods", "maskbench.baselines")),
+    ("harvest", ("maskbench.harvest",)),
     ("bench", ("maskbench.bench",)),
     ("cli", ("maskbench.cli", "maskbench.__main__")),
 ]

@@ -91,11 +91,13 @@ class LandmarkGan(LearnedPredictor):
         return {"gender_routing": sum(k.split("_")[0] == "generator" for k in nets) > 1}
 
     # --- the three steps ------------------------------------------------------------------------------
-    def segment(self, images: np.ndarray) -> np.ndarray:
-        """Predicted holes ``(N, H, W) bool`` of ``(N, H, W, 3) uint8`` faces (step 1 of the module docstring)."""
+    def mask_probability(self, images: np.ndarray) -> np.ndarray:
+        """The best "face mask" instance's mask probability per face (step 1 of the module docstring, before
+        the threshold): ``(N, H, W) float32`` in [0, 1] for ``(N, H, W, 3) uint8`` faces; all 0 where no
+        instance scores ``>= score_threshold``."""
         torch = self._torch
         n, h, w, _ = images.shape
-        holes = np.zeros((n, h, w), bool)
+        prob = np.zeros((n, h, w), np.float32)
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         with torch.inference_mode():
             found = self.nets["segmenter"](list(x))
@@ -103,8 +105,43 @@ class LandmarkGan(LearnedPredictor):
             keep = r["scores"] >= self.score_threshold
             if keep.any():
                 best = int(torch.argmax(torch.where(keep, r["scores"], -1.0)))
-                holes[i] = (r["masks"][best, 0] > self.mask_threshold).cpu().numpy()
-        return holes
+                prob[i] = r["masks"][best, 0].float().cpu().numpy()
+        return prob
+
+    def segment(self, images: np.ndarray) -> np.ndarray:
+        """Predicted holes ``(N, H, W) bool`` of ``(N, H, W, 3) uint8`` faces (step 1 of the module docstring)."""
+        return self.mask_probability(images) > self.mask_threshold
+
+    def landmarks_under(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        """The regressor's 68 landmarks of faces whose ``holes`` hide part of them (step 2, ``"predicted"``).
+
+        Args:
+            images: ``(N, H, W, 3) uint8`` faces.
+            holes: ``(N, H, W) bool`` the occluded pixels.
+
+        Returns:
+            ``(N, 68, 2) float32`` iBUG-68 points, input pixels.
+        """
+        from maskbench.train.tensors import network_inputs
+
+
+        torch, s, (h, w) = self._torch, self.size, images.shape[1:3]
+        x, m = network_inputs(images, holes, s, self.device)
+        with torch.inference_mode():
+            return self._regress(x, m, w, h)[1].astype(np.float32)
+
+    def _regress(self, x, m, w: int, h: int):
+        """The regressor on network inputs at ``S``: ``(points at S px, points in input px, gender logit)``."""
+        from .training import points
+
+        torch, s, ls = self._torch, self.size, self.landmark_size
+        xl = x if ls == s else torch.nn.functional.interpolate(x, size=(ls, ls), mode="area")
+        ml = m if ls == s else torch.nn.functional.adaptive_max_pool2d(m, (ls, ls))
+        out = self.nets["landmarks"](self.trainable.landmark_input(xl, ml))
+        gender = out[1] if isinstance(out, tuple) else None
+        pts = points(out) * s
+        lms = ((pts + 0.5) * torch.tensor([w / s, h / s], device=pts.device) - 0.5).cpu().numpy()
+        return pts, lms, gender
 
     def _dlib_landmarks(self, images: np.ndarray) -> np.ndarray:
         """dlib's 68 landmarks of each masked face ``(N, 68, 2) float32`` in input pixels (module docstring)."""
@@ -128,22 +165,14 @@ class LandmarkGan(LearnedPredictor):
         from maskbench.train.tensors import network_inputs
 
         from .model import landmark_map
-        from .training import points
 
         torch = self._torch
         s, (h, w) = self.size, images.shape[1:3]
         holes = self.segment(images)
         x, m = network_inputs(images, holes, s, self.device)
         with torch.inference_mode():
-            ls = self.landmark_size
-            xl = x if ls == s else torch.nn.functional.interpolate(x, size=(ls, ls), mode="area")
-            ml = m if ls == s else torch.nn.functional.adaptive_max_pool2d(m, (ls, ls))
-            out = self.nets["landmarks"](self.trainable.landmark_input(xl, ml))
-            gender = out[1] if isinstance(out, tuple) else None
-            if self.landmark_source == "predicted":
-                pts = points(out) * s  # at S pixels
-                lms = ((pts + 0.5) * torch.tensor([w / s, h / s], device=pts.device) - 0.5).cpu().numpy()
-            else:
+            pts, lms, gender = self._regress(x, m, w, h)
+            if self.landmark_source == "dlib":
                 lms = self._dlib_landmarks(images)
                 pts = (torch.from_numpy(lms).to(self.device) + 0.5) * torch.tensor([s / w, s / h], device=x.device) - 0.5
             lmap = landmark_map(pts, s)

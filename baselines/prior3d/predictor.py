@@ -94,6 +94,20 @@ class Prior3D(LearnedPredictor):
     def combined_card(cls, nets: Mapping[str, Path]) -> dict[str, Any]:
         return {"loss_network": "dlib-resnet (identity)"}
 
+    def mask_probability(self, images: np.ndarray) -> np.ndarray:
+        """N_3D's mask probability at the input size, before the threshold and dilation: ``(N, H, W) float32``
+        in [0, 1] for ``(N, H, W, 3) uint8`` faces (the logits upsized bilinearly, then the sigmoid's value)."""
+        from maskbench.train.tensors import network_inputs
+
+        torch, F = self._torch, self._torch.nn.functional
+        h, w = images.shape[1:3]
+        x, _ = network_inputs(images, None, self.size, self.device)
+        with torch.inference_mode():
+            xin = x if self.n3d_size == self.size else F.interpolate(x, size=(self.n3d_size,) * 2, mode="area")
+            logits, _ = self.nets["n3d"](xin)
+            prob = F.interpolate(torch.sigmoid(logits), size=(h, w), mode="bilinear", align_corners=False)
+        return prob[:, 0].float().cpu().numpy()
+
     def _render(self, images: np.ndarray, edit: dict[str, Any] | None):
         """N_3D and the prior on ``(n, H, W, 3) uint8`` faces.
 

@@ -35,16 +35,16 @@ Mask types (test split): {type_counts}.
 Each sample has `masked` (the input), `original` (ground truth), `mask` (255 = hole, 0 = visible; the
 exact pixels the mask covers, straps and loops included) and metadata: `source_id`, `identity`,
 `mask_type`, `template_id`, `texture_id`, `seed`, `landmarks` (68 x 2, iBUG-68, output pixels),
-`face_box`, `hole_fraction`, `yaw` (degrees, landmark estimate), `num_faces`.
+`face_box`, `hole_fraction`, `yaw` (degrees, landmark estimate), `num_faces`, `template_kind` (`procedural`
+or `photo`).
 
 ## How it was made
 
 - Source: {source_description}.
 - Faces: dlib HOG detector and 68-point landmarks; the largest face of each image; FFHQ-style aligned
   crops of {size} x {size} px (alignment: {align}).
-- Masks: one of {n_types} types ({types}) from maskbench's library of mask templates, drawn in a canonical
-  face frame, with texture swaps from {textures}; warped piecewise-affinely onto the landmarks, lit with
-  the face's own low-frequency shading and alpha-composited.
+- Masks: one of {n_types} types ({types}) {templates}, with texture swaps from {textures}; warped
+  piecewise-affinely onto the landmarks, lit with the face's own low-frequency shading and alpha-composited.
 - Splits by identity where identities are known (no person in both); test fraction {test_fraction}.
 - Seed {seed}: the same settings give byte-identical files. Inputs that produced no sample
   ({skipped} of them) are listed in `skipped.csv` with the reason.
@@ -63,8 +63,7 @@ profiles, small faces) are absent.
 
 ## Licence
 
-{license_note}. The mask templates and textures are maskbench's own (Apache-2.0). Use of the images is
-bound by the source's terms.
+{license_note}. {template_licence} Use of the images is bound by the source's terms.
 
 ## Citation
 
@@ -88,6 +87,26 @@ def public_text(text: str) -> str:
         return f"'{name}'" if name and name != "~" else "a local folder"
 
     return _LOCAL_PATH.sub(last_part, text)
+
+
+def _templates_text(cfg: dict[str, Any], photo: dict[str, Any] | None) -> str:
+    kind = str(cfg.get("templates") or "procedural").split(":", 1)[0]
+    drawn = "from maskbench's library of drawn mask templates in a canonical face frame"
+    if photo is None or kind == "procedural":
+        return drawn
+    keyed = (f"from {photo.get('templates')} masks keyed out of real photos ({photo.get('source')}; maskbench "
+             "templates harvest: segmentation, closed-form alpha matting, their own shading divided out)")
+    if kind == "photo":
+        return keyed + " (a type without photo templates is drawn)"
+    return f"{keyed} with probability {cfg.get('photo_share')} per type, else {drawn}"
+
+
+def _template_licence(photo: dict[str, Any] | None) -> str:
+    own = "The drawn mask templates and procedural textures are maskbench's own (Apache-2.0)."
+    if photo is None:
+        return own
+    return (f"{own} The photo templates are cut out of {photo.get('source')}; their licence: {photo.get('licence')}, "
+            "which this dataset inherits.")
 
 
 def dataset_card(manifest: dict[str, Any], hub_layout: bool = False) -> str:
@@ -136,6 +155,8 @@ def dataset_card(manifest: dict[str, Any], hub_layout: bool = False) -> str:
         seed=cfg["seed"],
         skipped=counts.get("skipped", 0),
         license_note=src.get("license_note") or f"Licence inherited from the source: {src.get('license')}",
+        templates=_templates_text(cfg, manifest.get("photo_library")),
+        template_licence=_template_licence(manifest.get("photo_library")),
         citation=src.get("citation") or "% no citation known for the source",
     )
     return str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n{body}"))

@@ -83,6 +83,7 @@ class SampleRecord:
         yaw: degrees, landmark estimate.
         num_faces: faces the detector found in the source image.
         width, height: image size in pixels.
+        template_kind: ``procedural`` (a drawn template) or ``photo`` (one keyed out of a real photo).
     """
 
     id: str
@@ -104,6 +105,7 @@ class SampleRecord:
     num_faces: int
     width: int
     height: int
+    template_kind: str = "procedural"
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict, fields in :data:`RECORD_FIELDS` order."""

@@ -36,6 +36,7 @@ what the drawn-on masks add.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -167,8 +168,12 @@ def synth_set(root: str | os.PathLike, limit: int | None = 1000, seed: int = 0, 
     return ImageSet(name, str(root), tuple(paths[i] for i in idx), tuple(tags[i] for i in idx), len(paths))
 
 
-def folder_set(folder: str | os.PathLike, limit: int | None = 1000, seed: int = 0, name: str | None = None) -> ImageSet:
+def folder_set(folder: str | os.PathLike, limit: int | None = 1000, seed: int = 0, name: str | None = None,
+               only: set[str] | None = None) -> ImageSet:
     """The image files under ``folder`` (searched recursively, hidden entries skipped, sorted), drawn.
+
+    Args:
+        only: keep only these files (``/``-separated paths relative to ``folder``), before the draw.
 
     Raises:
         RealismError: not a folder, or no image file in it.
@@ -178,6 +183,8 @@ def folder_set(folder: str | os.PathLike, limit: int | None = 1000, seed: int = 
         raise RealismError(f"{folder}: no such folder")
     found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if only is not None:
+        found = [p for p in found if p.relative_to(folder).as_posix() in only]
     if not found:
         raise RealismError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     idx = _draw(len(found), limit, seed)
@@ -619,6 +626,29 @@ DEFAULT_SETS = {"real": "real-masked-dev", "control_a": "celeba-id200/img_align_
 _SET_NAMES = {"real": "real masked", "control_a": "source unmasked", "control_b": "real unmasked"}
 
 
+#: The half of the real masked photos realism is measured on by default (the other is harvested).
+REAL_HALF = "measurement"
+
+
+def real_split_files(path: str | os.PathLike | None, half: str) -> set[str]:
+    """The files of ``half`` in a split file (default: the shipped ``photo/real_masked_dev_split.csv``).
+
+    Raises:
+        RealismError: the file cannot be read or has no file in ``half``.
+    """
+    from ..core.resources import package_data_dir
+
+    path = Path(path) if path is not None else package_data_dir() / "photo" / "real_masked_dev_split.csv"
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    except OSError as e:
+        raise RealismError(f"{path}: cannot read the split file ({e.strerror or e})") from None
+    files = {r["file"] for r in csv.DictReader(lines) if r.get("half") == half}
+    if not files:
+        raise RealismError(f"{path}: no file in half {half!r}")
+    return files
+
+
 def resolve_sets(
     synth_dir: str | os.PathLike,
     *,
@@ -628,15 +658,27 @@ def resolve_sets(
     shared_data: str | os.PathLike | None = None,
     limit: int | None = 1000,
     seed: int = 0,
+    real_half: str = REAL_HALF,
+    real_split: str | os.PathLike | None = None,
 ) -> tuple[ImageSet, ImageSet, ImageSet, ImageSet]:
     """The four drawn sets of :func:`realism_report`; a folder not given is taken from ``shared_data``
     (:data:`DEFAULT_SETS`).
 
+    The real masked set is one half of a split file (``file,sha256,half``; default
+    ``mask_templates/photo/real_masked_dev_split.csv``, real-masked-dev split once with a fixed seed): by
+    default its ``measurement`` half, as the ``harvest`` half is where photo templates come from. The
+    split applies to the default real set, and to a ``real`` folder when ``real_split`` is given;
+    ``real_half="all"`` takes every photo.
+
     Raises:
-        RealismError: a folder is missing, holds no images, or is not given and ``shared_data`` is ``None``.
+        RealismError: a folder is missing, holds no images, or is not given and ``shared_data`` is ``None``;
+            a split file that cannot be read.
     """
     given = {"real": real, "control_a": control_a, "control_b": control_b}
     sets = [synth_set(synth_dir, limit, seed)]
+    only = None
+    if real_half != "all" and (real is None or real_split is not None):
+        only = real_split_files(real_split, real_half)
     for role, folder in given.items():
         if folder is None:
             if shared_data is None:
@@ -644,7 +686,7 @@ def resolve_sets(
                 raise RealismError(f"no {flag} folder given and no shared data folder to take "
                                    f"{DEFAULT_SETS[role]}/ from (set MASKBENCH_TEST_DATA or --shared-data)")
             folder = Path(shared_data) / DEFAULT_SETS[role]
-        sets.append(folder_set(folder, limit, seed, name=_SET_NAMES[role]))
+        sets.append(folder_set(folder, limit, seed, name=_SET_NAMES[role], only=only if role == "real" else None))
     return tuple(sets)  # type: ignore[return-value]
 
 

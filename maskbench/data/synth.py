@@ -54,6 +54,7 @@ from .masks import (
     put_mask,
     render_template,
 )
+from .masks.photo import PhotoLibrary, deshade, resolve_photo_library, swap_texture
 from .sources import Source, SourceItem, assign_split
 from .synth_folder import (
     MANIFEST_FILE,
@@ -86,6 +87,9 @@ __all__ = [
 #: 3 of 193 CelebA faces, all |yaw| > 40 deg) are skipped: a 2-D warp cannot put a mask on them.
 MAX_FOLDED_TRIANGLES = 8
 
+#: Where templates come from (:attr:`SynthConfig.templates`).
+TEMPLATE_KINDS = ("procedural", "photo", "mix")
+
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -101,6 +105,7 @@ class DrawnMask(NamedTuple):
     anchors: np.ndarray  #: ``(K, 2) float32`` the anchor points on the face, in face pixels
     template_id: str
     texture_id: str | None
+    template_kind: str = "procedural"  #: ``procedural`` or ``photo``
 
 
 class SynthConfigError(MaskbenchError, ValueError):
@@ -119,6 +124,15 @@ class SynthConfig:
         test_fraction: share of identities (or images) in the test split.
         textures: folder of the user's texture photos, or None for the procedural library (with photos,
             :class:`maskbench.data.masks.TextureBank` draws a photo for most samples).
+        templates: ``procedural`` (drawn templates), ``photo`` / ``photo:DIR`` (masks keyed out of real
+            photos: the shipped library or a folder, :mod:`maskbench.data.masks.photo`; a mask type without photo
+            templates is drawn procedurally) or ``mix`` / ``mix:DIR`` (a photo template with probability
+            ``photo_share`` where the type has one, else a procedural one).
+        photo_share: ``mix``'s share of photo templates per mask type, in [0, 1].
+        photo_relight: divide out a photo template's own low-frequency shading before the target face's light
+            is applied (:func:`maskbench.data.masks.photo.deshade`); False only to measure what it does.
+        photo_texture_share: share of photo-template samples whose albedo is swapped for a texture of the
+            texture bank, keeping the template's shading (:func:`maskbench.data.masks.photo.swap_texture`).
     """
 
     size: int = 256
@@ -128,6 +142,20 @@ class SynthConfig:
     variants: int = 1
     test_fraction: float = 0.1
     textures: str | None = None
+    templates: str = "procedural"
+    photo_share: float = 0.5
+    photo_relight: bool = True
+    photo_texture_share: float = 0.3
+
+    @property
+    def template_kind(self) -> str:
+        """``procedural``, ``photo`` or ``mix`` (the part of :attr:`templates` before ``:``)."""
+        return self.templates.split(":", 1)[0]
+
+    @property
+    def photo_library(self) -> str | None:
+        """The photo library folder given in :attr:`templates` (None: the shipped one, or none needed)."""
+        return self.templates.split(":", 1)[1] if ":" in self.templates else None
 
     def __post_init__(self):
         bad = [t for t in self.mask_types if t not in MASK_TYPES]
@@ -139,6 +167,15 @@ class SynthConfig:
             raise SynthConfigError(f"test_fraction must be in [0, 1], got {self.test_fraction}")
         if self.variants < 1:
             raise SynthConfigError(f"variants must be >= 1, got {self.variants}")
+        if self.template_kind not in TEMPLATE_KINDS or (self.template_kind == "procedural" and self.photo_library):
+            raise SynthConfigError(f"templates must be procedural, photo[:DIR] or mix[:DIR], got {self.templates!r}")
+        for name in ("photo_share", "photo_texture_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SynthConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+#: The settings added with photo templates (issue 24) at their defaults: a folder made before them resumes.
+PHOTO_DEFAULTS = {"templates": "procedural", "photo_share": 0.5, "photo_relight": True, "photo_texture_share": 0.3}
 
 
 def sample_seed(seed: int, source_id: str, k: int) -> int:
@@ -158,11 +195,13 @@ class SynthAssets:
         templates: the template table.
         photos: ``(texture_id, (H, W, 3) uint8)`` texture photos, or None for the procedural library.
         landmark_model: path of dlib's 68-point landmark model.
+        photo_library: the photo-template library (``photo`` and ``mix`` templates), else None.
     """
 
     templates: tuple[TemplateSpec, ...]
     photos: tuple[tuple[str, np.ndarray], ...] | None
     landmark_model: str
+    photo_library: PhotoLibrary | None = None
 
     @classmethod
     def load(cls, config: SynthConfig) -> SynthAssets:
@@ -172,11 +211,16 @@ class SynthAssets:
             FileNotFoundError: ``config.textures`` holds no readable image (or does not exist).
             maskbench.core.resources.ModelNotFoundError: the landmark model is missing.
             maskbench.data.masks.TemplateSpecError, maskbench.data.masks.MaskTypesError: a damaged data table.
+            maskbench.data.masks.photo.PhotoLibraryError: a photo library that is missing or damaged.
         """
         photos = None
         if config.textures:
             photos = tuple(load_photo_textures(config.textures)[0])
-        return cls(tuple(load_templates()), photos, str(resolve_dlib_model("shape_predictor_68_face_landmarks.dat")))
+        library = None
+        if config.template_kind != "procedural":
+            library = PhotoLibrary(resolve_photo_library(config.photo_library))
+        return cls(tuple(load_templates()), photos, str(resolve_dlib_model("shape_predictor_68_face_landmarks.dat")),
+                   library)
 
 
 class PreparedFace(NamedTuple):
@@ -217,6 +261,7 @@ class MaskSynthesizer:
         self.detector = detector or FaceDetector(assets.landmark_model)
         self.templates = {t: [s for s in assets.templates if s.mask_type == t] for t in config.mask_types}
         self.bank = TextureBank(photos=assets.photos)
+        self.photo_library = assets.photo_library
         canon = canonical_landmarks(config.size)
         self._anchors = load_anchor_sets()
         self._warps = {name: PiecewiseAffineWarp(a.points(canon)) for name, a in self._anchors.items()}
@@ -244,24 +289,49 @@ class MaskSynthesizer:
         """
         m = self.draw_mask(landmarks, rng, mask_type)
         masked, hole = put_mask(face, m.rgb, m.alpha, m.warp, m.anchors, rng, landmarks=landmarks, jpeg=jpeg)
-        return {"masked": masked, "hole": hole, "template_id": m.template_id, "texture_id": m.texture_id}
+        return {"masked": masked, "hole": hole, "template_id": m.template_id, "texture_id": m.texture_id,
+                "template_kind": m.template_kind}
 
     def draw_mask(self, landmarks: np.ndarray, rng: np.random.Generator, mask_type: str) -> DrawnMask:
         """Pick a template and texture of ``mask_type`` with ``rng`` and render it in the canonical frame: the
         first half of :meth:`mask_face`, before the mask is warped onto the face (``put_mask``).
+
+        With ``mix`` templates a first draw picks photo or procedural (:attr:`SynthConfig.photo_share`); a
+        photo template takes the template, then the texture-swap draw, then (if swapped) the texture.
 
         Args:
             landmarks: ``(68, 2)`` landmarks in face pixels (they place the warp's anchor points).
             rng: the sample's generator; two draws are taken from it (template, then texture).
             mask_type: one of ``MASK_TYPES``.
         """
+        cfg, lib = self.config, self.photo_library
+        if lib is not None and lib.by_type.get(mask_type):
+            if cfg.template_kind == "photo" or rng.random() < cfg.photo_share:
+                return self._draw_photo(landmarks, rng, mask_type)
         specs = self.templates[mask_type]
         spec = specs[int(rng.integers(len(specs)))]
         texture_id = self.bank.pick(mask_type, rng)
         texture = None if texture_id is None else self.bank.image(texture_id, self.config.size)
         rgb, alpha = render_template(spec, texture, size=self.config.size)
         return DrawnMask(rgb, alpha, self._warps[spec.anchors], self._anchors[spec.anchors].points(landmarks),
-                         spec.template_id, texture_id)
+                         spec.template_id, texture_id, "procedural")
+
+    def _draw_photo(self, landmarks: np.ndarray, rng: np.random.Generator, mask_type: str) -> DrawnMask:
+        """A photo template of ``mask_type``: relit (its own shading divided out), its albedo swapped for a
+        texture on :attr:`SynthConfig.photo_texture_share` of the draws."""
+        cfg, size = self.config, self.config.size
+        choices = self.photo_library.by_type[mask_type]
+        t = choices[int(rng.integers(len(choices)))]
+        rgb, alpha = self.photo_library.layer(t.template_id, size)
+        if cfg.photo_relight:
+            rgb = deshade(rgb, alpha)[0]
+        texture_id = None
+        if rng.random() < cfg.photo_texture_share:
+            texture_id = self.bank.pick(mask_type, rng)
+            if texture_id is not None:
+                rgb = swap_texture(rgb, alpha, self.bank.image(texture_id, size))
+        return DrawnMask(rgb, alpha, self._warps[t.anchors], self._anchors[t.anchors].points(landmarks),
+                         t.template_id, texture_id, "photo")
 
     def prepare(self, item: SourceItem) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Decode, detect and align one source image: the first four fields of :meth:`prepare_photo`.
@@ -462,6 +532,7 @@ def _make_samples(job: tuple[SourceItem, str, str]) -> tuple[dict[str, Any], lis
                 mask_type=mask_type,
                 template_id=res["template_id"],
                 texture_id=res["texture_id"],
+                template_kind=res["template_kind"],
                 seed=seed,
                 landmarks=np.round(lm.astype(np.float64), 2).tolist(),
                 face_box=np.round(box.astype(np.float64), 2).tolist(),
@@ -482,14 +553,19 @@ def _skip(item: SourceItem, reason: str) -> dict[str, Any]:
     return {"source_id": item.source_id, "path": item.path or "", "skipped": reason}
 
 
-def _manifest(config: SynthConfig, source: Source) -> dict[str, Any]:
+def _manifest(config: SynthConfig, source: Source, assets: SynthAssets) -> dict[str, Any]:
+    library = assets.photo_library
+    photo = None if library is None else {
+        "fingerprint": library.fingerprint(), "templates": len(library), "licence": library.card.get("licence"),
+        "source": (library.card.get("source") or {}).get("folder"), "per_type": library.card.get("per_type")}
     return {
         "format": FORMAT_VERSION,
         "maskbench_version": __version__,
         "config": {**asdict(config), "mask_types": list(config.mask_types)},
         "source": {"name": source.name, "description": source.description, "license": source.license,
                    "license_note": source.license_note, "citation": source.citation},
-        "template_library": library_hash(),
+        "template_library": library_hash() + ("" if photo is None else f"+photo:{photo['fingerprint']}"),
+        **({} if photo is None else {"photo_library": photo}),
     }
 
 
@@ -550,7 +626,7 @@ def synthesize(
     if source.name == "demo" and config.variants == 1:  # one photo: show it with every mask type
         config = SynthConfig(**{**asdict(config), "variants": len(config.mask_types)})
     assets = SynthAssets.load(config)  # in this process: a bad texture folder or model fails here, once
-    manifest = _manifest(config, source)
+    manifest = _manifest(config, source, assets)
     items = source.items
     job = {"config": manifest["config"], "template_library": manifest["template_library"], "source": source.name,
            "split": split, "limit": limit, "num_shards": num_shards, "shard_index": shard_index}
@@ -558,7 +634,7 @@ def synthesize(
         run_lock = ShardLock(out, job)  # held to the end: a second writer of this shard is refused here
         try:
             records, _ = load_state(out)
-            check_manifest(out, manifest, has_samples=bool(records))
+            check_manifest(out, manifest, has_samples=bool(records), config_defaults=PHOTO_DEFAULTS)
             atomic_write_json(out / MANIFEST_FILE, {**manifest, "counts": read_counts(out)})
             records, skips = load_state(out)
         except BaseException:

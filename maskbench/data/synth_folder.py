@@ -196,8 +196,12 @@ def _held_by_other(path: Path) -> dict[str, Any] | None:
 _CONTENT_KEYS = ("config", "template_library")
 
 
-def check_manifest(out: Path, manifest: dict[str, Any], has_samples: bool) -> None:
+def check_manifest(out: Path, manifest: dict[str, Any], has_samples: bool,
+                   config_defaults: dict[str, Any] | None = None) -> None:
     """Refuse other settings in a folder that holds samples; a folder with none is taken over.
+
+    ``config_defaults``: values of settings added after a folder was made (its manifest lacks them), so that
+    it still resumes when they are left at these values.
 
     A folder whose runs made no sample yet (the first run failed, or every input was skipped) may be
     restarted with other settings: its skip entries and progress logs are dropped, as they were made with
@@ -217,6 +221,8 @@ def check_manifest(out: Path, manifest: dict[str, Any], has_samples: bool) -> No
                                        "--out") from None
         old = {}
     old_cfg = {k: old.get(k) for k in _CONTENT_KEYS} | {"source": old.get("source", {}).get("name")}
+    if config_defaults and isinstance(old_cfg["config"], dict):
+        old_cfg["config"] = {**config_defaults, **old_cfg["config"]}
     new_cfg = {k: manifest.get(k) for k in _CONTENT_KEYS} | {"source": manifest["source"]["name"]}
     if json.loads(json.dumps(old_cfg)) != json.loads(json.dumps(new_cfg)):
         diff = [k for k in new_cfg if old_cfg.get(k) != json.loads(json.dumps(new_cfg[k]))]

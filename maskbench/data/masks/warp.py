@@ -20,13 +20,17 @@ class PiecewiseAffineWarp:
 
     Args:
         canonical_points: ``(K, 2)`` control points in the canonical frame, pixels.
+        triangles: ``(T, 3)`` vertex indices to use instead of the Delaunay triangulation of
+            ``canonical_points`` (e.g. another warp's, to map back along the same triangles).
     """
 
-    def __init__(self, canonical_points: np.ndarray):
+    def __init__(self, canonical_points: np.ndarray, triangles: np.ndarray | None = None):
         from scipy.spatial import Delaunay
 
         self.src = np.asarray(canonical_points, np.float64)
-        self.triangles = Delaunay(self.src).simplices.astype(np.int32)
+        if triangles is None:
+            triangles = Delaunay(self.src).simplices
+        self.triangles = np.asarray(triangles, np.int32)
 
     def folded(self, dst_points: np.ndarray) -> int:
         """How many triangles flip orientation between the canonical and ``dst_points`` (fold-overs)."""
