@@ -78,7 +78,7 @@ def test_a_killed_driver_resumes_to_the_same_bytes(ray_engine, reference, celeba
     out = tmp_path / "ds"
     cmd = [sys.executable, "-m", "maskbench", "synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--out",
            str(out), "--limit", str(N_FACES), "--seed", str(CONFIG.seed), "--test-fraction", "1", "--engine", "ray",
-           "--ray-address", ray.get_runtime_context().gcs_address, "--no-progress"]
+           "--ray-address", ray.get_runtime_context().gcs_address, "--templates", "procedural", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     logged = 0
     deadline = time.monotonic() + 90
