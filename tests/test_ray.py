@@ -71,7 +71,7 @@ def test_synth_on_ray_gives_the_bytes_of_two_workers(ray_engine, reference, cele
 
 
 def test_a_killed_driver_resumes_to_the_same_bytes(ray_engine, reference, celeba_dir, tmp_path):
-    """``maskbench synth --engine ray --ray-address`` killed (SIGKILL) once some blocks are logged, then run
+    """``maskbench synth --engine ray --ray-address`` killed (SIGKILL) once its first block is logged, then run
     again: the finished faces are not redone and the folder ends as the ``--workers 2`` one."""
     import ray
 
@@ -85,17 +85,17 @@ def test_a_killed_driver_resumes_to_the_same_bytes(ray_engine, reference, celeba
     while time.monotonic() < deadline and proc.poll() is None:
         logs = list((out / ".progress").glob("shard-*.jsonl"))
         logged = sum(len(p.read_text().splitlines()) for p in logs)
-        if logged >= 8:
+        if logged:  # the first block is logged: kill now, while the others are in flight
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 8 <= logged < N_FACES and not (out / "test" / "metadata.jsonl").is_file()
+    assert 0 < logged < N_FACES and not (out / "test" / "metadata.jsonl").is_file()
 
     report = synthesize(resolve_source("celeba", celeba_dir), out, CONFIG, limit=N_FACES,
                         engine=RaySynthEngine(ray_engine), progress=False)
-    assert report.resumed >= 8 and report.resumed + report.faces + sum(report.skipped.values()) == N_FACES
+    assert report.resumed >= logged and report.resumed + report.faces + sum(report.skipped.values()) == N_FACES
     assert hashes(out) == hashes(reference)
 
 
