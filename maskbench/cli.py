@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .core.cluster import ENGINES, RAY_INSTALL
 from .core.errors import MaskbenchError, first_line
 from .data.dataset import write_sample_sheet
 from .data.format import MASK_TYPES
@@ -48,6 +49,29 @@ def main() -> None:
     """Masked-Faces dataset synthesis and a benchmark for face-mask removal."""
 
 
+def _engine_options(command):
+    """``--engine`` and ``--ray-address`` (``synth`` and ``evaluate``)."""
+    command = click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+                           help="With --engine ray: a running Ray cluster (`ray start --head` makes one; auto: the "
+                                "one this machine belongs to) [default: start a local Ray on this machine's cores]."
+                           )(command)
+    return click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                        help=f"Where the work runs: this machine's processes, or Ray actors (needs {RAY_INSTALL})."
+                        )(command)
+
+
+def _ray_engine(engine: str, address: str | None, actors: int | None = None):
+    """The :class:`~maskbench.core.cluster.RayEngine` of ``--engine ray`` (None for the local engine)."""
+    if engine != "ray":
+        if address is not None:
+            raise UserError("--ray-address needs --engine ray")
+        return None
+    from .core.cluster import RayEngine, import_ray
+
+    import_ray()  # without Ray: one line saying how to install it, before anything is read
+    return RayEngine(address=address, actors=actors)
+
+
 @main.command()
 @click.option("--src", default=None, help="celeba, ffhq, lfw, hf:<repo_id>, or a folder of images "
               "(default: a built-in demo photo).")
@@ -81,9 +105,10 @@ def main() -> None:
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--hub-split", default="train", show_default=True, help="Split to read from an hf: source.")
 @click.option("--progress/--no-progress", default=True)
+@_engine_options
 def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, variants, test_fraction, textures,
           templates, photo_share, photo_texture_share, photo_relight, workers, num_shards, shard_index, hub_split,
-          progress):
+          progress, engine, ray_address):
     """Build a Masked-Faces dataset: masked / original / mask PNG triples plus metadata."""
     if textures is not None and not Path(textures).is_dir():
         raise UserError(f"--textures {textures}: no such folder")
@@ -94,9 +119,16 @@ def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, varia
                          textures=str(Path(textures).resolve()) if textures else None,
                          templates=_templates_option(templates), photo_share=photo_share,
                          photo_texture_share=photo_texture_share, photo_relight=photo_relight)
+    explicit = click.get_current_context().get_parameter_source("workers") != click.core.ParameterSource.DEFAULT
+    ray = _ray_engine(engine, ray_address, actors=workers if explicit else None)  # actors: --workers, or every CPU
     source = resolve_source(src, data_dir, hub_split=hub_split)
-    report = synthesize(source, out, config, split=split, limit=limit, workers=workers,
-                        num_shards=num_shards, shard_index=shard_index, progress=progress)
+    try:
+        report = synthesize(source, out, config, split=split, limit=limit, workers=workers,
+                            num_shards=num_shards, shard_index=shard_index, progress=progress,
+                            engine=None if ray is None else _synth_engine(ray))
+    finally:
+        if ray is not None:
+            ray.close()
     skipped = sum(report.skipped.values())
     click.echo(f"{report.out}: {report.found} inputs found, {report.planned} in this run: {report.faces} gave "
                f"{report.written} samples written, {skipped} inputs skipped, {report.resumed} already done "
@@ -106,6 +138,12 @@ def synth(src, data_dir, out, split, limit, size, align, seed, mask_types, varia
     t = report.totals
     click.echo(f"  dataset now: train {t.get('train', 0)}, test {t.get('test', 0)}, skipped {t.get('skipped', 0)} "
                f"(see {Path(out) / 'skipped.csv'})")
+
+
+def _synth_engine(ray):
+    from .data.synth_ray import RaySynthEngine
+
+    return RaySynthEngine(ray)
 
 
 @main.command()
@@ -398,8 +436,9 @@ def _run_options(command):
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
               help="Threads preparing batches (decode, predict, pixel metrics).")
 @_run_options
+@_engine_options
 def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, out, seed, no_fid, no_identity,
-                 identity_model, fid_weights, workers, method_args, weights, progress) -> None:
+                 identity_model, fid_weights, workers, method_args, weights, progress, engine, ray_address) -> None:
     """Run METHOD on a dataset split and write per-image scores, a summary and a manifest.
 
     Real photos of masked faces (no ground truth) are scored by `maskbench wild`."""
@@ -407,6 +446,7 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
     from .bench.wild import WILD_PREFIX, is_wild
     from .measures.stats import summary_lines
 
+    ray = _ray_engine(engine, ray_address)  # without Ray: one line before anything is read
     if is_wild(data):
         raise UserError(f"--data {data}: the in-the-wild track has its own command: maskbench wild --data "
                         f"{data[len(WILD_PREFIX):]} --reference DIR (see maskbench wild --help)")
@@ -424,7 +464,17 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
         identity_model=identity_model, fid_weights=fid_weights, workers=workers,
         method_args=_method_args(method_args, weights),
     )
-    res = evaluate(cfg, progress=progress, log=lambda line: click.echo(line, err=True))
+    try:
+        if ray is not None:
+            from .bench.evaluate_ray import RayEvalEngine
+
+            res = evaluate(cfg, progress=progress, log=lambda line: click.echo(line, err=True),
+                           engine=RayEvalEngine(ray))
+        else:
+            res = evaluate(cfg, progress=progress, log=lambda line: click.echo(line, err=True))
+    finally:
+        if ray is not None:
+            ray.close()
     s = res.summary
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
     for line in summary_lines(s):

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -74,8 +74,8 @@ from .runs import (
     run_path,
 )
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate", "run_dir_for", "summarize", "HOLE_BUCKET_LABELS", "PSNR_CAP_DB",
-           "FAILURE_FLOOR", "default_data", "demo_data", "DEFAULT_SYNTH_OUT"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "SpanScorer", "run_dir_for", "summarize", "HOLE_BUCKET_LABELS",
+           "PSNR_CAP_DB", "FAILURE_FLOOR", "default_data", "demo_data", "DEFAULT_SYNTH_OUT"]
 
 #: Where ``maskbench synth`` writes when no ``--out`` is given (the first place ``evaluate`` looks).
 DEFAULT_SYNTH_OUT = "masked-faces"
@@ -217,7 +217,7 @@ class _Batch:
 
 def evaluate(config: EvalConfig, progress: bool = False, *,
              on_progress: Callable[[int, int], None] | None = None,
-             log: Callable[[str], None] | None = None) -> EvalResult:
+             log: Callable[[str], None] | None = None, engine: Any = None) -> EvalResult:
     """Evaluate ``config.method`` on ``config.data`` and write the results folder (module docstring).
 
     Args:
@@ -227,6 +227,11 @@ def evaluate(config: EvalConfig, progress: bool = False, *,
             each batch is written.
         log: receives one line when this run also computes what a dataset's first run caches (the originals'
             FID statistics, their identity embeddings: the rank-1 gallery), or ``None``.
+        engine: None to score in this process (``config.workers`` threads), or an engine that scores the
+            batches elsewhere (:class:`maskbench.bench.evaluate_ray.RayEvalEngine`): ``device(requested)`` and
+            ``run_spans(batches, scorer, progress=, desc=, on_progress=)``, which writes each finished batch as
+            ``scorer`` (a :class:`SpanScorer` recipe) scores it. The set scores (FID, rank-1, intervals) are
+            computed here, once, from the finished batches either way.
 
     Returns:
         :class:`EvalResult`.
@@ -253,7 +258,9 @@ def evaluate(config: EvalConfig, progress: bool = False, *,
         return EvalResult(run_dir, summary, summary.get("failures", []), reused=True)
 
     started = time.time()
-    predictor = cls(device=device, **dict(config.method_args))
+    if engine is not None:  # the method is loaded where it runs
+        device = engine.device(config.device)
+    predictor = cls(device=device, **dict(config.method_args)) if engine is None else None
     fingerprint = dataset.fingerprint()
     feats = ref_stats = ref_path = None
     if config.fid:
@@ -281,11 +288,18 @@ def evaluate(config: EvalConfig, progress: bool = False, *,
             f"cached in {cache_dir()} for every later run on it")
     batches = folder.batches([_sample_id(r, i) for i, r in enumerate(dataset.records)], config.batch_size)
     try:
-        run_batches(batches, partial(_prepare_batch, dataset=dataset, predictor=predictor, config=config,
-                                     run_dir=run_dir, ident=ident, orig_embed_cache=orig_embed_cache,
-                                     need_orig=ref_stats is None),
-                    partial(_finish_batch, feats=feats, ident=ident), workers=max(1, config.workers),
-                    progress=progress, desc=config.method, on_progress=on_progress)
+        if engine is not None:  # the actors' working folder is not ours: absolute paths
+            here = replace(config, data=str(Path(config.data).expanduser().resolve()), fid_weights=(
+                config.fid_weights and str(Path(config.fid_weights).expanduser().resolve())))
+            engine.run_spans(batches, partial(SpanScorer, here, run_dir.resolve(), need_orig=ref_stats is None,
+                                              orig_embed_cache=orig_embed_cache, device=device),
+                             device=device, progress=progress, desc=config.method, on_progress=on_progress)
+        else:
+            run_batches(batches, partial(_prepare_batch, dataset=dataset, predictor=predictor, config=config,
+                                         run_dir=run_dir, ident=ident, orig_embed_cache=orig_embed_cache,
+                                         need_orig=ref_stats is None),
+                        partial(_finish_batch, feats=feats, ident=ident), workers=max(1, config.workers),
+                        progress=progress, desc=config.method, on_progress=on_progress)
         table, arrays = batches.load()
     finally:
         if ident is not None:
@@ -343,6 +357,53 @@ def evaluate(config: EvalConfig, progress: bool = False, *,
     )
     folder.finish(table, summary, _manifest(config, cls, dataset, device, identity_model, feats, started, len(failures)))
     return EvalResult(run_dir, summary, failures)
+
+
+class SpanScorer:
+    """Scores whole batches of one run in one process: the dataset, the method and the scoring networks
+    (Inception, the identity model), each loaded once. What an actor of ``evaluate --engine ray`` holds; a
+    batch comes out exactly as :func:`evaluate`'s own pipeline makes it (rows and arrays for ``partial/``).
+
+    Args:
+        config: the run's options (``config.data`` as this process can open it).
+        run_dir: the results folder (``outputs/`` is written there with ``save_outputs``).
+        need_orig: also return the originals' Inception features (no cached reference statistics yet).
+        orig_embed_cache: ``(N, D)`` the originals' cached identity embeddings, or None to embed them.
+        device: where the method and networks run (default: ``config.device`` resolved here).
+
+    Raises:
+        as :func:`evaluate` when the method, the FID weights or the identity model cannot be loaded.
+    """
+
+    def __init__(self, config: EvalConfig, run_dir: str | Path, *, need_orig: bool,
+                 orig_embed_cache: np.ndarray | None, device: str | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.need_orig = need_orig
+        self.orig_embed_cache = orig_embed_cache
+        self.device = resolve_device(device or config.device)
+        self.dataset = MaskedFaces(config.data, config.split, config.limit)
+        self.predictor = get_predictor_class(config.method)(device=self.device, **dict(config.method_args))
+        self.feats = self.ident = None
+        if config.fid:
+            from ..measures.fid import InceptionFeatures
+
+            self.feats = InceptionFeatures(config.fid_weights, self.device)
+        if config.identity:
+            from ..faces.identity import load_identity_model
+
+            self.ident = load_identity_model(config.identity_model, self.device)
+
+    def __call__(self, span: Span) -> Scored:
+        """The batch ``span`` scored: one row per position, and its arrays (features, embeddings)."""
+        batch = _prepare_batch(span, self.dataset, self.predictor, self.config, self.run_dir, self.ident,
+                               self.orig_embed_cache, self.need_orig)
+        return _finish_batch(span, batch, feats=self.feats, ident=self.ident)
+
+    def close(self) -> None:
+        """Release the identity model's resources."""
+        if self.ident is not None:
+            self.ident.close()
 
 
 def _finish_batch(span: Span, batch: _Batch, *, feats, ident) -> Scored:

@@ -77,6 +77,8 @@ __all__ = [
     "MaskSynthesizer",
     "PreparedFace",
     "synthesize",
+    "init_worker",
+    "process_batch",
     "DatasetMismatchError",
     "OutputFolderError",
 ]
@@ -437,19 +439,23 @@ _WORKER_ERROR: BaseException | None = None
 _WORKER_CTX: dict[str, Any] = {}
 
 
-def _init_worker(config: SynthConfig, out: str, source_name: str, assets: SynthAssets) -> None:
+def init_worker(config: SynthConfig, out: str, source_name: str, assets: SynthAssets) -> None:
+    """Set up this process as a synthesis worker: one :class:`MaskSynthesizer` writing into ``out`` (a pool's
+    initializer, or a Ray actor's constructor in :mod:`maskbench.data.synth_ray`); :func:`process_batch` then
+    makes the samples. A set-up error is kept and raised by every :func:`process_batch` call."""
     global _WORKER, _WORKER_ERROR
     cv2.setNumThreads(1)
     _WORKER_CTX.update(out=Path(out), source=source_name)
     try:
         _WORKER = MaskSynthesizer(config, assets=assets)
-    except Exception as e:  # noqa: BLE001 - raised by _process_batch: a Pool respawns a failing initializer forever
+    except Exception as e:  # noqa: BLE001 - raised by process_batch: a Pool respawns a failing initializer forever
         # (what can fail on disk is loaded by the parent, SynthAssets.load; this catches the rest)
         _WORKER, _WORKER_ERROR = None, e
 
 
-def _process_batch(jobs: list[tuple[SourceItem, str, str]]) -> list[dict[str, Any]]:
-    """Make all samples of some source items, one result per item, each returned once its files are written.
+def process_batch(jobs: list[tuple[SourceItem, str, str]]) -> list[dict[str, Any]]:
+    """Make all samples of some source items ``(item, base id, split)`` in a worker set up by :func:`init_worker`:
+    one result per item (the line its resume log gets), each returned once its files are written.
 
     The PNG encoding and writing of an item run on the worker's writer thread while the next item is
     detected and masked (OpenCV's encoder releases the GIL), so a single worker uses a second core for
@@ -574,6 +580,7 @@ def synthesize(
     num_shards: int = 1,
     shard_index: int = 0,
     progress: bool = True,
+    engine: Any = None,
 ) -> SynthReport:
     """Build (or resume) a Masked-Faces dataset in ``out``.
 
@@ -590,6 +597,9 @@ def synthesize(
             A run holds its shard's run lock from set-up to the end, so shards of one job (same settings,
             shard count, split and limit) run side by side while any other writer is refused.
         progress: show a progress bar (rate and ETA) on stderr.
+        engine: None for this machine's processes (``workers``), or an engine with ``map_batches(batches,
+            init_args)`` yielding each batch's :func:`process_batch` results as they finish, in any order
+            (:class:`maskbench.data.synth_ray.RaySynthEngine`); this process keeps the resume log either way.
 
     Returns:
         a :class:`SynthReport`.
@@ -646,7 +656,7 @@ def synthesize(
         log_path = out / PROGRESS_DIR / f"shard-{shard_index:05d}-of-{num_shards:05d}.jsonl"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if todo:
-            _run_jobs(todo, config, assets, out, source.name, workers, log_path, report, progress)
+            _run_jobs(todo, config, assets, out, source.name, workers, log_path, report, progress, engine)
         with locked(out):
             report.totals = finalize(out, manifest)
             if log_path.is_file():
@@ -661,7 +671,7 @@ def synthesize(
 _BATCH = 8  # source items per worker call: their writes overlap the next item's compute
 
 
-def _run_jobs(todo, config, assets, out, source_name, workers, log_path, report, progress) -> None:
+def _run_jobs(todo, config, assets, out, source_name, workers, log_path, report, progress, engine=None) -> None:
 
     bar = progress_bar(len(todo), unit="face", enabled=progress, smoothing=0.05)
     drop_partial_line(log_path)
@@ -679,16 +689,20 @@ def _run_jobs(todo, config, assets, out, source_name, workers, log_path, report,
             bar.set_postfix(skipped=sum(report.skipped.values()), refresh=False)
 
         batches = [todo[i : i + _BATCH] for i in range(0, len(todo), _BATCH)]
-        if workers == 1:
-            _init_worker(config, str(out), source_name, assets)
+        if engine is not None:
+            for results in engine.map_batches(batches, (config, str(out), source_name, assets)):
+                for res in results:
+                    handle(res)
+        elif workers == 1:
+            init_worker(config, str(out), source_name, assets)
             for batch in batches:
-                for res in _process_batch(batch):
+                for res in process_batch(batch):
                     handle(res)
         else:
             import multiprocessing as mp
 
-            with mp.get_context("spawn").Pool(workers, _init_worker, (config, str(out), source_name, assets)) as pool:
-                for results in pool.imap(_process_batch, batches):
+            with mp.get_context("spawn").Pool(workers, init_worker, (config, str(out), source_name, assets)) as pool:
+                for results in pool.imap(process_batch, batches):
                     for res in results:
                         handle(res)
     bar.close()
