@@ -537,7 +537,8 @@ def test_two_processes_on_one_shard_exactly_one_runs(celeba_dir, tmp_path):
 
 @pytest.mark.slow
 def test_two_shards_of_one_job_run_together(celeba_dir, tmp_path):
-    base = ["synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--no-progress", "--limit", "20"]
+    base = ["synth", "--src", "celeba", "--data-dir", str(celeba_dir), "--no-progress", "--limit", "20",
+            "--templates", "procedural"]  # the library default of SynthConfig() it is compared with
     procs = [_start(*base, "--out", str(tmp_path / "sharded"), "--num-shards", "2", "--shard-index", str(i))
              for i in (0, 1)]
     results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
