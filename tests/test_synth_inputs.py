@@ -126,3 +126,39 @@ def test_skipped_csv_is_byte_identical_across_runs(tmp_path):
     a, b = ((o / "skipped.csv").read_bytes() for o in outs)
     assert a == b and a.count(b"\n") == 6
     assert not re.search(rb"0x[0-9a-fA-F]{4,}", a), a
+
+
+# --------------------------------------------------------------------------- synth: fsspec URL sources
+
+
+@pytest.mark.slow
+def test_an_fsspec_url_source_gives_the_faces_of_the_same_folder(celeba_dir, tmp_path):
+    """``--src file:///...`` (any fsspec URL: ``s3://``, ``gs://``) lists the files and the workers read them: the
+    same masked faces as the folder itself; a broken entry is skipped with its reason."""
+    from maskbench.data.dataset import MaskedFaces
+    from maskbench.data.sources import resolve_source
+    from maskbench.data.synth import SynthConfig, synthesize
+
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    names = sorted(p.name for p in (celeba_dir / "img_align_celeba").iterdir())[:6]
+    for n in names[:4]:
+        shutil.copy(celeba_dir / "img_align_celeba" / n, src / n)
+    for n in names[4:]:
+        shutil.copy(celeba_dir / "img_align_celeba" / n, src / "sub" / n)
+    (src / "notes.txt").write_text("not an image")
+    url = src.resolve().as_uri()  # file:///...
+    source = resolve_source(url)
+    assert source.name == "url" and all(it.url and it.path is None for it in source.items)
+    assert sorted(it.source_id for it in source.items) == sorted(names[:4] + [f"sub/{n}" for n in names[4:]] + ["notes.txt"])
+    cfg = SynthConfig(seed=4, test_fraction=0.0)
+    a = synthesize(source, tmp_path / "a", cfg, workers=2, progress=False)
+    b = synthesize(resolve_source(str(src)), tmp_path / "b", cfg, workers=1, progress=False)
+    assert a.written == b.written >= 5 and a.skipped.keys() == b.skipped.keys()
+    for s_a, s_b in zip(MaskedFaces(tmp_path / "a", "train"), MaskedFaces(tmp_path / "b", "train")):
+        assert s_a.record["source_id"] == s_b.record["source_id"]
+        assert np.array_equal(s_a.masked, s_b.masked) and np.array_equal(s_a.mask, s_b.mask)
+
+
+def test_an_url_fsspec_cannot_open_is_one_line(tmp_path):
+    assert "fsspec cannot open" in _one_line(_cli("synth", "--src", "nosuchproto://bucket/x", "--out", str(tmp_path / "o")))

@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import MaskbenchError
+from ..core.errors import MaskbenchError, first_line, stable_message
 
 __all__ = [
     "SourceError",
@@ -34,7 +35,7 @@ __all__ = [
     "SOURCE_NAMES",
 ]
 
-SOURCE_NAMES = ("celeba", "ffhq", "lfw", "hf:<repo_id>", "<folder>")
+SOURCE_NAMES = ("celeba", "ffhq", "lfw", "hf:<repo_id>", "<folder>", "<fsspec URL, e.g. s3://bucket/prefix>")
 
 #: Licence identifiers (Hugging Face card vocabulary) inherited by datasets built from each source.
 LICENSES = {
@@ -71,6 +72,8 @@ class SourceItem:
         identity: person id when the source knows it, else None.
         source_split: the source's own partition (``train``/``valid``/``test``) when it has one.
         hub: ``(repo_id, split, row, image_column)`` for hub items.
+        url: an fsspec URL (``s3://...``, ``gs://...``, ``file://...``) read with :func:`fsspec.open` where the
+            item is read (a synthesis worker or Ray actor, not the process that listed it).
         problem: why a folder entry is not read (not a file, ...), or None for a readable item.
     """
 
@@ -80,6 +83,7 @@ class SourceItem:
     source_split: str | None = None
     hub: tuple[str, str, int, str] | None = None
     problem: str | None = None
+    url: str | None = None
 
     def read_bytes(self) -> bytes:
         """The encoded image bytes.
@@ -89,6 +93,16 @@ class SourceItem:
         """
         if self.path is not None:
             return Path(self.path).read_bytes()
+        if self.url is not None:
+            import fsspec
+
+            try:
+                with fsspec.open(self.url, "rb") as f:
+                    return f.read()
+            except OSError:
+                raise
+            except Exception as e:  # a remote filesystem's own errors (credentials, network) are read errors here
+                raise OSError(f"{self.url}: {stable_message(e)}") from None
         if self.hub is not None:
             repo, split, row, col = self.hub
             value = _hub_dataset(repo, split)[row][col]
@@ -152,12 +166,44 @@ def resolve_source(src: str | None, data_dir: str | os.PathLike | None = None, h
         return _lfw(_need_dir("lfw", data_dir))
     if src.startswith("hf:"):
         return _hub(src[3:], hub_split)
+    if URL_PATTERN.match(src):
+        return _url_folder(src)
     p = Path(src).expanduser()
     if p.is_dir():
         return _flat_folder("folder", p)
     if p.exists():
         raise SourceError(f"--src {src}: is a file, expected a folder of images or one of {', '.join(SOURCE_NAMES)}")
     raise SourceError(f"--src {src}: no such folder, and not a known source ({', '.join(SOURCE_NAMES)})")
+
+
+#: ``protocol://`` at the start of a ``--src``: an fsspec URL (not a Windows drive letter).
+URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
+
+
+def _url_folder(url: str) -> Source:
+    """Every file under an fsspec URL (``s3://bucket/prefix``, ``gs://...``, ``file:///...``), listed here and read
+    by whoever processes the item (:attr:`SourceItem.url`).
+
+    Raises:
+        SourceError: fsspec has no filesystem for the protocol (the message names the package to install), the
+            location cannot be listed, or holds no file.
+    """
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise SourceError(f"--src {url}: fsspec cannot open this URL ({first_line(e)})") from None
+    try:
+        files = sorted(fs.find(root))
+    except Exception as e:  # noqa: BLE001 - any listing failure (missing bucket, credentials) is the user's to fix
+        raise SourceError(f"--src {url}: cannot list it ({first_line(e)})") from None
+    if not files:
+        raise SourceError(f"--src {url}: no files there")
+    base = root.rstrip("/") + "/"
+    items = [SourceItem(f[len(base):] if f.startswith(base) else f, url=fs.unstrip_protocol(f)) for f in files]
+    lic, note = LICENSES["folder"]
+    return Source("url", f"images under {url}", items, lic, note)
 
 
 def _need_dir(name: str, data_dir) -> Path:
