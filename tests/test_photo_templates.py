@@ -249,3 +249,15 @@ def test_harvest_of_synthetic_faces_recovers_the_hole(photo_run):
     assert res["keyed"] >= 20
     assert res["iou_mean"] >= 0.85, res["lines"]
     assert res["nme_mean"] < 0.15, res["lines"]
+
+
+def test_templates_cli_summarises_the_photo_library_and_refuses_a_harvest_without_types(tmp_path):
+    run = [sys.executable, "-m", "maskbench", "templates"]
+    r = subprocess.run([*run, "--library", "photo", "--type", "surgical", "--limit", "4", "--sheet",
+                        str(tmp_path / "s.jpg")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "photo templates (research" in r.stdout and f"wrote {tmp_path / 's.jpg'} (4 templates)" in r.stdout
+    assert cv2.imread(str(tmp_path / "s.jpg")).shape[1] == 4 * 128
+    r = subprocess.run([*run, "harvest", str(tmp_path), "--out", str(tmp_path / "lib")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and "--types" in r.stderr and "Traceback" not in r.stderr

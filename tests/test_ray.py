@@ -130,13 +130,14 @@ def _same_run(got, want) -> None:
     exact = [c for c in a.columns if c not in NETWORK_COLUMNS]
     pd.testing.assert_frame_equal(a[exact], b[exact], check_exact=True)  # pixel metrics: bit for bit
     pd.testing.assert_frame_equal(a[list(NETWORK_COLUMNS)], b[list(NETWORK_COLUMNS)], check_exact=False, rtol=1e-6)
-    # FID and identity: the actors run Inception and SFace on one thread each, this process on all cores;
+    # FID and identity (and their means and stds in the summary): the actors run Inception and SFace on one thread
+    # each, this process on all cores;
     # float32 convolutions then sum in another order, which moves FID in its 7th digit (105.225663 vs 105.225672)
     fa, fb = _flat(got.summary), _flat(want.summary)
     assert fa.keys() == fb.keys()
     for k in fa:
         if isinstance(fa[k], float) and isinstance(fb[k], float):
-            assert fa[k] == pytest.approx(fb[k], rel=1e-6, abs=1e-9), k
+            assert fa[k] == pytest.approx(fb[k], rel=1e-5, abs=1e-6), k  # stds of a few cosines amplify 1e-7
         else:
             assert fa[k] == fb[k], k
     assert got.run_dir.name == want.run_dir.name and not (got.run_dir / "partial").exists()
