@@ -498,9 +498,12 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
 @click.option("--mask-from-arg", "mask_from_args", multiple=True, metavar="KEY=VALUE",
               help="An option of the --mask-from method (repeatable), e.g. weights=PATH.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score the first N photos only.")
+@click.option("--ceiling-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Hold this share of the --reference photos out as the ceiling (real unmasked faces scored like "
+                   "outputs) and report each method's share of the floor-to-ceiling KID gap closed.")
 @_run_options
-def wild_cmd(method, data, reference, mask_from, mask_from_args, limit, device, batch_size, out, seed, fid_weights,
-             method_args, weights, progress) -> None:
+def wild_cmd(method, data, reference, mask_from, mask_from_args, limit, ceiling_share, device, batch_size, out, seed,
+             fid_weights, method_args, weights, progress) -> None:
     """Run METHOD on real photos of masked faces (no ground truth): FID and KID against the --reference faces
     and the share of outputs that still show a mask, each with its 95 % interval (see maskbench.bench.wild)."""
     from .bench.wild import WILD_PREFIX, WildConfig, evaluate_wild, format_wild_summary, is_wild
@@ -509,7 +512,7 @@ def wild_cmd(method, data, reference, mask_from, mask_from_args, limit, device, 
     cfg = WildConfig(method=method, data=data if is_wild(data) else WILD_PREFIX + data, reference=reference,
                      mask_from=mask_from, mask_from_args=tuple(sorted(parse_method_args(mask_from_args).items())),
                      method_args=_method_args(method_args, weights), limit=limit, device=device,
-                     batch_size=batch_size, out=out, seed=seed, fid_weights=fid_weights)
+                     batch_size=batch_size, out=out, seed=seed, fid_weights=fid_weights, ceiling_share=ceiling_share)
     res = evaluate_wild(cfg, progress=progress, log=lambda s: click.echo(s, err=True))
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
     for line in format_wild_summary(res.summary):

@@ -460,3 +460,42 @@ def test_wild_detection_of_an_8000px_photo_stays_in_bounded_memory(celeba_dir, t
     offset = np.array([rect[0] - 300, rect[1] - 300])
     ref = warp_quad(face_only, quad - offset, 256)[0].astype(np.float64)
     assert np.abs(np.load(tmp_path / "crop.npy").astype(np.float64) - ref).mean() < 2.0
+
+
+# ------------------------------------------------------------------------------------ ceiling
+
+
+def test_kid_gap_closed_is_0_for_the_inputs_and_1_for_real_faces():
+    from maskbench.measures.set_distances import gap_closed
+
+    rng = np.random.default_rng(0)
+    d = 16
+    reference, ceiling, real = (rng.standard_normal((n, d)) for n in (300, 150, 150))
+    floor = rng.standard_normal((150, d)) + 0.8
+    dist = ReferenceDistances(reference, subset_size=100, subsets=20)
+    none = gap_closed(dist, floor, floor, ceiling, bootstraps=50)
+    assert none["value"] == pytest.approx(0.0, abs=1e-12) and none["ci95"][0] <= 0.0 <= none["ci95"][1]
+    full = gap_closed(dist, real, floor, ceiling, bootstraps=50)
+    assert 0.85 < full["value"] < 1.15 and full["ci95"][0] < 1.0 < full["ci95"][1]
+    with pytest.raises(ValueError, match="inputs"):
+        gap_closed(dist, real[:10], floor, ceiling)
+
+
+def test_a_ceiling_held_out_of_the_reference_gives_the_gap_closed(face_folders, cache, tmp_path, magenta_method):
+    from maskbench.bench.leaderboard import WILD_CEILING_NAME, WILD_FLOOR_NAME, wild_rows
+    from maskbench.bench.wild import ceiling_part, format_wild_summary
+
+    data, ref = face_folders / "magenta", face_folders / "originals"
+    res = evaluate_wild(_config(data, ref, tmp_path / "out", magenta_method, ceiling_share=0.5), net=Thumbnails())
+    s = res.summary
+    held = sum(ceiling_part(p.name, 0.5) for p in ref.iterdir())
+    assert s["n_ceiling"] == held and s["n_reference"] == len(list(ref.iterdir())) - held > 2
+    closed = s["metrics"]["kid_gap_closed"]
+    # the magenta remover restores the faces it was given: most of the gap to the real faces is closed
+    assert closed["value"] > 0.5 and closed["ci95"][0] <= closed["value"] <= closed["ci95"][1]
+    assert s["ceiling"]["kid"]["value"] < s["floor"]["kid"]["value"]
+    assert any("gap closed" in line for line in format_wild_summary(s))
+    rows = wild_rows([tmp_path / "out"]).set_index("method")
+    assert rows.loc[magenta_method, "kid_gap_closed"] == pytest.approx(closed["value"])
+    assert rows.loc[WILD_CEILING_NAME, "kid_gap_closed"] == 1.0 and rows.loc[WILD_FLOOR_NAME, "kid_gap_closed"] == 0.0
+    assert rows.loc[WILD_CEILING_NAME, "kid"] == pytest.approx(s["ceiling"]["kid"]["value"])

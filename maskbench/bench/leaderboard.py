@@ -74,6 +74,7 @@ REPORTED_NOTE = "reported in paper, other protocol"
 CEILING_NAME = "ceiling (original photos)"
 WILD_FLOOR_NAME = "floor (unrestored input)"
 WILD_REFERENCE_NAME = "reference faces (unmasked)"
+WILD_CEILING_NAME = "ceiling (real unmasked faces, held out of the reference)"
 #: The in-the-wild table's set-level scores (lower is better for all three).
 WILD_METRICS = ("fid", "kid", "mask_left_behind")
 ALPHA = 0.05
@@ -268,9 +269,9 @@ def _wild_row(run: Path, s: dict[str, Any], manifest: dict[str, Any]) -> dict[st
         "run_dir": str(run),
         "sheet": str(run / "contact_sheet.jpg") if (run / "contact_sheet.jpg").is_file() else "",
     }
-    for prefix, block in (("", s["metrics"]), ("floor_", s["floor"]),
+    for prefix, block in (("", s["metrics"]), ("floor_", s["floor"]), ("ceiling_", s.get("ceiling") or {}),
                           ("reference_", {"mask_left_behind": s.get("reference_mask_rate")})):
-        for m in WILD_METRICS:
+        for m in WILD_METRICS + (("kid_gap_closed",) if prefix == "" else ()):
             d = block.get(m) or {}
             row[f"{prefix}{m}"] = d.get("value")
             row[f"{prefix}{m}_lo"], row[f"{prefix}{m}_hi"] = (d.get("ci95") or [None, None])[:2]
@@ -310,6 +311,13 @@ def wild_rows(results) -> pd.DataFrame:
                     floor[f"{m}{suffix}"] = r[f"floor_{m}{suffix}"]
                     reference[f"{m}{suffix}"] = r.get(f"reference_{m}{suffix}")
             floors.append(floor)
+            if r.get("ceiling_kid") is not None and not pd.isna(r.get("ceiling_kid")):
+                ceiling = {**floor, "method": WILD_CEILING_NAME, "source": "ceiling"}
+                for m in WILD_METRICS:
+                    for suffix in ("", "_lo", "_hi"):
+                        ceiling[f"{m}{suffix}"] = r.get(f"ceiling_{m}{suffix}")
+                ceiling["kid_gap_closed"], floor["kid_gap_closed"] = 1.0, 0.0
+                floors.append(ceiling)
             if reference.get("mask_left_behind") is not None and not pd.isna(reference["mask_left_behind"]):
                 floors.append(reference)
         parts += [g, pd.DataFrame(floors)]

@@ -144,6 +144,10 @@ class WildConfig:
         bootstraps: bootstrap resamples behind the FID and KID intervals.
         left_threshold: share of the crop the segmenter must mark for a mask to count as left behind.
         hub_split: split read from ``hf:`` sources.
+        ceiling_share: this share of the reference photos (a fixed draw by a hash of each photo's id,
+            :func:`ceiling_part`) is held out of the reference as the **ceiling**: real unmasked faces scored
+            like a method's outputs, the best a restoration can look. With it each row also gets the share of
+            the floor-to-ceiling KID gap it closes. None: no ceiling, the whole folder is the reference.
     """
 
     method: str
@@ -162,6 +166,7 @@ class WildConfig:
     bootstraps: int = 200
     left_threshold: float = LEFT_THRESHOLD
     hub_split: str = "train"
+    ceiling_share: float | None = None
 
     def args_hash(self, weights: str | None, mask_weights: str | None, detector: str) -> str:
         """10 hex digits over the options that change results (not device, batch size or out)."""
@@ -225,6 +230,13 @@ class FaceSet:
             image = decode_image(self.items[i].read_bytes(), self.items[i].source_id)
             out[j] = warp_quad(image, self.quads[i], size)[0]
         return out
+
+
+def ceiling_part(source_id: str, share: float) -> bool:
+    """Whether a reference photo belongs to the held-out ceiling: a fixed draw by a SHA-256 hash of its id
+    (the same photos for every run, machine and method)."""
+    h = hashlib.sha256(f"maskbench-ceiling-v1|{source_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < share
 
 
 def _source(spec: str, hub_split: str):
@@ -463,6 +475,8 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
     """
     from ..methods.predictors import resolve_device
 
+    if config.ceiling_share is not None and not 0.0 < config.ceiling_share < 1.0:
+        raise WildError(f"--ceiling-share must be in (0, 1), got {config.ceiling_share}")
     if config.batch_size < 1 or (config.limit is not None and config.limit < 1) or config.size < 32:
         raise WildError(f"need batch size >= 1, limit >= 1 and size >= 32, got {config.batch_size}, {config.limit}, "
                          f"{config.size}")
@@ -500,6 +514,13 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
     say = log or (lambda s: None)
     t0 = time.perf_counter()
     ref_feats = face_features(ref, net, config.size, batch_size=config.batch_size, progress=progress)
+    ceiling_feats = None
+    if config.ceiling_share is not None:
+        held = np.array([ceiling_part(ref.items[i].source_id, config.ceiling_share) for i in ref.found], bool)
+        ceiling_feats, ref_feats = ref_feats[held], ref_feats[~held]
+        if len(ceiling_feats) < 2 or len(ref_feats) < 2:
+            raise WildError(f"--ceiling-share {config.ceiling_share}: {len(ceiling_feats)} ceiling and {len(ref_feats)} "
+                            "reference faces; need at least 2 of each")
     in_feats = face_features(faces, net, config.size, batch_size=config.batch_size, progress=progress)
     say(f"features of {len(ref_feats)} reference and {len(in_feats)} input faces ({time.perf_counter() - t0:.0f} s)")
     seg_key = hashlib.sha256(json.dumps([config.mask_from or config.method, sorted(seg_opts.items()), seg_weights,
@@ -519,7 +540,7 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
     sheet = {k: np.concatenate(arrays[k]) for k in ("sheet_input", "sheet_output", "sheet_mask", "sheet_left")
              if k in arrays}
     table = _add_failed_photos(table, faces)
-    summary = _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, faces, ref)
+    summary = _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, faces, ref, ceiling_feats)
     summary["reference_mask_rate"] = _left_behind(ref_flags)
     _write_contact_sheet(run_dir / "contact_sheet.jpg", sheet, config)
     folder.finish(table, summary, _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary))
@@ -574,8 +595,9 @@ def _left_behind(flags: np.ndarray) -> dict[str, Any]:
     return {"value": k / n, "ci95": [lo, hi], "k": k, "n": n}
 
 
-def _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, faces, ref) -> dict[str, Any]:
-    from ..measures.set_distances import KID_SUBSET_SIZE, KID_SUBSETS, ReferenceDistances
+def _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, faces, ref,
+               ceiling_feats=None) -> dict[str, Any]:
+    from ..measures.set_distances import KID_SUBSET_SIZE, KID_SUBSETS, ReferenceDistances, gap_closed
 
     dist = ReferenceDistances(ref_feats)
     scored = table[table["hole_fraction"].notna()]
@@ -587,6 +609,12 @@ def _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, face
         floor_left = floor_left[scored["error"].isna().to_numpy()]
     failures = failure_list(table)
     segmenter = config.mask_from or config.method
+    ceiling, closed = None, None
+    if ceiling_feats is not None:
+        ceiling = {k: v.as_dict() for k, v in dist.scores(ceiling_feats, bootstraps=config.bootstraps,
+                                                           seed=config.seed).items()}
+        closed = gap_closed(dist, out_feats, in_feats, ceiling_feats, bootstraps=config.bootstraps, seed=config.seed)
+        closed = {"value": closed["value"], "ci95": closed["ci95"], "n": closed["n"]}
     return {
         "kind": "wild",
         "method": config.method,
@@ -604,8 +632,10 @@ def _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, face
         "n_failed": len(failures),
         "failures": failures,
         "failures_scored_as": "masked-input",
-        "metrics": {**{k: v.as_dict() for k, v in restored.items()}, "mask_left_behind": _left_behind(left)},
+        "metrics": {**{k: v.as_dict() for k, v in restored.items()}, "mask_left_behind": _left_behind(left),
+                    **({} if closed is None else {"kid_gap_closed": closed})},
         "floor": {**floor, "mask_left_behind": _left_behind(floor_left)},
+        **({} if ceiling is None else {"ceiling": ceiling, "n_ceiling": int(len(ceiling_feats))}),
         "settings": {
             "size": config.size,
             "detector": faces.detector,
@@ -616,6 +646,9 @@ def _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, face
             "interval": f"FID/KID: {config.bootstraps} bootstrap resamples of the restored images, reference fixed, "
                         "percentile interval shifted by the bootstrap bias; mask_left_behind: Wilson score 95 %",
             "left_threshold": config.left_threshold,
+            "ceiling": None if ceiling_feats is None else (
+                f"{config.ceiling_share:g} of the reference photos held out (SHA-256 of the id), scored as a method's "
+                "outputs; KID gap closed = (floor - method) / (floor - ceiling), paired bootstrap over the photos"),
             "segmenter": segmenter,
             "seed": config.seed,
         },
@@ -702,6 +735,11 @@ def format_wild_summary(summary: dict[str, Any]) -> list[str]:
     for label, block in ((summary["method"], summary["metrics"]), ("floor (unrestored)", summary["floor"])):
         lines.append(f"{label[:22]:22s} {cell(block.get('fid')):>22s} {cell(block.get('kid'), 1000):>22s} "
                      f"{cell(block.get('mask_left_behind'), 1, '{:.3f}'):>22s}")
+    if summary.get("ceiling"):
+        c = summary["ceiling"]
+        lines.append(f"{'ceiling (real unmasked)':22s} {cell(c.get('fid')):>22s} {cell(c.get('kid'), 1000):>22s}")
+        closed = summary["metrics"].get("kid_gap_closed")
+        lines.append(f"share of the floor-to-ceiling KID gap closed: {cell(closed, 1, '{:.3f}')}")
     s = summary["settings"]
     ref_rate = summary.get("reference_mask_rate")
     if ref_rate:

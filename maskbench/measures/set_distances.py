@@ -43,6 +43,8 @@ __all__ = [
     "kernel_inception_distance",
     "SetScore",
     "ReferenceDistances",
+    "bootstrap_counts",
+    "gap_closed",
 ]
 
 KID_SUBSETS = 100
@@ -255,9 +257,7 @@ class ReferenceDistances:
         if n < 2:
             empty = SetScore(None, (None, None), n)
             return {"fid": empty, "kid": empty}
-        rng = np.random.default_rng([seed, n])
-        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(bootstraps)]) \
-            if bootstraps > 0 else np.zeros((0, n), int)
+        counts = bootstrap_counts(n, bootstraps, seed)
         out = {}
         for name, fn in (("fid", self.fid), ("kid", self.kid)):
             value = float(fn(x)[0])
@@ -267,3 +267,49 @@ class ReferenceDistances:
                 lo, hi = max(lo, 0.0), max(hi, 0.0)
             out[name] = SetScore(value, (float(lo), float(hi)), n)
         return out
+
+
+def bootstrap_counts(n: int, bootstraps: int, seed: int = 0) -> np.ndarray:
+    """``(bootstraps, n) int`` how often each of ``n`` items is drawn in each resample (with replacement),
+    seeded by ``seed`` and ``n`` only: two sets of one size, in one order, are resampled alike (paired)."""
+    rng = np.random.default_rng([seed, n])
+    if bootstraps <= 0:
+        return np.zeros((0, n), int)
+    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(bootstraps)])
+
+
+def gap_closed(dist: ReferenceDistances, restored: np.ndarray, floor: np.ndarray, ceiling: np.ndarray, *,
+               bootstraps: int = 200, seed: int = 0) -> dict:
+    """Share of the floor-to-ceiling KID gap a method closes: ``(KID_floor - KID_restored) / (KID_floor -
+    KID_ceiling)`` (1: as close to the reference as real unmasked photos, 0: no better than its input).
+
+    ``restored`` and ``floor`` are the same photos in the same order (each restored face and its masked input),
+    so they are resampled together; ``ceiling`` (real unmasked faces that are not in the reference) is resampled
+    on its own. Interval: the 2.5th and 97.5th percentiles of the share over ``bootstraps`` resamples.
+
+    Args:
+        dist: distances to the reference.
+        restored, floor: ``(N, D)`` features, paired by row.
+        ceiling: ``(M, D)`` features.
+
+    Returns:
+        ``{"value": float | None, "ci95": [lo, hi] | [None, None], "n": N}``; None where the floor is not
+        above the ceiling (no gap to close).
+
+    Raises:
+        ValueError: ``restored`` and ``floor`` differ in length.
+    """
+    restored, floor, ceiling = (np.asarray(a, np.float64) for a in (restored, floor, ceiling))
+    if len(restored) != len(floor):
+        raise ValueError(f"gap_closed: {len(restored)} restored faces but {len(floor)} inputs")
+    n = len(restored)
+    out_v, in_v, c_v = (float(dist.kid(a)[0]) for a in (restored, floor, ceiling))  # as the table's KID
+    if n < 2 or len(ceiling) < 2 or in_v <= c_v:
+        return {"value": None, "ci95": [None, None], "n": n}
+    paired, own = bootstrap_counts(n, bootstraps, seed), bootstrap_counts(len(ceiling), bootstraps, seed + 1)
+    out_b, in_b, c_b = dist.kid(restored, paired), dist.kid(floor, paired), dist.kid(ceiling, own)
+    gap = in_b - c_b
+    share = np.where(gap > 0, (in_b - out_b) / np.where(gap > 0, gap, 1.0), np.nan)
+    lo, hi = np.nanpercentile(share, [2.5, 97.5]) if np.isfinite(share).any() else (None, None)
+    return {"value": (in_v - out_v) / (in_v - c_v), "ci95": [None if lo is None else float(lo),
+                                                          None if hi is None else float(hi)], "n": n}
