@@ -499,3 +499,4 @@ def test_a_ceiling_held_out_of_the_reference_gives_the_gap_closed(face_folders, 
     assert rows.loc[magenta_method, "kid_gap_closed"] == pytest.approx(closed["value"])
     assert rows.loc[WILD_CEILING_NAME, "kid_gap_closed"] == 1.0 and rows.loc[WILD_FLOOR_NAME, "kid_gap_closed"] == 0.0
     assert rows.loc[WILD_CEILING_NAME, "kid"] == pytest.approx(s["ceiling"]["kid"]["value"])
+    assert rows.loc[magenta_method, "reference"].endswith(f"minus a {held}-face ceiling")  # its own section

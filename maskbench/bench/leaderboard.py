@@ -258,8 +258,10 @@ def _wild_row(run: Path, s: dict[str, Any], manifest: dict[str, Any]) -> dict[st
         "mask_weights": json.dumps(mask_card, sort_keys=True) if mask_card else "",
         "data": f"{Path(str(s.get('data', ''))).name or s.get('data')}@{str(s.get('dataset_fingerprint'))[:8]}",
         "data_fp": s.get("dataset_fingerprint"),
-        "reference": f"{Path(str(s.get('reference', ''))).name}@{str(s.get('reference_fingerprint'))[:8]}",
-        "reference_fp": s.get("reference_fingerprint"),
+        # a run that held a ceiling out of the reference compares against the rest: a section of its own
+        "reference": f"{Path(str(s.get('reference', ''))).name}@{str(s.get('reference_fingerprint'))[:8]}"
+                     + (f" minus a {s['n_ceiling']}-face ceiling" if s.get("n_ceiling") else ""),
+        "reference_fp": s.get("reference_fingerprint") + (f"|ceiling:{s['n_ceiling']}" if s.get("n_ceiling") else ""),
         "n_photos": s["n_photos"],
         "n_faces": s["n_faces"],
         "n_reference": s.get("n_reference"),
