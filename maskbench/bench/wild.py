@@ -171,6 +171,8 @@ class WildConfig:
     def args_hash(self, weights: str | None, mask_weights: str | None, detector: str) -> str:
         """10 hex digits over the options that change results (not device, batch size or out)."""
         key = {k: v for k, v in asdict(self).items() if k not in ("device", "batch_size", "out", "data", "reference")}
+        if key.get("ceiling_share") is None:  # runs made before the ceiling existed keep their folder
+            key.pop("ceiling_share", None)
         key.update({"weights": weights, "mask_weights": mask_weights, "detector": detector})
         return args_digest(key)
 
