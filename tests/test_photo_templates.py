@@ -125,7 +125,7 @@ def test_relighting_removes_the_source_photos_light(tmp_path):
         assert m.template_kind == "photo"
         masked, hole = put_mask(face, m.rgb, m.alpha, m.warp, m.anchors, None, landmarks=lm)
         ratios[relight] = _left_right_log_ratio(masked, hole)
-    assert abs(ratios[False]) > 0.6  # log(0.85 / 0.25) over the outer thirds, about 0.9
+    assert abs(ratios[False]) > 0.45  # measured 0.63: the outer thirds of a 0.25 -> 0.85 ramp
     assert abs(ratios[True]) < 0.15
 
 
