@@ -19,8 +19,8 @@ from sklearn.metrics import confusion_matrix
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from maskbench.core.io import read_csv_rows
 from maskbench.data.format import MASK_TYPES
-from maskbench.data.masks.photo import read_csv_rows
 from maskbench.data.realism import FaceCropper, folder_set, real_split_files, set_features, synth_set
 from maskbench.measures.fid import InceptionFeatures
 

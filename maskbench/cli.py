@@ -250,16 +250,8 @@ def _photo_library_summary(spec: str, mask_type, list_all, sheet, limit, size) -
         for t in chosen:
             click.echo(f"{t.template_id:<22}{t.mask_type:<10}{t.source_file}  yaw {t.yaw:+.0f}  face {t.face_px:.0f} px")
     if sheet:
-        sub = lib if mask_type is None and limit is None else _Subset(lib, chosen)
-        write_library_sheet(sub, sheet, tile=size)
+        write_library_sheet(lib, sheet, tile=size, templates=chosen)
         click.echo(f"wrote {sheet} ({len(chosen)} templates)")
-
-
-class _Subset:
-    """A few templates of a library, for its contact sheet."""
-
-    def __init__(self, lib, templates):
-        self.templates, self.layer = templates, lib.layer
 
 
 @templates_cmd.command("harvest")

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from maskbench.core.io import read_csv_rows
 from maskbench.data.dataset import MaskedFaces
 from maskbench.data.format import MASK_TYPES
 from maskbench.data.masks import canonical_landmarks, put_mask
@@ -22,7 +23,6 @@ from maskbench.data.masks.photo import (
     PhotoLibraryError,
     deshade,
     encode_layer,
-    read_csv_rows,
     resolve_photo_library,
 )
 from maskbench.data.sources import resolve_source
@@ -261,3 +261,22 @@ def test_templates_cli_summarises_the_photo_library_and_refuses_a_harvest_withou
     r = subprocess.run([*run, "harvest", str(tmp_path), "--out", str(tmp_path / "lib")], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0 and "--types" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_folder_made_before_photo_templates_still_resumes(celeba_dir, tmp_path):
+    """A manifest without the photo settings (written before them) is read with their defaults: the same
+    procedural run resumes, a photo run into it is refused."""
+    src = resolve_source("celeba", celeba_dir)
+    synthesize(src, tmp_path / "d", SynthConfig(seed=2), limit=4, progress=False)
+    path = tmp_path / "d" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for key in ("templates", "photo_share", "photo_relight", "photo_texture_share"):
+        del manifest["config"][key]
+    path.write_text(json.dumps(manifest))
+    again = synthesize(src, tmp_path / "d", SynthConfig(seed=2), limit=6, progress=False)
+    assert again.resumed >= 3 and again.faces == again.planned - again.resumed - sum(again.skipped.values())
+    from maskbench.data.synth_folder import DatasetMismatchError
+
+    with pytest.raises(DatasetMismatchError, match="templates"):
+        synthesize(src, tmp_path / "d", SynthConfig(seed=2, templates="mix"), limit=6, progress=False)

@@ -245,6 +245,17 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return m > 127
 
 
+def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a UTF-8 CSV file with a header, whose lines starting with ``#`` are comments (the split
+    and label files of ``mask_templates/photo``, a photo library's tables).
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
 def read_spec_table(
     path: str | os.PathLike, columns: Sequence[str], id_column: str, error: type[Exception], what: str
 ) -> list[tuple[str, dict[str, str]]]:

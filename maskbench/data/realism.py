@@ -36,7 +36,6 @@ what the drawn-on masks add.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -52,7 +51,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from ..core.errors import MaskbenchError
-from ..core.io import ImageDecodeError, atomic_write_bytes, read_image
+from ..core.io import ImageDecodeError, atomic_write_bytes, read_csv_rows, read_image
 from ..core.progress import progress_bar
 from ..core.resources import cache_dir
 from ..faces.yunet import DETECT_MAX_SIDE, SCORE_THRESHOLD, YUNET_FILE, YuNet, resolve_yunet_model
@@ -640,10 +639,10 @@ def real_split_files(path: str | os.PathLike | None, half: str) -> set[str]:
 
     path = Path(path) if path is not None else package_data_dir() / "photo" / "real_masked_dev_split.csv"
     try:
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+        rows = read_csv_rows(path)
     except OSError as e:
         raise RealismError(f"{path}: cannot read the split file ({e.strerror or e})") from None
-    files = {r["file"] for r in csv.DictReader(lines) if r.get("half") == half}
+    files = {r["file"] for r in rows if r.get("half") == half}
     if not files:
         raise RealismError(f"{path}: no file in half {half!r}")
     return files

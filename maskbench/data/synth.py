@@ -54,7 +54,7 @@ from .masks import (
     put_mask,
     render_template,
 )
-from .masks.photo import PhotoLibrary, deshade, resolve_photo_library, swap_texture
+from .masks.photo import PhotoLibrary, resolve_photo_library, swap_texture
 from .sources import Source, SourceItem, assign_split
 from .synth_folder import (
     MANIFEST_FILE,
@@ -322,9 +322,8 @@ class MaskSynthesizer:
         cfg, size = self.config, self.config.size
         choices = self.photo_library.by_type[mask_type]
         t = choices[int(rng.integers(len(choices)))]
-        rgb, alpha = self.photo_library.layer(t.template_id, size)
-        if cfg.photo_relight:
-            rgb = deshade(rgb, alpha)[0]
+        layer = self.photo_library.relit_layer if cfg.photo_relight else self.photo_library.layer
+        rgb, alpha = layer(t.template_id, size)
         texture_id = None
         if rng.random() < cfg.photo_texture_share:
             texture_id = self.bank.pick(mask_type, rng)

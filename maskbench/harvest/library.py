@@ -24,7 +24,14 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from ..core.io import ImageDecodeError, atomic_write_bytes, atomic_write_json, atomic_write_text, decode_image
+from ..core.io import (
+    ImageDecodeError,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    decode_image,
+    read_csv_rows,
+)
 from ..core.progress import progress_bar
 from ..data.format import MASK_TYPES
 from ..data.masks.photo import (
@@ -34,8 +41,8 @@ from ..data.masks.photo import (
     PhotoLibrary,
     PhotoTemplate,
     encode_layer,
-    read_csv_rows,
 )
+from ..data.realism import RealismError, real_split_files
 from ..data.sources import scan_folder
 from .keying import ANCHORS, HarvestError, MaskKeyer
 
@@ -87,22 +94,6 @@ def read_types(path: str | os.PathLike) -> dict[str, tuple[str, bool]]:
             raise HarvestError(f"{path}: {r['file']}: unknown type {t!r} (one of {', '.join(MASK_TYPES)}, none, unsure)")
         out[r["file"]] = (t, (r.get("usable") or "yes").strip().lower() != "no")
     return out
-
-
-def read_split(path: str | os.PathLike, half: str) -> set[str]:
-    """The files of ``half`` in a split file ``file,sha256,half`` (``mask_templates/photo/real_masked_dev_split.csv``).
-
-    Raises:
-        HarvestError: unreadable, or no file is in ``half``.
-    """
-    try:
-        rows = read_csv_rows(path)
-    except OSError as e:
-        raise HarvestError(f"{path}: cannot read the split file ({e.strerror or e})") from None
-    files = {r["file"] for r in rows if r.get("half") == half}
-    if not files:
-        raise HarvestError(f"{path}: no file in half {half!r} (halves: {sorted({r.get('half') for r in rows})})")
-    return files
 
 
 def _jpeg(path: Path, image: np.ndarray, quality: int = 82) -> None:
@@ -157,10 +148,13 @@ def harvest(
     labels = read_types(types)
     if out.exists() and any(out.iterdir()) and not force:
         raise HarvestError(f"{out} exists; choose another --out or pass --force to replace it")
-    items = [it for it in scan_folder(root)]
+    items = scan_folder(root)
     report = HarvestReport(out)
     if split is not None:
-        keep = read_split(split, half)
+        try:
+            keep = real_split_files(split, half)
+        except RealismError as e:
+            raise HarvestError(str(e)) from None
         report.excluded_by_split = sum(it.source_id not in keep for it in items)
         items = [it for it in items if it.source_id in keep]
     items = items[:limit] if limit else items
@@ -301,13 +295,14 @@ def _backdrop(size: int) -> np.ndarray:
 
 
 def write_library_sheet(library: PhotoLibrary, path: str | os.PathLike, tile: int = 112, columns: int = 12,
-                        limit: int | None = None) -> np.ndarray:
-    """Every template of a library over the canonical face outline, labelled with its type, as one JPEG.
+                        limit: int | None = None, templates: list[PhotoTemplate] | None = None) -> np.ndarray:
+    """The templates of a library (``templates``, default all) over the canonical face outline, labelled with
+    their type, as one JPEG.
 
     Returns:
         The sheet ``(rows * (tile + 12), columns * tile, 3) uint8``.
     """
-    ts = sorted(library.templates, key=lambda t: (MASK_TYPES.index(t.mask_type), t.template_id))[:limit]
+    ts = sorted(library.templates if templates is None else templates, key=lambda t: (MASK_TYPES.index(t.mask_type), t.template_id))[:limit]
     columns = max(1, min(columns, len(ts)))
     rows = -(-len(ts) // columns)
     sheet = np.full((rows * (tile + 12), columns * tile, 3), 255, np.uint8)

@@ -22,7 +22,6 @@ the target face's skin light, exactly as a rendered template.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 
 from ...core.errors import MaskbenchError
+from ...core.io import read_csv_rows
 from ...core.resources import package_data_dir
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "PhotoTemplate",
     "deshade",
     "encode_layer",
-    "read_csv_rows",
     "resolve_photo_library",
     "swap_texture",
 ]
@@ -90,16 +89,6 @@ class PhotoTemplate:
                 "matte_uncertainty": f"{self.matte_uncertainty:.4f}", "border_contact": f"{self.border_contact:.4f}",
                 "coverage_lost": f"{self.coverage_lost:.4f}",
                 "landmarks": " ".join(f"{v:.1f}" for v in np.asarray(self.landmarks, np.float64).reshape(-1))}
-
-
-def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of a CSV file whose lines starting with ``#`` are comments.
-
-    Raises:
-        FileNotFoundError: no such file.
-    """
-    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
-    return list(csv.DictReader(lines))
 
 
 def _template(rec: dict[str, str], where: str) -> PhotoTemplate:
@@ -170,6 +159,22 @@ class PhotoLibrary:
             PhotoLibraryError: the PNG cannot be decoded or is not RGBA.
         """
         return _read_layer(str(self.layer_path(template_id)), int(size))
+
+    def relit_layer(self, template_id: str, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`layer` with its own shading divided out (:func:`deshade`), computed once per template and size.
+
+        Returns:
+            ``(flat, alpha)`` as :meth:`layer`, read-only (cached).
+        """
+        return _read_relit(str(self.layer_path(template_id)), int(size))
+
+
+@lru_cache(maxsize=2048)
+def _read_relit(path: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    rgb, alpha = _read_layer(path, size)
+    flat = deshade(rgb, alpha)[0]
+    flat.setflags(write=False)
+    return flat, alpha
 
 
 @lru_cache(maxsize=2048)
