@@ -493,18 +493,22 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
 @click.option("--ceiling-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Hold this share of the --reference photos out as the ceiling (real unmasked faces scored like "
                    "outputs) and report each method's share of the floor-to-ceiling KID gap closed.")
+@click.option("--judge", "judges", multiple=True, metavar="METHOD[:KEY=VALUE,...]",
+              help="Another segmenter that judges the mask left behind (repeatable), e.g. "
+                   "3dprior:variant=procedural (the weights before retraining).")
 @_run_options
-def wild_cmd(method, data, reference, mask_from, mask_from_args, limit, ceiling_share, device, batch_size, out, seed,
-             fid_weights, method_args, weights, progress) -> None:
+def wild_cmd(method, data, reference, mask_from, mask_from_args, limit, ceiling_share, judges, device, batch_size, out,
+             seed, fid_weights, method_args, weights, progress) -> None:
     """Run METHOD on real photos of masked faces (no ground truth): FID and KID against the --reference faces
     and the share of outputs that still show a mask, each with its 95 % interval (see maskbench.bench.wild)."""
-    from .bench.wild import WILD_PREFIX, WildConfig, evaluate_wild, format_wild_summary, is_wild
+    from .bench.wild import WILD_PREFIX, WildConfig, evaluate_wild, format_wild_summary, is_wild, parse_judge
     from .methods.predictors import parse_method_args
 
     cfg = WildConfig(method=method, data=data if is_wild(data) else WILD_PREFIX + data, reference=reference,
                      mask_from=mask_from, mask_from_args=tuple(sorted(parse_method_args(mask_from_args).items())),
                      method_args=_method_args(method_args, weights), limit=limit, device=device,
-                     batch_size=batch_size, out=out, seed=seed, fid_weights=fid_weights, ceiling_share=ceiling_share)
+                     batch_size=batch_size, out=out, seed=seed, fid_weights=fid_weights, ceiling_share=ceiling_share,
+                     judges=tuple(parse_judge(j) for j in judges))
     res = evaluate_wild(cfg, progress=progress, log=lambda s: click.echo(s, err=True))
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
     for line in format_wild_summary(res.summary):
@@ -577,8 +581,12 @@ def compare_cmd(a, b, results, dataset, metrics) -> None:
     """Paired comparison of methods (or run folders) A and B on the images both scored: per metric the mean
     difference A - B, its 95% bootstrap interval (which gives the verdict) and a Wilcoxon signed-rank p-value."""
     from .bench.leaderboard import compare_methods, format_comparison
+    from .bench.wild import compare_wild, format_wild_comparison, is_wild_run
     from .measures.metrics import get_metric
 
+    if is_wild_run(a) and is_wild_run(b):  # two in-the-wild runs: the mask left behind, judge by judge
+        click.echo("\n".join(format_wild_comparison(compare_wild(a, b), a, b)))
+        return
     for m in metrics:
         get_metric(m)
     table, info = compare_methods(a, b, _results_roots(results), dataset=dataset, metrics=list(metrics) or None)
@@ -586,6 +594,57 @@ def compare_cmd(a, b, results, dataset, metrics) -> None:
         click.echo(f"comparing on {info['dataset']}, the latest dataset both were scored on; "
                    f"also shared: {', '.join(info['others'])} (choose with --dataset)", err=True)
     click.echo(format_comparison(table, info))
+
+
+@main.command("mask-iou")
+@click.option("--segmenter", "segmenters", multiple=True, required=True, metavar="METHOD[:KEY=VALUE,...]",
+              help="A blind method (with options) whose predicted masks are scored; repeatable, e.g. 3dprior and "
+                   "3dprior:variant=procedural.")
+@click.option("--photos", type=click.Path(file_okay=False), default=None,
+              help="The labelled photos' folder [default: SHARED/real-masked-dev].")
+@click.option("--labels", type=click.Path(file_okay=False), default=None,
+              help="A label set [default: the shipped mask_templates/photo/real_mask_labels].")
+@click.option("--shared-data", envvar="MASKBENCH_TEST_DATA", type=click.Path(file_okay=False), default=None,
+              help="Folder holding real-masked-dev (SHARED) [default: $MASKBENCH_TEST_DATA].")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--seed", type=int, default=0, show_default=True)
+def mask_iou_cmd(segmenters, photos, labels, shared_data, device, seed) -> None:
+    """Mask IoU of blind methods' segmenters on hand-checked real photos (see maskbench.bench.real_masks), each
+    with its 95 % bootstrap interval, and paired differences between options of the same method."""
+    from .bench.real_masks import read_label_set, score_segmenter, summarize_iou
+    from .bench.wild import parse_judge
+    from .measures.stats import bootstrap_ci
+    from .methods.predictors import check_options, get_predictor_class, resolve_device
+
+    specs = [parse_judge(s) for s in segmenters]
+    if photos is None:
+        if shared_data is None:
+            raise UserError("name the labelled photos' folder: --photos DIR (real-masked-dev) or --shared-data DIR")
+        photos = str(Path(shared_data) / "real-masked-dev")
+    label_set = read_label_set(labels)
+    classes = []
+    for method, args in specs:  # every method and option is checked before any photo is read
+        cls = get_predictor_class(method)
+        check_options(cls, dict(args), method)
+        if cls.track != "blind":
+            raise UserError(f"--segmenter {method}: not a blind method (it does not predict masks)")
+        classes.append(cls)
+    dev = resolve_device(device)
+    scored = []
+    click.echo(f"mask IoU on {len(label_set)} hand-checked real photos (inside the photo; 95 % bootstrap intervals)")
+    for spec, (method, args), cls in zip(segmenters, specs, classes):
+        table = score_segmenter(cls(device=dev, **dict(args)), label_set, photos, seed=seed)
+        scored.append((spec, method, table))
+        s = summarize_iou(table, seed)
+        click.echo(f"  {spec:40s} {s['value']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]  n {s['n']}"
+                   + (f", {s['failed']} failed" if s["failed"] else ""))
+    firsts: dict[str, tuple[str, object]] = {}
+    for spec, method, table in scored:  # paired: each later option of a method vs its first
+        base, base_table = firsts.setdefault(method, (spec, table))
+        if base_table is not table:
+            d = table["iou"].to_numpy() - base_table["iou"].to_numpy()
+            lo, hi = bootstrap_ci(d, seed)
+            click.echo(f"  {spec} - {base}: {d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] (paired)")
 
 
 @main.command("realism")

@@ -267,13 +267,23 @@ def test_missing_weights_say_how_to_train(tmp_path):
 
 
 @pytest.mark.slow
-def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
+def test_combine_refuses_a_stage_in_the_wrong_place_and_takes_stages_over_from_a_combined_file(tiny_weights,
+                                                                                                 tmp_path):
+    """A new segmenter with the committed file's other two stages: ``combine NEW_SEG COMBINED COMBINED OUT``."""
     from maskbench.baselines.landmark_gan.predictor import LandmarkGan
+    from safetensors.torch import load_file
 
-    from maskbench.train.checkpoint import CheckpointError
+    from maskbench.train.checkpoint import CheckpointError, read_card
 
+    runs = tiny_weights.parent
     with pytest.raises(CheckpointError, match="segmenter"):
-        LandmarkGan.combine(dict.fromkeys(STAGES, tiny_weights), tmp_path / "x.safetensors")
+        LandmarkGan.combine({**{s: tiny_weights for s in STAGES}, "segmenter": runs / "landmarks" / "weights.safetensors"},
+                            tmp_path / "x.safetensors")
+    out = LandmarkGan.combine({"segmenter": runs / "segmenter" / "weights.safetensors", "landmarks": tiny_weights,
+                               "generator": tiny_weights}, tmp_path / "y.safetensors")
+    a, b = load_file(str(out)), load_file(str(tiny_weights))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_card(out, "landmark-gan")["stages"] == read_card(tiny_weights, "landmark-gan")["stages"]
 
 
 def test_landmark_targets_are_the_same_from_stored_pairs_and_on_the_fly_masks(env):

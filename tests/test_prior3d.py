@@ -489,3 +489,29 @@ def test_training_refuses_data_without_landmarks(env):
     with pytest.raises(DatasetFormatError, match="landmarks"):
         fit_cache(NoLandmarks(), 32, None, {"num_shape": 63, "fit_iterations": 1, "fit_contour": False})
 
+
+
+def test_n3d_trains_on_the_fly_from_the_originals_landmarks_and_the_generator_does_not(env, sfm_dir):
+    """``--synth-on-the-fly`` for N_3D: the fits come from the originals' landmarks (which do not change
+    between epochs) and are cached; there are no priors (they would be rendered from a stored masked
+    image), so the generator stage refuses such data in one line."""
+    from maskbench.baselines.prior3d.prior import fit_cache
+    from maskbench.baselines.prior3d.sfm import load_sfm
+
+    from maskbench.data.dataset import DatasetFormatError, MaskedFaces
+
+    ds = MaskedFaces(env, "train")
+
+    class OnTheFly:  # the attributes of maskbench.train.data.OnTheFlyFaces that the fits read
+        faces = np.stack([s.original for s in ds])
+        landmarks = np.array([r["landmarks"] for r in ds.records], np.float32)
+        fingerprint = "otf-test"
+
+    settings = {"num_shape": 20, "fit_iterations": 1, "fit_contour": False}
+    fits = fit_cache(OnTheFly(), 32, load_sfm(None), settings, priors=False, progress=False)
+    assert fits.priors is None and fits.coeffs.shape[0] == len(ds) and np.isfinite(fits.coeffs).all()
+    assert np.allclose(fits.landmarks, (OnTheFly.landmarks + 0.5) * (32 / OnTheFly.faces.shape[1]) - 0.5)
+    again = fit_cache(OnTheFly(), 32, load_sfm(None), settings, priors=False, progress=False)
+    assert again.folder == fits.folder and np.array_equal(again.coeffs, fits.coeffs)  # read from the cache
+    with pytest.raises(DatasetFormatError, match="only for N_3D"):
+        fit_cache(OnTheFly(), 32, load_sfm(None), settings, progress=False)

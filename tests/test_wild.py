@@ -500,3 +500,54 @@ def test_a_ceiling_held_out_of_the_reference_gives_the_gap_closed(face_folders, 
     assert rows.loc[WILD_CEILING_NAME, "kid_gap_closed"] == 1.0 and rows.loc[WILD_FLOOR_NAME, "kid_gap_closed"] == 0.0
     assert rows.loc[WILD_CEILING_NAME, "kid"] == pytest.approx(s["ceiling"]["kid"]["value"])
     assert rows.loc[magenta_method, "reference"].endswith(f"minus a {held}-face ceiling")  # its own section
+
+
+class MarksEverything(P.Predictor):
+    """Blind test double whose segmenter marks every pixel (a judge that flags every face)."""
+
+    track = "blind"
+
+    def predict(self, images, masks=None):
+        return P.PredictorOutput(images.copy(), masks=np.ones(images.shape[:3], bool))
+
+
+def test_judges_grade_the_outputs_beside_the_segmenter_and_two_runs_compare_paired(face_folders, cache, tmp_path,
+                                                                                     magenta_method):
+    from maskbench.bench.wild import compare_wild, format_wild_summary, parse_judge
+
+    assert parse_judge("3dprior:variant=procedural,threshold=0.4") == (
+        "3dprior", (("threshold", 0.4), ("variant", "procedural")))
+    with pytest.raises(WildError, match="KEY=VALUE"):
+        parse_judge("3dprior:variant")
+    P.register("test-everything", MarksEverything)
+    try:
+        data, ref, out = face_folders / "magenta", face_folders / "originals", tmp_path / "out"
+        judges = ((magenta_method, ()), ("test-everything", ()))
+        plain = evaluate_wild(_config(data, ref, out, magenta_method, limit=12), net=Thumbnails())
+        blind = evaluate_wild(_config(data, ref, out, magenta_method, limit=12, judges=judges), net=Thumbnails())
+        assert blind.run_dir != plain.run_dir  # the judges are part of the options hash
+        s = blind.summary
+        assert [j["label"] for j in s["judges"]] == [magenta_method, "test-everything"]
+        by = s["metrics"]["mask_left_behind_judged"]
+        assert by[magenta_method]["value"] == 0.0 and by["test-everything"]["value"] == 1.0
+        assert s["floor"]["mask_left_behind_judged"][magenta_method]["value"] == 1.0
+        assert s["reference_mask_rate_judged"]["test-everything"]["value"] == 1.0
+        assert s["reference_mask_rate_judged"][magenta_method]["value"] == 0.0
+        assert any(line.startswith("judged by test-everything") for line in format_wild_summary(s))
+        table = pd.read_parquet(blind.run_dir / "per_image.parquet")
+        assert table["left_behind_j0"].eq(False).all() and table["left_behind_j1"].eq(True).all()
+        # the unrestored input leaves every mask behind: the paired comparison says so, judge by judge
+        given = evaluate_wild(_config(data, ref, out, "masked-input", mask_from=magenta_method, limit=12,
+                                      judges=judges), net=Thumbnails())
+        cmp = compare_wild(blind.run_dir, given.run_dir).set_index("metric")
+        row = cmp.loc[f"mask_left_behind[{magenta_method}]"]
+        assert row["n"] == 12 and row["diff"] == -1.0 and row["better"] == "a"
+        assert cmp.loc["mask_left_behind[test-everything]", "better"] == ""  # both flagged everywhere
+        with pytest.raises(WildError, match="share no judge"):
+            compare_wild(blind.run_dir, plain.run_dir)
+        r = CliRunner().invoke(main, ["compare", str(blind.run_dir), str(given.run_dir)])
+        assert r.exit_code == 0, r.output
+        printed = r.output
+        assert f"mask_left_behind[{magenta_method}]" in printed and "A - B, paired over the 12 photos" in printed
+    finally:
+        P.unregister("test-everything")

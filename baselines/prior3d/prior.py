@@ -161,13 +161,14 @@ class FitCache:
     Attributes:
         coeffs: ``(N, D) float32`` coefficient rows (:class:`CoeffLayout`).
         landmarks: ``(N, 68, 2) float32`` target landmarks in training-size pixels.
-        priors: ``(N, S, S, 3) uint8`` the rendered ``I_3D`` (memory-mapped).
+        priors: ``(N, S, S, 3) uint8`` the rendered ``I_3D`` (memory-mapped); ``None`` where only the fits
+            were made (on-the-fly training of N_3D).
         folder: where the files are.
     """
 
     coeffs: np.ndarray
     landmarks: np.ndarray
-    priors: np.ndarray
+    priors: np.ndarray | None
     folder: Path
 
     def prior_batch(self, index, device="cpu") -> torch.Tensor:
@@ -183,26 +184,35 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def fit_cache(data, size: int, model: SurreyModel, settings: dict[str, Any], *, progress: bool = True,
-              root: Path | None = None) -> FitCache:
+def fit_cache(data, size: int, model: SurreyModel, settings: dict[str, Any], *, priors: bool = True,
+              progress: bool = True, root: Path | None = None) -> FitCache:
     """Fit and render every face of a training split once, or read the cached result.
 
     Args:
-        data: a :class:`maskbench.train.data.PairedFaces` (its ``records`` must carry ``landmarks``).
+        data: a :class:`maskbench.train.data.PairedFaces` (its ``records`` must carry ``landmarks``), or,
+            with ``priors=False``, a :class:`maskbench.train.data.OnTheFlyFaces` (its ``landmarks``).
         size: the training side.
         model: the SFM.
         settings: ``num_shape``, ``fit_iterations``, ``fit_contour``.
+        priors: also render each face's prior (the generator stage needs them; they are rendered from the
+            stored masked image, so on-the-fly data, whose masks change every epoch, has none).
         progress: a progress bar.
         root: the cache root (default ``cache_dir()/prior3d``).
 
+    Returns:
+        :class:`FitCache`; its ``priors`` is ``None`` for on-the-fly data.
+
     Raises:
-        DatasetFormatError: the data has no landmarks (``hf:`` copies, ``--synth-on-the-fly``).
+        DatasetFormatError: the data has no landmarks (``hf:`` copies), or priors are asked of on-the-fly data.
     """
+    if not priors and _is_on_the_fly(data):
+        return _fit_cache_on_the_fly(data, size, model, settings, progress, root)
     records = getattr(data, "records", None)
     if not records or any(k not in records[0] for k in ("landmarks", "width")) or not hasattr(data, "masked"):
-        raise DatasetFormatError("3dprior trains on a stored Masked-Faces split whose records hold the 68 landmarks "
-                                 "of the original (`maskbench synth` output via --data DIR); hf: copies and "
-                                 "--synth-on-the-fly are not supported")
+        raise DatasetFormatError("3dprior's generator trains on a stored Masked-Faces split whose records hold the "
+                                 "68 landmarks of the original (`maskbench synth` output via --data DIR); hf: "
+                                 "copies are not supported, and --synth-on-the-fly only for N_3D (--config "
+                                 "small-n3d)")
     layout = CoeffLayout(int(settings["num_shape"]))
     key_src = json.dumps({"fp": getattr(data, "fingerprint", ""), "n": len(records), "size": size,
                           "num_shape": layout.num_shape, "it": settings["fit_iterations"],
@@ -221,11 +231,14 @@ def fit_cache(data, size: int, model: SurreyModel, settings: dict[str, Any], *, 
                     np.load(folder / "priors.npy", mmap_mode="r"), folder)
 
 
-def _build(data, records, size, model, layout, settings, folder: Path, progress: bool) -> None:
-    n = len(records)
-    lms = np.stack([scale_landmarks(r["landmarks"], int(r["width"]), size) for r in records]).astype(np.float32)
-    coeffs = np.zeros((n, layout.size), np.float32)
-    it = range(n)
+def _is_on_the_fly(data) -> bool:
+    return hasattr(data, "faces") and hasattr(data, "landmarks") and not hasattr(data, "records")
+
+
+def _fit_all(lms: np.ndarray, size: int, model: SurreyModel, layout: CoeffLayout, settings: dict[str, Any],
+             progress: bool) -> np.ndarray:
+    coeffs = np.zeros((len(lms), layout.size), np.float32)
+    it = range(len(lms))
     if progress:
         from tqdm import tqdm
 
@@ -233,6 +246,33 @@ def _build(data, records, size, model, layout, settings, folder: Path, progress:
     for i in it:
         coeffs[i] = fit_landmarks(model, lms[i], size, num_shape=layout.num_shape,
                                   iterations=int(settings["fit_iterations"]), contour=bool(settings["fit_contour"]))
+    return coeffs
+
+
+def _fit_cache_on_the_fly(data, size, model, settings, progress, root) -> FitCache:
+    """The fits of on-the-fly faces (their originals' landmarks do not change between epochs; no priors)."""
+    layout = CoeffLayout(int(settings["num_shape"]))
+    lms = scale_landmarks(data.landmarks, int(data.faces.shape[1]), size).astype(np.float32)
+    key_src = json.dumps({"fp": getattr(data, "fingerprint", ""), "n": len(lms), "size": size,
+                          "num_shape": layout.num_shape, "it": settings["fit_iterations"],
+                          "contour": bool(settings["fit_contour"]), "v": _FIT_VERSION,
+                          "lms": hashlib.sha256(lms.tobytes()).hexdigest()}, sort_keys=True)
+    folder = (root or cache_dir() / "prior3d") / ("otf-" + hashlib.sha256(key_src.encode()).hexdigest()[:16])
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done.json").is_file():
+            coeffs = _fit_all(lms, size, model, layout, settings, progress)
+            for name, arr in (("coeffs", coeffs), ("landmarks", lms)):
+                atomic_write_bytes(folder / f"{name}.npy", _npy_bytes(arr))
+            atomic_write_bytes(folder / "done.json", key_src.encode())
+    return FitCache(np.load(folder / "coeffs.npy"), np.load(folder / "landmarks.npy"), None, folder)
+
+
+def _build(data, records, size, model, layout, settings, folder: Path, progress: bool) -> None:
+    n = len(records)
+    lms = np.stack([scale_landmarks(r["landmarks"], int(r["width"]), size) for r in records]).astype(np.float32)
+    coeffs = _fit_all(lms, size, model, layout, settings, progress)
     buffers = model.torch_buffers(layout.num_shape)
     sym = torch.from_numpy(model.symmetry)
     priors = np.zeros((n, size, size, 3), np.uint8)

@@ -134,7 +134,7 @@ class Prior3DTraining(Trainable):
         set from them. The generator stage draws its sample grids from the first 8 training faces (the
         test faces have no cached prior)."""
         size = self.config["size"]
-        self.fits = fit_cache(data, size, self.sfm, self.config["prior"])
+        self.fits = fit_cache(data, size, self.sfm, self.config["prior"], priors=self.config["stage"] != "n3d")
         if self.config["stage"] == "n3d":
             c = torch.from_numpy(self.fits.coeffs)
             self.nets["n3d"].set_normalisation(c.mean(0).to(self.device), c.std(0).to(self.device))

@@ -97,6 +97,10 @@ __all__ = [
     "prepare_faces",
     "face_features",
     "evaluate_wild",
+    "parse_judge",
+    "compare_wild",
+    "format_wild_comparison",
+    "is_wild_run",
 ]
 
 WILD_PREFIX = "wild:"
@@ -148,6 +152,12 @@ class WildConfig:
             :func:`ceiling_part`) is held out of the reference as the **ceiling**: real unmasked faces scored
             like a method's outputs, the best a restoration can look. With it each row also gets the share of
             the floor-to-ceiling KID gap it closes. None: no ceiling, the whole folder is the reference.
+        judges: more segmenters that judge the mask left behind, each ``(method, sorted (key, value) pairs)``
+            of a blind method (e.g. the same method with its earlier weights, ``variant=...``), so that a
+            segmenter does not grade only its own outputs: each judge's rate is reported beside the
+            segmenter's, on the outputs, the inputs (floor) and the reference (false alarms), with per-photo
+            columns ``left_fraction_j{k}`` / ``left_behind_j{k}`` for paired comparisons
+            (:func:`compare_wild`).
     """
 
     method: str
@@ -167,14 +177,42 @@ class WildConfig:
     left_threshold: float = LEFT_THRESHOLD
     hub_split: str = "train"
     ceiling_share: float | None = None
+    judges: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
-    def args_hash(self, weights: str | None, mask_weights: str | None, detector: str) -> str:
+    def args_hash(self, weights: str | None, mask_weights: str | None, detector: str,
+                  judge_weights: tuple[str | None, ...] = ()) -> str:
         """10 hex digits over the options that change results (not device, batch size or out)."""
         key = {k: v for k, v in asdict(self).items() if k not in ("device", "batch_size", "out", "data", "reference")}
         if key.get("ceiling_share") is None:  # runs made before the ceiling existed keep their folder
             key.pop("ceiling_share", None)
+        if not key.get("judges"):  # ... and before the judges
+            key.pop("judges", None)
+        else:
+            key["judge_weights"] = list(judge_weights)
         key.update({"weights": weights, "mask_weights": mask_weights, "detector": detector})
         return args_digest(key)
+
+    def judge_labels(self) -> list[str]:
+        """``method`` or ``method[key=value,...]`` for each judge, as :func:`parse_judge` reads them."""
+        return [m + (f"[{','.join(f'{k}={v}' for k, v in args)}]" if args else "") for m, args in self.judges]
+
+
+def parse_judge(spec: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """``METHOD`` or ``METHOD:KEY=VALUE[,KEY=VALUE]`` (``maskbench wild --judge``) -> ``(method, sorted
+    pairs)``; values are read as :func:`maskbench.methods.predictors.parse_method_args` reads them.
+
+    Raises:
+        WildError: an empty method name or a pair without ``=``.
+    """
+    from ..methods.predictors import parse_method_args
+
+    method, _, rest = spec.partition(":")
+    if not method.strip():
+        raise WildError(f"--judge {spec!r}: expected METHOD or METHOD:KEY=VALUE[,KEY=VALUE]")
+    pairs = [p for p in rest.split(",") if p.strip()] if rest else []
+    if any("=" not in p for p in pairs):
+        raise WildError(f"--judge {spec!r}: options are KEY=VALUE pairs separated by commas")
+    return method.strip(), tuple(sorted(parse_method_args(tuple(pairs)).items()))
 
 
 class WildResult(RunResult):
@@ -447,6 +485,25 @@ def _check_tracks(config: WildConfig):
     return cls, seg
 
 
+def _judge_classes(config: WildConfig) -> list:
+    """The judges' predictor classes; raises :class:`WildError` where one is not blind."""
+    from ..methods.predictors import check_options, get_predictor_class
+
+    out = []
+    for method, args in config.judges:
+        jc = get_predictor_class(method)
+        check_options(jc, dict(args), method)
+        if jc.track != "blind":
+            raise WildError(f"--judge {method}: not a blind method (it does not predict masks)")
+        out.append(jc)
+    return out
+
+
+def _seg_key(method: str, opts: dict, weights: str | None, seed: int) -> str:
+    """Cache key of a segmenter's masks: its name, options, weights and the run's seed."""
+    return hashlib.sha256(json.dumps([method, sorted(opts.items()), weights, seed], default=str).encode()).hexdigest()[:16]
+
+
 # ------------------------------------------------------------------------------------------- run
 
 
@@ -483,11 +540,14 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
         raise WildError(f"need batch size >= 1, limit >= 1 and size >= 32, got {config.batch_size}, {config.limit}, "
                          f"{config.size}")
     cls, seg_cls = _check_tracks(config)
+    judge_classes = _judge_classes(config)
     device = resolve_device(config.device)
     method_opts, seg_opts = dict(config.method_args), dict(config.mask_from_args if config.mask_from else config.method_args)
     # the methods load first: a missing model fails in one line before minutes of detection and features
     predictor = cls(device=device, **method_opts)
     segmenter = predictor if not config.mask_from else seg_cls(device=device, **seg_opts)
+    judges = [jc(device=device, **dict(args)) for jc, (_, args) in zip(judge_classes, config.judges)]
+    judge_weights = tuple(jc.weights_fingerprint(**dict(args)) for jc, (_, args) in zip(judge_classes, config.judges))
     from ..faces.yunet import YuNet
 
     detector = detector or YuNet()
@@ -502,8 +562,8 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
     weights = cls.weights_fingerprint(**method_opts)
     seg_weights = seg_cls.weights_fingerprint(**seg_opts)
     run_dir = run_path(config.out, config.method, f"wild-{faces.fingerprint[:8]}-{ref.fingerprint[:8]}-"
-                                                  f"{config.args_hash(weights, seg_weights, faces.detector)}")
-    folder = RunFolder(run_dir, object_columns=_OBJECT_COLUMNS)
+                                                  f"{config.args_hash(weights, seg_weights, faces.detector, judge_weights)}")
+    folder = RunFolder(run_dir, object_columns=_OBJECT_COLUMNS + tuple(f"left_behind_j{k}" for k in range(len(judges))))
     summary = folder.completed()
     if summary is not None:
         return WildResult(run_dir, summary, summary.get("failures", []), reused=True)
@@ -525,17 +585,25 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
                             "reference faces; need at least 2 of each")
     in_feats = face_features(faces, net, config.size, batch_size=config.batch_size, progress=progress)
     say(f"features of {len(ref_feats)} reference and {len(in_feats)} input faces ({time.perf_counter() - t0:.0f} s)")
-    seg_key = hashlib.sha256(json.dumps([config.mask_from or config.method, sorted(seg_opts.items()), seg_weights,
-                                         config.seed], default=str).encode()).hexdigest()[:16]
+    seg_key = _seg_key(config.mask_from or config.method, seg_opts, seg_weights, config.seed)
     given, given_errors = None, None
     if config.mask_from:
         given, given_errors = _source_masks(faces, segmenter, config, seg_key, log, progress)
     ref_masks, ref_errors = _source_masks(ref, segmenter, config, seg_key, log, progress)
     ref_flags = np.array([m.mean() > config.left_threshold for m, e in zip(ref_masks, ref_errors) if e is None], bool)
+    judged = []  # per judge: its label, weights, flags on the inputs (floor) and on the reference
+    for label, judge, jw, (method, args) in zip(config.judge_labels(), judges, judge_weights, config.judges):
+        key = _seg_key(method, dict(args), jw, config.seed)
+        jin, jin_err = _source_masks(faces, judge, config, key, log, progress)
+        jref, jref_err = _source_masks(ref, judge, config, key, log, progress)
+        judged.append({"label": label, "method": method, "options": dict(args), "weights": jw,
+                       "floor": np.array([m.mean() > config.left_threshold for m, e in zip(jin, jin_err) if e is None]),
+                       "reference": np.array([m.mean() > config.left_threshold
+                                              for m, e in zip(jref, jref_err) if e is None])})
 
     batches = folder.batches([faces.items[i].source_id for i in faces.found], config.batch_size)
     run_batches(batches, partial(_score_batch, config=config, faces=faces, predictor=predictor, segmenter=segmenter,
-                                 given=given, given_errors=given_errors, net=net),
+                                 given=given, given_errors=given_errors, net=net, judges=judges),
                 progress=progress, desc=config.method, unit="face", on_progress=on_progress)
     table, arrays = batches.load()
     out_feats = np.concatenate([f.astype(np.float64) for f in arrays["features"]])
@@ -544,14 +612,20 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
     table = _add_failed_photos(table, faces)
     summary = _summarize(table, ref_feats, in_feats, out_feats, config, cls, seg_cls, faces, ref, ceiling_feats)
     summary["reference_mask_rate"] = _left_behind(ref_flags)
+    if judged:
+        summary["judges"] = [{k: j[k] for k in ("label", "method", "options", "weights")} for j in judged]
+        summary["metrics"]["mask_left_behind_judged"] = {
+            j["label"]: _left_behind(table[f"left_behind_j{k}"].dropna().to_numpy(bool)) for k, j in enumerate(judged)}
+        summary["floor"]["mask_left_behind_judged"] = {j["label"]: _left_behind(j["floor"]) for j in judged}
+        summary["reference_mask_rate_judged"] = {j["label"]: _left_behind(j["reference"]) for j in judged}
     _write_contact_sheet(run_dir / "contact_sheet.jpg", sheet, config)
     folder.finish(table, summary, _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary))
     return WildResult(run_dir, summary, summary["failures"])
 
 
 def _score_batch(span: Span, *, config: WildConfig, faces: FaceSet, predictor, segmenter, given, given_errors,
-                 net) -> Scored:
-    """Restore, re-segment and featurize the found faces ``span`` covers."""
+                 net, judges=()) -> Scored:
+    """Restore, re-segment (by the segmenter and each judge) and featurize the found faces ``span`` covers."""
     s = span.start
     pos = faces.found[s:span.stop]
     ids = [faces.items[i].source_id for i in pos]
@@ -562,14 +636,20 @@ def _score_batch(span: Span, *, config: WildConfig, faces: FaceSet, predictor, s
         outputs, masks, errors = _predict(predictor, crops, given[s:s + len(pos)], config.seed, ids)
         errors = [e or (f"mask source: {g}" if g else None) for e, g in zip(errors, given_errors[s:s + len(pos)])]
     _, left, seg_errors = _predict(segmenter, outputs, None, config.seed + 1, ids)
+    by_judge = [_predict(judge, outputs, None, config.seed + 1, ids)[1:] for judge in judges]
     rows = []
     for j, i in enumerate(pos):
         seg_ok = seg_errors[j] is None
         left_frac = float(left[j].mean()) if seg_ok else float("nan")
-        rows.append({"id": ids[j], "error": errors[j], "detection_score": float(faces.scores[i]),
-                     "hole_fraction": float(masks[j].mean()), "left_fraction": left_frac,
-                     "left_behind": bool(left_frac > config.left_threshold) if seg_ok else None,
-                     "segmenter_error": seg_errors[j]})
+        row = {"id": ids[j], "error": errors[j], "detection_score": float(faces.scores[i]),
+               "hole_fraction": float(masks[j].mean()), "left_fraction": left_frac,
+               "left_behind": bool(left_frac > config.left_threshold) if seg_ok else None,
+               "segmenter_error": seg_errors[j]}
+        for k, (jm, jerr) in enumerate(by_judge):
+            frac = float(jm[j].mean()) if jerr[j] is None else float("nan")
+            row[f"left_fraction_j{k}"] = frac
+            row[f"left_behind_j{k}"] = bool(frac > config.left_threshold) if jerr[j] is None else None
+        rows.append(row)
     arrays = {"features": np.asarray(net(outputs), np.float32)}
     sheet = [j for j in range(len(pos)) if s + j < SHEET_FACES]
     if sheet:
@@ -723,6 +803,76 @@ def _manifest(config, cls, seg_cls, faces, ref, net, device, started, summary) -
     )
 
 
+def is_wild_run(path: str | Path) -> bool:
+    """True for a finished in-the-wild run folder (its ``summary.json`` says ``kind: wild``)."""
+    try:
+        return json.loads((Path(path) / "summary.json").read_text()).get("kind") == "wild"
+    except (OSError, ValueError):
+        return False
+
+
+def compare_wild(a: str | Path, b: str | Path, seed: int = 0) -> pd.DataFrame:
+    """Paired comparison of two in-the-wild runs on the photos both scored, judge by judge: the mask left
+    behind as each judge (``WildConfig.judges``) that both runs share, by label, sees it.
+
+    Args:
+        a, b: finished wild run folders (the same photos; e.g. a method before and after retraining, both
+            run with the same ``--judge`` options).
+        seed: seeds the bootstrap.
+
+    Returns:
+        :func:`maskbench.measures.stats.paired_comparison`'s columns, one row per judge and quantity:
+        ``mask_left_behind[LABEL]`` (share of photos, 0/1 per photo; the Wilcoxon test on 0/1 differences is
+        McNemar's test's normal form) and ``left_fraction[LABEL]`` (share of the crop still marked).
+
+    Raises:
+        WildError: a folder is not a finished wild run, the two share no judge, or no photo.
+    """
+    from ..measures.stats import bootstrap_ci, wilcoxon_p
+
+    runs = []
+    for d in (a, b):
+        if not is_wild_run(d):
+            raise WildError(f"{d}: not a finished in-the-wild run folder (no summary.json of kind wild)")
+        summary = json.loads((Path(d) / "summary.json").read_text())
+        table = pd.read_parquet(Path(d) / "per_image.parquet")
+        runs.append(({j["label"]: k for k, j in enumerate(summary.get("judges", []))}, table))
+    (ja, ta), (jb, tb) = runs
+    shared = [label for label in ja if label in jb]
+    if not shared:
+        raise WildError(f"{a} and {b} share no judge (run both with the same --judge options)")
+    rows = []
+    for label in shared:
+        for name, col in (("mask_left_behind", "left_behind"), ("left_fraction", "left_fraction")):
+            x = ta[["id", f"{col}_j{ja[label]}"]].rename(columns={f"{col}_j{ja[label]}": "a"})
+            y = tb[["id", f"{col}_j{jb[label]}"]].rename(columns={f"{col}_j{jb[label]}": "b"})
+            j = x.merge(y, on="id").dropna()
+            if j.empty:
+                raise WildError(f"{a} and {b} have no photo in common")
+            va, vb = j["a"].to_numpy(np.float64), j["b"].to_numpy(np.float64)
+            d = va - vb
+            lo, hi = bootstrap_ci(d, seed)
+            rows.append({"metric": f"{name}[{label}]", "n": int(d.size), "mean_a": float(va.mean()),
+                         "mean_b": float(vb.mean()), "diff": float(d.mean()), "ci_low": lo, "ci_high": hi,
+                         "p_wilcoxon": wilcoxon_p(d), "better": "a" if hi < 0 else "b" if lo > 0 else ""})
+    return pd.DataFrame(rows)
+
+
+def format_wild_comparison(table: pd.DataFrame, a: str, b: str) -> list[str]:
+    """:func:`compare_wild`'s table as lines: per judge and quantity, both means, ``a - b``, its paired 95 %
+    bootstrap interval, the Wilcoxon p and which run the interval favours (lower is better)."""
+    n = int(table["n"].max()) if len(table) else 0
+    lines = [f"A = {a}", f"B = {b}", f"A - B, paired over the {n} photos both scored; lower is better; "
+             "interval: 95 % paired bootstrap; p: Wilcoxon signed-rank"]
+    width = max([len(m) for m in table["metric"]] + [6])
+    lines.append(f"{'judge':{width}s} {'n':>5s} {'A':>7s} {'B':>7s} {'A - B':>8s} {'95% interval':>19s} {'p':>8s}  better")
+    for r in table.itertuples():
+        better = {"a": "A", "b": "B"}.get(r.better, "no significant difference")
+        lines.append(f"{r.metric:{width}s} {r.n:5d} {r.mean_a:7.3f} {r.mean_b:7.3f} {r.diff:+8.3f} "
+                     f"{f'[{r.ci_low:+.3f}, {r.ci_high:+.3f}]':>19s} {r.p_wilcoxon:8.2g}  {better}")
+    return lines
+
+
 def format_wild_summary(summary: dict[str, Any]) -> list[str]:
     """The scores of a wild ``summary.json`` as lines: each metric of the method and of the floor with its
     95 % interval, then counts."""
@@ -746,6 +896,10 @@ def format_wild_summary(summary: dict[str, Any]) -> list[str]:
     ref_rate = summary.get("reference_mask_rate")
     if ref_rate:
         lines.append(f"{'reference (unmasked)':22s} {'':>22s} {'':>22s} {cell(ref_rate, 1, '{:.3f}'):>22s}")
+    for label, rate in summary["metrics"].get("mask_left_behind_judged", {}).items():
+        lines.append(f"judged by {label}: mask left behind {cell(rate, 1, '{:.3f}')}, floor "
+                     f"{cell(summary['floor']['mask_left_behind_judged'][label], 1, '{:.3f}')}, reference "
+                     f"{cell(summary['reference_mask_rate_judged'][label], 1, '{:.3f}')}")
     lines.append(f"{summary['n_faces']} of {summary['n_photos']} photos with a face; reference {summary['n_reference']} "
                  f"faces; segmenter {s['segmenter']}, left behind = marks > {s['left_threshold']:.0%} of the crop")
     caveat = fid_caveat(summary["n_faces"])

@@ -218,8 +218,10 @@ def combine_weights(method: str, files: Mapping[str, str | os.PathLike], out: st
 
     Args:
         method: the method every file must be of.
-        files: network name -> a ``maskbench train`` weights file; the network's stage is its name up to the
-            first ``_`` (``generator_male`` holds a ``generator`` stage, for methods that route between two).
+        files: network name -> a ``maskbench train`` weights file, or a combined file holding that network
+            (its stage is taken over as it is: e.g. a new segmenter with the committed file's other stages);
+            the network's stage is its name up to the first ``_`` (``generator_male`` holds a ``generator``
+            stage, for methods that route between two).
         out: the file to write (atomically).
         card: more card entries (e.g. ``{"gender_routing": True}``).
 
@@ -236,13 +238,16 @@ def combine_weights(method: str, files: Mapping[str, str | os.PathLike], out: st
     for net, p in files.items():
         stage = net.split("_")[0]
         c = read_card(p, method)
+        combined = "stages" in c
+        if combined:  # a stage taken over from a combined file (e.g. the committed weights)
+            c = c["stages"].get(net, {})
         got = c.get("config", {}).get("stage") if isinstance(c.get("config"), dict) else None
-        if "stages" in c or got != stage:
+        if got != stage:
             raise CheckpointError(f"{p} is not a {method} {stage} weights file (method {c.get('method')!r}, "
                                   f"stage {got!r})")
         stages[net] = c
-        tensors.update({f"{net}/{k.split('/', 1)[1]}": v for k, v in load_file(str(p)).items()
-                        if k.startswith(f"{stage}/")})
+        prefix = f"{net}/" if combined else f"{stage}/"
+        tensors.update({f"{net}/{k.split('/', 1)[1]}": v for k, v in load_file(str(p)).items() if k.startswith(prefix)})
     names = list(stages)
     g = stages[next((n for n in names if n.split("_")[0] == "generator"), names[-1])]
     total = lambda key: sum(c.get(key, 0) for c in stages.values())  # noqa: E731
