@@ -280,3 +280,14 @@ def test_a_folder_made_before_photo_templates_still_resumes(celeba_dir, tmp_path
 
     with pytest.raises(DatasetMismatchError, match="templates"):
         synthesize(src, tmp_path / "d", SynthConfig(seed=2, templates="mix"), limit=6, progress=False)
+
+
+def test_a_drawn_only_build_writes_its_records_as_before_photo_templates(real_faces):
+    """No ``template_kind`` in a procedural build's records: the committed board's build (``ff3c634e``) keeps
+    its fingerprint, so a new user's first run lands in the board's main tables."""
+    from maskbench.data.dataset import MaskedFaces
+
+    keys = {k for r in MaskedFaces(real_faces, "test").records for k in r}
+    assert keys == {"face_box", "height", "hole_fraction", "id", "identity", "landmarks", "mask_file_name",
+                    "mask_type", "masked_file_name", "num_faces", "original_file_name", "seed", "source",
+                    "source_id", "split", "template_id", "texture_id", "width", "yaw"}

@@ -35,8 +35,8 @@ Mask types (test split): {type_counts}.
 Each sample has `masked` (the input), `original` (ground truth), `mask` (255 = hole, 0 = visible; the
 exact pixels the mask covers, straps and loops included) and metadata: `source_id`, `identity`,
 `mask_type`, `template_id`, `texture_id`, `seed`, `landmarks` (68 x 2, iBUG-68, output pixels),
-`face_box`, `hole_fraction`, `yaw` (degrees, landmark estimate), `num_faces`, `template_kind` (`procedural`
-or `photo`).
+`face_box`, `hole_fraction`, `yaw` (degrees, landmark estimate), `num_faces`, and in builds with photo
+templates `template_kind` (`procedural` or `photo`; absent: `procedural`).
 
 ## How it was made
 

@@ -84,6 +84,9 @@ class SampleRecord:
         num_faces: faces the detector found in the source image.
         width, height: image size in pixels.
         template_kind: ``procedural`` (a drawn template) or ``photo`` (one keyed out of a real photo).
+            Written only by builds that use photo templates (``photo``, ``mix``); a drawn-only build leaves
+            it out, so its records and fingerprint are those of builds made before photo templates existed;
+            a missing field means ``procedural``.
     """
 
     id: str

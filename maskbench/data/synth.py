@@ -542,7 +542,12 @@ def _make_samples(job: tuple[SourceItem, str, str]) -> tuple[dict[str, Any], lis
                 height=int(face.shape[0]),
             )
             writes.append((out / split, rec, res["masked"], face, res["hole"]))
-            records.append(rec.as_dict())
+            d = rec.as_dict()
+            if cfg.template_kind == "procedural":
+                # a drawn-only build writes its records as before photo templates existed (no template_kind
+                # field; readers take its absence as procedural), so it keeps its dataset fingerprint
+                d.pop("template_kind")
+            records.append(d)
     except Exception as e:  # a template/texture failure on one face is recorded, the run goes on
         return _skip(item, f"error: {stable_message(e)}"), []
     return {"source_id": item.source_id, "records": records}, writes
