@@ -493,12 +493,17 @@ def evaluate_cmd(method, data, split, limit, device, batch_size, save_outputs, o
 @click.option("--ceiling-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Hold this share of the --reference photos out as the ceiling (real unmasked faces scored like "
                    "outputs) and report each method's share of the floor-to-ceiling KID gap closed.")
+@click.option("--half", type=click.Choice(["harvest", "measurement"]), default=None,
+              help="Only the photos of this half of the split file (real-masked-dev; its harvest half gave the photo "
+                   "templates) [default: every photo].")
+@click.option("--split-file", type=click.Path(dir_okay=False), default=None,
+              help="With --half: the split file [default: mask_templates/photo/real_masked_dev_split.csv].")
 @click.option("--judge", "judges", multiple=True, metavar="METHOD[:KEY=VALUE,...]",
               help="Another segmenter that judges the mask left behind (repeatable), e.g. "
                    "3dprior:variant=procedural (the weights before retraining).")
 @_run_options
-def wild_cmd(method, data, reference, mask_from, mask_from_args, limit, ceiling_share, judges, device, batch_size, out,
-             seed, fid_weights, method_args, weights, progress) -> None:
+def wild_cmd(method, data, reference, mask_from, mask_from_args, limit, ceiling_share, half, split_file, judges, device,
+             batch_size, out, seed, fid_weights, method_args, weights, progress) -> None:
     """Run METHOD on real photos of masked faces (no ground truth): FID and KID against the --reference faces
     and the share of outputs that still show a mask, each with its 95 % interval (see maskbench.bench.wild)."""
     from .bench.wild import WILD_PREFIX, WildConfig, evaluate_wild, format_wild_summary, is_wild, parse_judge
@@ -508,7 +513,8 @@ def wild_cmd(method, data, reference, mask_from, mask_from_args, limit, ceiling_
                      mask_from=mask_from, mask_from_args=tuple(sorted(parse_method_args(mask_from_args).items())),
                      method_args=_method_args(method_args, weights), limit=limit, device=device,
                      batch_size=batch_size, out=out, seed=seed, fid_weights=fid_weights, ceiling_share=ceiling_share,
-                     judges=tuple(parse_judge(j) for j in judges))
+                     judges=tuple(parse_judge(j) for j in judges), half=half,
+                     split_file=str(Path(split_file).resolve()) if split_file else None)
     res = evaluate_wild(cfg, progress=progress, log=lambda s: click.echo(s, err=True))
     click.echo(("reused " if res.reused else "wrote ") + str(res.run_dir))
     for line in format_wild_summary(res.summary):

@@ -551,3 +551,21 @@ def test_judges_grade_the_outputs_beside_the_segmenter_and_two_runs_compare_pair
         assert f"mask_left_behind[{magenta_method}]" in printed and "A - B, paired over the 12 photos" in printed
     finally:
         P.unregister("test-everything")
+
+
+def test_half_keeps_the_photos_of_one_half_of_a_split_file(face_folders, cache, tmp_path, magenta_method):
+    data, ref = face_folders / "magenta", face_folders / "originals"
+    names = sorted(p.name for p in data.iterdir())
+    split = tmp_path / "split.csv"
+    split.write_text("# a test split\nfile,sha256,half\n"
+                     + "".join(f"{n},-,{'measurement' if i % 3 == 0 else 'harvest'}\n" for i, n in enumerate(names)))
+    res = evaluate_wild(_config(data, ref, tmp_path / "out", magenta_method, half="measurement",
+                                split_file=str(split)), net=Thumbnails())
+    ids = pd.read_parquet(res.run_dir / "per_image.parquet")["id"].tolist()
+    assert ids == names[::3] and res.summary["n_photos"] == len(names[::3])
+    with pytest.raises(WildError, match="no file in half"):
+        evaluate_wild(_config(data, ref, tmp_path / "out", magenta_method, half="other", split_file=str(split)),
+                      net=Thumbnails())
+    r = CliRunner().invoke(main, ["wild", "--method", magenta_method, "--data", str(data), "--reference", str(ref),
+                                  "--half", "measurement", "--split-file", str(tmp_path / "none.csv")])
+    assert r.exit_code == 2 and "cannot read the split file" in r.output and "Traceback" not in r.output

@@ -158,6 +158,11 @@ class WildConfig:
             segmenter's, on the outputs, the inputs (floor) and the reference (false alarms), with per-photo
             columns ``left_fraction_j{k}`` / ``left_behind_j{k}`` for paired comparisons
             (:func:`compare_wild`).
+        half: score only the photos of this half (``harvest`` or ``measurement``) of the split file
+            ``split_file`` (default: the shipped ``mask_templates/photo/real_masked_dev_split.csv``, which
+            splits ``real-masked-dev``; its harvest half is where the photo templates were keyed from, so
+            methods trained on ``mix`` synthesis have seen those masks). None: every photo.
+        split_file: the split file ``half`` reads (None: the shipped one).
     """
 
     method: str
@@ -178,6 +183,8 @@ class WildConfig:
     hub_split: str = "train"
     ceiling_share: float | None = None
     judges: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    half: str | None = None
+    split_file: str | None = None
 
     def args_hash(self, weights: str | None, mask_weights: str | None, detector: str,
                   judge_weights: tuple[str | None, ...] = ()) -> str:
@@ -185,6 +192,8 @@ class WildConfig:
         key = {k: v for k, v in asdict(self).items() if k not in ("device", "batch_size", "out", "data", "reference")}
         if key.get("ceiling_share") is None:  # runs made before the ceiling existed keep their folder
             key.pop("ceiling_share", None)
+        for k in ("half", "split_file"):  # the photo set's fingerprint already names the photos
+            key.pop(k, None)
         if not key.get("judges"):  # ... and before the judges
             key.pop("judges", None)
         else:
@@ -298,7 +307,8 @@ def _label(spec: str) -> str:
 
 
 def prepare_faces(spec: str, *, limit: int | None = None, detector=None, hub_split: str = "train",
-                  cache: bool = True, log: Callable[[str], None] | None = None, progress: bool = False) -> FaceSet:
+                  cache: bool = True, log: Callable[[str], None] | None = None, progress: bool = False,
+                  keep: set[str] | None = None) -> FaceSet:
     """Read, fingerprint and detect every photo of a source (module docstring, step 1).
 
     Args:
@@ -309,6 +319,7 @@ def prepare_faces(spec: str, *, limit: int | None = None, detector=None, hub_spl
         cache: read and write the detections in ``cache_dir()/wild``.
         log: receives a line per stage, or ``None``.
         progress: a progress bar over the detections on stderr.
+        keep: only the photos whose ``source_id`` is in this set (before ``limit``).
 
     Returns:
         :class:`FaceSet` (photos without a face carry their reason in ``errors``).
@@ -321,7 +332,10 @@ def prepare_faces(spec: str, *, limit: int | None = None, detector=None, hub_spl
 
     detector = detector or YuNet()
     source = _source(spec, hub_split)
-    items = source.items[:limit] if limit else source.items
+    items = [it for it in source.items if it.source_id in keep] if keep is not None else source.items
+    if keep is not None and not items:
+        raise WildError(f"{spec}: none of its photos is in the chosen half of the split file")
+    items = items[:limit] if limit else items
     contents: list[bytes | None] = []
     errors: list[str | None] = []
     h = hashlib.sha256()
@@ -485,6 +499,18 @@ def _check_tracks(config: WildConfig):
     return cls, seg
 
 
+def _half_files(config: WildConfig) -> set[str] | None:
+    """The photo names ``config.half`` keeps, or None; raises :class:`WildError` on a bad split file or half."""
+    from ..data.realism import RealismError, real_split_files
+
+    if config.half is None:
+        return None
+    try:
+        return real_split_files(config.split_file, config.half)
+    except RealismError as e:
+        raise WildError(str(e)) from None
+
+
 def _judge_classes(config: WildConfig) -> list:
     """The judges' predictor classes; raises :class:`WildError` where one is not blind."""
     from ..methods.predictors import check_options, get_predictor_class
@@ -541,6 +567,7 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
                          f"{config.size}")
     cls, seg_cls = _check_tracks(config)
     judge_classes = _judge_classes(config)
+    _half_files(config)  # a bad split file or half fails before anything loads
     device = resolve_device(config.device)
     method_opts, seg_opts = dict(config.method_args), dict(config.mask_from_args if config.mask_from else config.method_args)
     # the methods load first: a missing model fails in one line before minutes of detection and features
@@ -552,7 +579,7 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
 
     detector = detector or YuNet()
     faces = prepare_faces(config.data, limit=config.limit, detector=detector, hub_split=config.hub_split, log=log,
-                          progress=progress)
+                          progress=progress, keep=_half_files(config))
     if len(faces.found) == 0:
         raise WildError(f"{config.data}: no face found in any of {len(faces.items)} photos "
                         f"(e.g. {faces.items[0].source_id if faces.items else '-'}: {faces.errors[0] if faces.errors else ''})")
