@@ -108,6 +108,15 @@ class Prior3D(LearnedPredictor):
             prob = F.interpolate(torch.sigmoid(logits), size=(h, w), mode="bilinear", align_corners=False)
         return prob[:, 0].float().cpu().numpy()
 
+    def segment(self, images: np.ndarray) -> np.ndarray:
+        """The predicted holes ``(N, H, W) bool`` of ``(N, H, W, 3) uint8`` faces, as :meth:`predict` returns
+        them (N_3D's probability ``> threshold``, dilated by ``dilation`` pixels), without the prior or N_G."""
+        torch, F = self._torch, self._torch.nn.functional
+        hole = (torch.from_numpy(self.mask_probability(images))[:, None] > self.threshold).float()
+        if self.dilation > 0:
+            hole = F.max_pool2d(hole, 2 * self.dilation + 1, 1, self.dilation)
+        return hole[:, 0].numpy() > 0
+
     def _render(self, images: np.ndarray, edit: dict[str, Any] | None):
         """N_3D and the prior on ``(n, H, W, 3) uint8`` faces.
 

@@ -445,6 +445,20 @@ def _predict(predictor, images: np.ndarray, masks: np.ndarray | None, seed: int,
     return res.images, (masks if res.masks is None else res.masks), res.errors
 
 
+def _segment(segmenter, images: np.ndarray, seed: int, ids: list[str]) -> tuple[np.ndarray, list[str | None]]:
+    """A blind method's masks of ``images`` and per image ``None`` or its error: through its ``segment``
+    method where it has one (the masks :meth:`predict` would return, without the restoration, which a
+    segmenter pass does not need), else through ``predict`` (:func:`_predict`); a batch that raises in
+    ``segment`` goes through ``predict``, image by image."""
+    seg = getattr(segmenter, "segment", None)
+    if seg is not None:
+        try:
+            return np.asarray(seg(images), bool), [None] * len(images)
+        except Exception:  # noqa: BLE001 - predict_each records each image's own error
+            pass
+    return _predict(segmenter, images, None, seed, ids)[1:]
+
+
 def _source_masks(faces: FaceSet, segmenter, config: WildConfig, seg_key: str,
                   log: Callable[[str], None] | None, progress: bool = False) -> tuple[np.ndarray, list[str | None]]:
     """The segmenter's masks of every found face of ``faces``, ``(K, S, S) bool``, cached (module docstring,
@@ -467,7 +481,7 @@ def _source_masks(faces: FaceSet, segmenter, config: WildConfig, seg_key: str,
         for s in range(0, len(found), config.batch_size):
             pos = found[s:s + config.batch_size]
             ids = [faces.items[i].source_id for i in pos]
-            _, m, err = _predict(segmenter, faces.crops(pos, config.size), None, config.seed, ids)
+            m, err = _segment(segmenter, faces.crops(pos, config.size), config.seed, ids)
             masks[s:s + len(pos)] = m
             errors += err
             bar.update(len(pos))
@@ -662,8 +676,8 @@ def _score_batch(span: Span, *, config: WildConfig, faces: FaceSet, predictor, s
     else:
         outputs, masks, errors = _predict(predictor, crops, given[s:s + len(pos)], config.seed, ids)
         errors = [e or (f"mask source: {g}" if g else None) for e, g in zip(errors, given_errors[s:s + len(pos)])]
-    _, left, seg_errors = _predict(segmenter, outputs, None, config.seed + 1, ids)
-    by_judge = [_predict(judge, outputs, None, config.seed + 1, ids)[1:] for judge in judges]
+    left, seg_errors = _segment(segmenter, outputs, config.seed + 1, ids)
+    by_judge = [_segment(judge, outputs, config.seed + 1, ids) for judge in judges]
     rows = []
     for j, i in enumerate(pos):
         seg_ok = seg_errors[j] is None
