@@ -452,8 +452,16 @@ def test_combine_refuses_a_stage_in_the_wrong_place(tiny_weights, tmp_path):
 
     from maskbench.train.checkpoint import CheckpointError
 
+    runs = tiny_weights.parent
     with pytest.raises(CheckpointError, match="n3d"):
-        Prior3D.combine({"n3d": tiny_weights, "generator": tiny_weights}, tmp_path / "x.safetensors")
+        Prior3D.combine({"n3d": runs / "generator" / "weights.safetensors", "generator": tiny_weights},
+                        tmp_path / "x.safetensors")
+    # a stage taken over from a combined file: the file's own stages give the same file back
+    from safetensors.torch import load_file
+
+    out = Prior3D.combine({"n3d": runs / "n3d" / "weights.safetensors", "generator": tiny_weights}, tmp_path / "y.st")
+    a, b = load_file(str(out)), load_file(str(tiny_weights))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_combine_writes_only_where_it_is_told(tiny_weights, tmp_path, capsys):
