@@ -38,6 +38,10 @@ __all__ = ["BELOW_JAW", "CROP_SIZE", "GATES", "jaw_region", "SEGMENTERS", "TRIMA
 
 CROP_SIZE = 256
 SEGMENTERS = ("landmark-gan", "3dprior")
+#: The blind methods' weights the harvest keys with: those trained on drawn masks only. The default
+#: weights since issue 25 were trained on ``mix`` synthesis, whose photo templates are the harvest half's
+#: masks, so keying those photos with them would be circular (and would change the shipped library).
+HARVEST_VARIANT = "procedural"
 MATTING = ("closed-form", "none")
 #: Trimap: pixels of the region eroded by this many crop px are mask, those beyond its dilation by
 #: :data:`TRIMAP_OUT` px are not; matting decides the band between.
@@ -136,7 +140,8 @@ class MaskKeyer:
         segmenter: ``"landmark-gan"`` (Mask R-CNN, the default: on 16 harvest photos it found the plaid and
             patterned masks N_3D missed) or ``"3dprior"`` (N_3D).
         device: torch device.
-        landmark_method: a loaded ``landmark-gan`` predictor to reuse (else one is created).
+        landmark_method: a loaded ``landmark-gan`` predictor to reuse (else one is created; the networks are
+            the :data:`HARVEST_VARIANT` weights).
         matting: ``"closed-form"`` (step 4) or ``"none"``: the segmented region itself as alpha (its edge
             anti-aliased over a pixel) and the photo's colour, to measure what matting changes.
 
@@ -157,8 +162,10 @@ class MaskKeyer:
         self.matting = matting
         self.segmenter_name = segmenter
         self.detector = YuNet()
-        self.landmark_method = landmark_method or create_predictor("landmark-gan", device=device)
-        self.segmenter = self.landmark_method if segmenter == "landmark-gan" else create_predictor(segmenter, device=device)
+        self.landmark_method = landmark_method or create_predictor("landmark-gan", device=device,
+                                                                   variant=HARVEST_VARIANT)
+        self.segmenter = (self.landmark_method if segmenter == "landmark-gan"
+                          else create_predictor(segmenter, device=device, variant=HARVEST_VARIANT))
         self.anchors = load_anchor_sets()[ANCHORS]
         self.canonical_points = self.anchors.points(canonical_landmarks(CROP_SIZE))
         self.canonical_warp = PiecewiseAffineWarp(self.canonical_points)
