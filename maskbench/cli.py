@@ -619,8 +619,8 @@ def mask_iou_cmd(segmenters, photos, labels, shared_data, device, seed) -> None:
     with its 95 % bootstrap interval, and paired differences between options of the same method."""
     from .bench.real_masks import read_label_set, score_segmenter, summarize_iou
     from .bench.wild import parse_judge
-    from .measures.stats import bootstrap_ci
-    from .methods.predictors import check_options, get_predictor_class, resolve_device
+    from .measures.stats import paired_difference
+    from .methods.predictors import blind_predictor_class, resolve_device
 
     specs = [parse_judge(s) for s in segmenters]
     if photos is None:
@@ -628,13 +628,8 @@ def mask_iou_cmd(segmenters, photos, labels, shared_data, device, seed) -> None:
             raise UserError("name the labelled photos' folder: --photos DIR (real-masked-dev) or --shared-data DIR")
         photos = str(Path(shared_data) / "real-masked-dev")
     label_set = read_label_set(labels)
-    classes = []
-    for method, args in specs:  # every method and option is checked before any photo is read
-        cls = get_predictor_class(method)
-        check_options(cls, dict(args), method)
-        if cls.track != "blind":
-            raise UserError(f"--segmenter {method}: not a blind method (it does not predict masks)")
-        classes.append(cls)
+    # every method and option is checked before any photo is read
+    classes = [blind_predictor_class(method, dict(args), "--segmenter") for method, args in specs]
     dev = resolve_device(device)
     scored = []
     click.echo(f"mask IoU on {len(label_set)} hand-checked real photos (inside the photo; 95 % bootstrap intervals)")
@@ -648,9 +643,8 @@ def mask_iou_cmd(segmenters, photos, labels, shared_data, device, seed) -> None:
     for spec, method, table in scored:  # paired: each later option of a method vs its first
         base, base_table = firsts.setdefault(method, (spec, table))
         if base_table is not table:
-            d = table["iou"].to_numpy() - base_table["iou"].to_numpy()
-            lo, hi = bootstrap_ci(d, seed)
-            click.echo(f"  {spec} - {base}: {d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] (paired)")
+            d = paired_difference(table["iou"], base_table["iou"], seed)
+            click.echo(f"  {spec} - {base}: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] (paired)")
 
 
 @main.command("realism")

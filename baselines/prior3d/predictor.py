@@ -111,11 +111,14 @@ class Prior3D(LearnedPredictor):
     def segment(self, images: np.ndarray) -> np.ndarray:
         """The predicted holes ``(N, H, W) bool`` of ``(N, H, W, 3) uint8`` faces, as :meth:`predict` returns
         them (N_3D's probability ``> threshold``, dilated by ``dilation`` pixels), without the prior or N_G."""
-        torch, F = self._torch, self._torch.nn.functional
-        hole = (torch.from_numpy(self.mask_probability(images))[:, None] > self.threshold).float()
+        return self._hole(self._torch.from_numpy(self.mask_probability(images))[:, None])[:, 0].numpy() > 0
+
+    def _hole(self, prob):
+        """``(n, 1, H, W)`` probability -> the hole in {0, 1}: ``> threshold``, dilated by ``dilation`` px."""
+        hole = (prob > self.threshold).float()
         if self.dilation > 0:
-            hole = F.max_pool2d(hole, 2 * self.dilation + 1, 1, self.dilation)
-        return hole[:, 0].numpy() > 0
+            hole = self._torch.nn.functional.max_pool2d(hole, 2 * self.dilation + 1, 1, self.dilation)
+        return hole
 
     def _render(self, images: np.ndarray, edit: dict[str, Any] | None):
         """N_3D and the prior on ``(n, H, W, 3) uint8`` faces.
@@ -136,10 +139,7 @@ class Prior3D(LearnedPredictor):
             xin = x if self.n3d_size == s else F.interpolate(x, size=(self.n3d_size,) * 2, mode="area")
             logits, coeffs = self.nets["n3d"](xin)
             prob = F.interpolate(torch.sigmoid(logits), size=(h, w), mode="bilinear", align_corners=False)
-            hole = (prob > self.threshold).float()
-            if self.dilation > 0:
-                k = 2 * self.dilation + 1
-                hole = F.max_pool2d(hole, k, 1, self.dilation)
+            hole = self._hole(prob)
             m = hole if (h, w) == (s, s) else F.adaptive_max_pool2d(hole, (s, s))
             prior, _ = render_prior(self.buffers, self.layout, self.symmetry, coeffs, x, m, edit)
         return hole, prior, x, m

@@ -25,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -214,21 +214,32 @@ def fit_cache(data, size: int, model: SurreyModel, settings: dict[str, Any], *, 
                                  "copies are not supported, and --synth-on-the-fly only for N_3D (--config "
                                  "small-n3d)")
     layout = CoeffLayout(int(settings["num_shape"]))
-    key_src = json.dumps({"fp": getattr(data, "fingerprint", ""), "n": len(records), "size": size,
-                          "num_shape": layout.num_shape, "it": settings["fit_iterations"],
-                          "contour": bool(settings["fit_contour"]), "v": _FIT_VERSION,
-                          "ids": hashlib.sha256("|".join(str(r["id"]) for r in records).encode()).hexdigest()},
-                         sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    folder = (root or cache_dir() / "prior3d") / key
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second run waits for the first one's fits
-        if not (folder / "done.json").is_file():
-            _build(data, records, size, model, layout, settings, folder, progress)
-            atomic_write_bytes(folder / "done.json", key_src.encode())
+    key_src = _fit_key(data, len(records), size, layout, settings,
+                       ids=hashlib.sha256("|".join(str(r["id"]) for r in records).encode()).hexdigest())
+    folder = _built_once((root or cache_dir() / "prior3d"), "", key_src,
+                         lambda f: _build(data, records, size, model, layout, settings, f, progress))
     return FitCache(np.load(folder / "coeffs.npy"), np.load(folder / "landmarks.npy"),
                     np.load(folder / "priors.npy", mmap_mode="r"), folder)
+
+
+def _fit_key(data, n: int, size: int, layout: CoeffLayout, settings: dict[str, Any], **extra: str) -> str:
+    """The JSON that names a cache of fits: the data's fingerprint and size, the fit settings, ``extra``."""
+    return json.dumps({"fp": getattr(data, "fingerprint", ""), "n": n, "size": size, "num_shape": layout.num_shape,
+                       "it": settings["fit_iterations"], "contour": bool(settings["fit_contour"]), "v": _FIT_VERSION,
+                       **extra}, sort_keys=True)
+
+
+def _built_once(root: Path, prefix: str, key_src: str, build: Callable[[Path], None]) -> Path:
+    """The cache folder ``root/{prefix}{sha256(key_src)[:16]}``, filled by ``build(folder)`` the first time
+    (under a file lock: a second run waits for the first one's fits), then marked done."""
+    folder = root / (prefix + hashlib.sha256(key_src.encode()).hexdigest()[:16])
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done.json").is_file():
+            build(folder)
+            atomic_write_bytes(folder / "done.json", key_src.encode())
+    return folder
 
 
 def _is_on_the_fly(data) -> bool:
@@ -253,19 +264,14 @@ def _fit_cache_on_the_fly(data, size, model, settings, progress, root) -> FitCac
     """The fits of on-the-fly faces (their originals' landmarks do not change between epochs; no priors)."""
     layout = CoeffLayout(int(settings["num_shape"]))
     lms = scale_landmarks(data.landmarks, int(data.faces.shape[1]), size).astype(np.float32)
-    key_src = json.dumps({"fp": getattr(data, "fingerprint", ""), "n": len(lms), "size": size,
-                          "num_shape": layout.num_shape, "it": settings["fit_iterations"],
-                          "contour": bool(settings["fit_contour"]), "v": _FIT_VERSION,
-                          "lms": hashlib.sha256(lms.tobytes()).hexdigest()}, sort_keys=True)
-    folder = (root or cache_dir() / "prior3d") / ("otf-" + hashlib.sha256(key_src.encode()).hexdigest()[:16])
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / "done.json").is_file():
-            coeffs = _fit_all(lms, size, model, layout, settings, progress)
-            for name, arr in (("coeffs", coeffs), ("landmarks", lms)):
-                atomic_write_bytes(folder / f"{name}.npy", _npy_bytes(arr))
-            atomic_write_bytes(folder / "done.json", key_src.encode())
+    key_src = _fit_key(data, len(lms), size, layout, settings, lms=hashlib.sha256(lms.tobytes()).hexdigest())
+
+    def build(f: Path) -> None:
+        coeffs = _fit_all(lms, size, model, layout, settings, progress)
+        for name, arr in (("coeffs", coeffs), ("landmarks", lms)):
+            atomic_write_bytes(f / f"{name}.npy", _npy_bytes(arr))
+
+    folder = _built_once((root or cache_dir() / "prior3d"), "otf-", key_src, build)
     return FitCache(np.load(folder / "coeffs.npy"), np.load(folder / "landmarks.npy"), None, folder)
 
 

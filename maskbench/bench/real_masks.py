@@ -39,7 +39,7 @@ from ..core.errors import MaskbenchError
 from ..core.io import atomic_write_bytes, decode_image, read_csv_rows
 
 __all__ = ["LABEL_SIZE", "LabelSetError", "LabelSet", "default_label_dir", "grabcut_candidate", "photo_crop",
-           "read_label_set", "write_label_set", "score_segmenter"]
+           "read_label_set", "write_label_set", "score_segmenter", "summarize_iou", "read_decisions"]
 
 #: Side of the aligned crops the labels are drawn in (the in-the-wild track's).
 LABEL_SIZE = 256
@@ -90,12 +90,10 @@ def photo_crop(image: np.ndarray, quad: np.ndarray, size: int = LABEL_SIZE) -> t
     Returns:
         ``(crop, valid)``: ``(size, size, 3) uint8`` and ``(size, size) bool``.
     """
-    from ..faces.landmarks import warp_quad
+    from ..faces.landmarks import inside_photo, warp_quad
 
     crop, m = warp_quad(image, quad, size)
-    valid = cv2.warpAffine(np.ones(image.shape[:2], np.float32), m, (size, size), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.999
-    return crop, valid
+    return crop, inside_photo(image.shape[:2], m, size) > 0.999
 
 
 def grabcut_candidate(crop: np.ndarray, valid: np.ndarray, iterations: int = 6) -> np.ndarray:

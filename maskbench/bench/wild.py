@@ -525,18 +525,9 @@ def _half_files(config: WildConfig) -> set[str] | None:
         raise WildError(str(e)) from None
 
 
-def _judge_classes(config: WildConfig) -> list:
-    """The judges' predictor classes; raises :class:`WildError` where one is not blind."""
-    from ..methods.predictors import check_options, get_predictor_class
-
-    out = []
-    for method, args in config.judges:
-        jc = get_predictor_class(method)
-        check_options(jc, dict(args), method)
-        if jc.track != "blind":
-            raise WildError(f"--judge {method}: not a blind method (it does not predict masks)")
-        out.append(jc)
-    return out
+def _flags(masks: np.ndarray, errors: list[str | None], threshold: float) -> np.ndarray:
+    """Per face without a segmenter error: does its mask cover more than ``threshold`` of the crop."""
+    return np.array([m.mean() > threshold for m, e in zip(masks, errors) if e is None], bool)
 
 
 def _seg_key(method: str, opts: dict, weights: str | None, seed: int) -> str:
@@ -579,9 +570,11 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
     if config.batch_size < 1 or (config.limit is not None and config.limit < 1) or config.size < 32:
         raise WildError(f"need batch size >= 1, limit >= 1 and size >= 32, got {config.batch_size}, {config.limit}, "
                          f"{config.size}")
+    from ..methods.predictors import blind_predictor_class
+
     cls, seg_cls = _check_tracks(config)
-    judge_classes = _judge_classes(config)
-    _half_files(config)  # a bad split file or half fails before anything loads
+    judge_classes = [blind_predictor_class(m, dict(args), "--judge") for m, args in config.judges]
+    keep = _half_files(config)  # a bad split file or half fails before anything loads
     device = resolve_device(config.device)
     method_opts, seg_opts = dict(config.method_args), dict(config.mask_from_args if config.mask_from else config.method_args)
     # the methods load first: a missing model fails in one line before minutes of detection and features
@@ -593,7 +586,7 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
 
     detector = detector or YuNet()
     faces = prepare_faces(config.data, limit=config.limit, detector=detector, hub_split=config.hub_split, log=log,
-                          progress=progress, keep=_half_files(config))
+                          progress=progress, keep=keep)
     if len(faces.found) == 0:
         raise WildError(f"{config.data}: no face found in any of {len(faces.items)} photos "
                         f"(e.g. {faces.items[0].source_id if faces.items else '-'}: {faces.errors[0] if faces.errors else ''})")
@@ -631,16 +624,14 @@ def evaluate_wild(config: WildConfig, progress: bool = False, *, net=None, detec
     if config.mask_from:
         given, given_errors = _source_masks(faces, segmenter, config, seg_key, log, progress)
     ref_masks, ref_errors = _source_masks(ref, segmenter, config, seg_key, log, progress)
-    ref_flags = np.array([m.mean() > config.left_threshold for m, e in zip(ref_masks, ref_errors) if e is None], bool)
+    ref_flags = _flags(ref_masks, ref_errors, config.left_threshold)
     judged = []  # per judge: its label, weights, flags on the inputs (floor) and on the reference
     for label, judge, jw, (method, args) in zip(config.judge_labels(), judges, judge_weights, config.judges):
         key = _seg_key(method, dict(args), jw, config.seed)
-        jin, jin_err = _source_masks(faces, judge, config, key, log, progress)
-        jref, jref_err = _source_masks(ref, judge, config, key, log, progress)
         judged.append({"label": label, "method": method, "options": dict(args), "weights": jw,
-                       "floor": np.array([m.mean() > config.left_threshold for m, e in zip(jin, jin_err) if e is None]),
-                       "reference": np.array([m.mean() > config.left_threshold
-                                              for m, e in zip(jref, jref_err) if e is None])})
+                       "floor": _flags(*_source_masks(faces, judge, config, key, log, progress), config.left_threshold),
+                       "reference": _flags(*_source_masks(ref, judge, config, key, log, progress),
+                                           config.left_threshold)})
 
     batches = folder.batches([faces.items[i].source_id for i in faces.found], config.batch_size)
     run_batches(batches, partial(_score_batch, config=config, faces=faces, predictor=predictor, segmenter=segmenter,
@@ -869,7 +860,7 @@ def compare_wild(a: str | Path, b: str | Path, seed: int = 0) -> pd.DataFrame:
     Raises:
         WildError: a folder is not a finished wild run, the two share no judge, or no photo.
     """
-    from ..measures.stats import bootstrap_ci, wilcoxon_p
+    from ..measures.stats import paired_difference
 
     runs = []
     for d in (a, b):
@@ -890,12 +881,9 @@ def compare_wild(a: str | Path, b: str | Path, seed: int = 0) -> pd.DataFrame:
             j = x.merge(y, on="id").dropna()
             if j.empty:
                 raise WildError(f"{a} and {b} have no photo in common")
-            va, vb = j["a"].to_numpy(np.float64), j["b"].to_numpy(np.float64)
-            d = va - vb
-            lo, hi = bootstrap_ci(d, seed)
-            rows.append({"metric": f"{name}[{label}]", "n": int(d.size), "mean_a": float(va.mean()),
-                         "mean_b": float(vb.mean()), "diff": float(d.mean()), "ci_low": lo, "ci_high": hi,
-                         "p_wilcoxon": wilcoxon_p(d), "better": "a" if hi < 0 else "b" if lo > 0 else ""})
+            row = paired_difference(j["a"], j["b"], seed)
+            better = "a" if row["ci_high"] < 0 else "b" if row["ci_low"] > 0 else ""  # lower is better
+            rows.append({"metric": f"{name}[{label}]", **row, "better": better})
     return pd.DataFrame(rows)
 
 

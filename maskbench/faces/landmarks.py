@@ -31,6 +31,7 @@ __all__ = [
     "ffhq_quad",
     "ffhq_quad_from_points",
     "warp_quad",
+    "inside_photo",
     "face_outline",
     "JAW",
     "BROWS",
@@ -177,6 +178,22 @@ def align_ffhq(image: np.ndarray, landmarks: np.ndarray, size: int = 256) -> tup
         source to crop pixels (apply to landmarks with :func:`transform_points`).
     """
     return warp_quad(image, ffhq_quad(landmarks), size)
+
+
+def inside_photo(photo_hw: tuple[int, int], m: np.ndarray, size: int) -> np.ndarray:
+    """How much of each pixel of an aligned crop comes from inside the photo (a crop that reaches past the
+    photo's border is padded there by reflection, :func:`warp_quad`).
+
+    Args:
+        photo_hw: the photo's ``(height, width)``.
+        m: ``(2, 3)`` photo-to-crop map (:func:`warp_quad`'s second value).
+        size: crop side.
+
+    Returns:
+        ``(size, size) float32`` in [0, 1]: the bilinear weight of the photo's own pixels (1 inside).
+    """
+    return cv2.warpAffine(np.ones(photo_hw, np.float32), m, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def warp_quad(image: np.ndarray, quad: np.ndarray, size: int = 256) -> tuple[np.ndarray, np.ndarray]:

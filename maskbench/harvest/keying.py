@@ -32,7 +32,7 @@ import numpy as np
 from ..core.errors import MaskbenchError
 from ..data.masks import PiecewiseAffineWarp, canonical_landmarks, load_anchor_sets
 from ..data.synth import MAX_FOLDED_TRIANGLES
-from ..faces.landmarks import estimate_yaw
+from ..faces.landmarks import estimate_yaw, inside_photo
 
 __all__ = ["BELOW_JAW", "CROP_SIZE", "GATES", "jaw_region", "SEGMENTERS", "TRIMAP_IN", "TRIMAP_OUT", "Keyed", "MaskKeyer", "HarvestError"]
 
@@ -203,8 +203,7 @@ class MaskKeyer:
         if fig["face_px"] < GATES["face_px"][0]:
             return Keyed(f"face too small ({fig['face_px']:.0f} px)", figures=fig)
         crop, m = align_yunet(image, face.points, CROP_SIZE)
-        valid = cv2.warpAffine(np.ones(image.shape[:2], np.float32), m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.99
+        valid = inside_photo(image.shape[:2], m, CROP_SIZE) > 0.99
         prob = self.segmenter.mask_probability(crop[None])[0] * valid
         region = _largest_component(prob > 0.5)
         out = Keyed(None, crop, m, prob.astype(np.float32), figures=fig)

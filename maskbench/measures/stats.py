@@ -33,6 +33,7 @@ __all__ = [
     "summarize",
     "is_metric",
     "paired_comparison",
+    "paired_difference",
     "wilcoxon_p",
     "summary_lines",
     "FID_MIN_N",
@@ -179,13 +180,21 @@ def paired_comparison(a: pd.DataFrame, b: pd.DataFrame, metrics=None, seed: int 
         x, y = x[keep], y[keep]
         if x.size == 0:
             continue
-        d = x - y
-        lo, hi = bootstrap_ci(d, seed)
-        rows.append({"metric": m, "n": int(d.size), "mean_a": float(x.mean()), "mean_b": float(y.mean()),
-                     "diff": float(d.mean()), "ci_low": lo, "ci_high": hi, "p_wilcoxon": wilcoxon_p(d),
-                     "better": _better(m, lo, hi)})
+        row = paired_difference(x, y, seed)
+        rows.append({"metric": m, **row, "better": _better(m, row["ci_low"], row["ci_high"])})
     return pd.DataFrame(rows, columns=["metric", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_wilcoxon",
                                        "better"])
+
+
+def paired_difference(x, y, seed: int = 0) -> dict[str, Any]:
+    """Two paired samples ``(N,)`` (image by image): ``n, mean_a, mean_b, diff`` (mean of ``x - y``),
+    ``ci_low, ci_high`` (its percentile-bootstrap 95 % interval, :func:`bootstrap_ci`) and ``p_wilcoxon``
+    (:func:`wilcoxon_p`)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    d = x - y
+    lo, hi = bootstrap_ci(d, seed)
+    return {"n": int(d.size), "mean_a": float(x.mean()), "mean_b": float(y.mean()), "diff": float(d.mean()),
+            "ci_low": lo, "ci_high": hi, "p_wilcoxon": wilcoxon_p(d)}
 
 
 def wilcoxon_p(d: np.ndarray) -> float:

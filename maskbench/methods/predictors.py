@@ -60,6 +60,7 @@ __all__ = [
     "get_predictor_class",
     "create_predictor",
     "check_options",
+    "blind_predictor_class",
     "method_options",
     "list_methods",
     "reload_entry_points",
@@ -375,6 +376,21 @@ def check_options(cls: type[Predictor], options: dict[str, Any], name: str | Non
         takes = ", ".join(known) if known else "none"
         names = ", ".join(map(repr, unknown))
         raise MethodOptionError(f"method {name or cls.name!r} has no option {names} (options: {takes})")
+
+
+def blind_predictor_class(name: str, options: dict[str, Any], option: str = "--segmenter") -> type[Predictor]:
+    """The class of a blind method that is to segment (a judge, a segmenter under test), its options checked.
+
+    Raises:
+        UnknownMethodError, RegistryError: see :func:`get_predictor_class`.
+        MethodOptionError: an option it does not take, or the method is not blind (``option`` names the
+            command-line option in the message).
+    """
+    cls = get_predictor_class(name)
+    check_options(cls, options, name)
+    if cls.track != "blind":
+        raise MethodOptionError(f"{option} {name}: not a blind method (it does not predict masks)")
+    return cls
 
 
 def create_predictor(name: str, device: str = "cpu", **kwargs: Any) -> Predictor:
